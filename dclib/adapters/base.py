@@ -1,0 +1,148 @@
+"""The one small interface every model family implements for the scoring engine.
+
+An adapter turns images into the clean sample x0 the diffusion model works on, turns conditionings into the
+model's conditioning tensors (computed once and cached), and predicts noise for a batch of (x_t, t, cond).
+The noise schedule always comes from the model's own scheduler (``alphas_cumprod``).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from ..errors import InputError
+from ..images import ImageInput, preprocess
+
+
+class DiffusionAdapter:
+    """Base class. Subclasses set the attributes below and implement ``_encode`` and ``_forward``."""
+
+    #: "epsilon" or "v_prediction" (converted to an eps estimate) ...
+    prediction_type: str = "epsilon"
+    #: True when the model also predicts its variance (learned sigma), needed by the VLB objective.
+    learned_variance: bool = False
+    #: Pixel resolution and channels the model's images are prepared at.
+    resolution: int
+    image_channels: int = 3
+    #: Names of the classes for class-conditional models (None for free-text models).
+    class_names: list[str] | None = None
+    #: Whether conditionings are free text (True) or class indices (False).
+    text_conditioned: bool = False
+
+    def __init__(self, scheduler, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        self.scheduler = scheduler
+        self.device = torch.device(device)
+        self.dtype = dtype
+        betas = torch.as_tensor(scheduler.betas, dtype=torch.float64)
+        self.betas = betas
+        # The same float32 values as scheduler.alphas_cumprod, i.e. what scheduler.add_noise uses.
+        self.alphas_cumprod = torch.as_tensor(scheduler.alphas_cumprod, dtype=torch.float32)
+        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
+        self._abar_device = self.alphas_cumprod.to(self.device)
+        self._cond_cache: dict[Any, torch.Tensor] = {}
+        self.model_id: str | None = None
+
+    # --------------------------------------------------------------------------- images -> x0
+    def preprocess(self, image: ImageInput) -> torch.Tensor:
+        """One image -> pixels [C, R, R] in [-1, 1], as the paper prepares them."""
+        return preprocess(image, self.resolution, self.image_channels)
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels [B, C, R, R] in [-1, 1] -> clean samples x0 [B, ...] (float32) for the diffusion model."""
+        return self._encode(pixels.to(self.device)).float()
+
+    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels  # pixel-space models
+
+    # --------------------------------------------------------------------------- conditionings
+    def encode_conditions(self, conditions: Sequence) -> torch.Tensor:
+        """Conditionings (prompts or class indices) -> a tensor whose rows the model takes; cached."""
+        missing = [c for c in dict.fromkeys(conditions) if c not in self._cond_cache]
+        if missing:
+            encoded = self._encode_conditions(missing)
+            for c, row in zip(missing, encoded):
+                self._cond_cache[c] = row
+        return torch.stack([self._cond_cache[c] for c in conditions])
+
+    def _encode_conditions(self, conditions: Sequence) -> torch.Tensor:
+        raise NotImplementedError
+
+    def null_condition(self) -> torch.Tensor:
+        """The unconditional input (empty prompt or null class) used by classifier-free guidance: [1, ...]."""
+        raise InputError(f"{type(self).__name__} has no unconditional input, so guidance is unavailable")
+
+    # --------------------------------------------------------------------------- denoiser
+    def q_sample(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, with the scheduler's own abar."""
+        abar = self._abar_device[t].view(-1, *([1] * (x0.dim() - 1)))
+        return abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+
+    @torch.inference_mode()
+    def predict(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Eps estimate (float32) and, for learned-variance models, the raw variance output, for a batch."""
+        out = self._forward(x_t.to(self.dtype), t, cond).float()
+        channels = x_t.shape[1]
+        var_values = None
+        if self.learned_variance:
+            out, var_values = out[:, :channels], out[:, channels:]
+        return self.to_eps(out, x_t, t), var_values
+
+    def to_eps(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Convert the model's native prediction to an eps estimate (the paper scores eps)."""
+        if self.prediction_type == "epsilon":
+            return model_output
+        abar = self._abar_device[t].view(-1, *([1] * (x_t.dim() - 1)))
+        if self.prediction_type == "v_prediction":
+            # v = sqrt(abar) eps - sqrt(1-abar) x0 and x_t = sqrt(abar) x0 + sqrt(1-abar) eps
+            return abar.sqrt() * model_output + (1 - abar).sqrt() * x_t
+        if self.prediction_type == "sample":
+            return (x_t - abar.sqrt() * model_output) / (1 - abar).sqrt()
+        raise InputError(f"unsupported prediction type {self.prediction_type!r}")
+
+    def _forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # --------------------------------------------------------------------------- info
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one x0 (e.g. (4, 64, 64) for SD 2 base at 512 px)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {
+            "adapter": type(self).__name__,
+            "model": self.model_id,
+            "prediction_type": self.prediction_type,
+            "learned_variance": self.learned_variance,
+            "num_train_timesteps": self.num_train_timesteps,
+            "resolution": self.resolution,
+            "sample_shape": list(self.sample_shape),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "device": str(self.device),
+        }
+
+
+def latent_from_vae(vae, pixels: torch.Tensor) -> torch.Tensor:
+    """x0 = (posterior mean - shift_factor) * scaling_factor, both read from the VAE config."""
+    posterior = vae.encode(pixels.to(vae.dtype)).latent_dist
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return (posterior.mean - shift) * vae.config.scaling_factor
+
+
+def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """Move to the device in eval mode; cast only when the weights are not already in ``dtype``."""
+    module.to(device)
+    if module.dtype != dtype:
+        module.to(dtype)
+    module.eval()
+
+
+def id2label_of(pipe, id2label: dict | None = None) -> dict[int, str]:
+    """Class names from model_index.json's id2label (what dclib and DiT save), else from the pipeline."""
+    raw = id2label or (pipe.config.get("id2label") if hasattr(pipe, "config") else None)
+    if not raw:
+        labels = getattr(pipe, "labels", None) or {}  # DiTPipeline keeps {name: id}
+        return {int(v): k for k, v in sorted(labels.items(), key=lambda kv: kv[1])}
+    return {int(k): str(v) for k, v in dict(raw).items()}

@@ -1,0 +1,138 @@
+"""Resolve a model id (hub id, local folder or ``embedded:NAME``) and load it behind the right adapter."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError, ModelNotFoundError
+from .base import DiffusionAdapter
+from .dit import DiTAdapter
+from .pixel_unet import PixelUNetAdapter
+from .stable_diffusion import StableDiffusionAdapter
+
+#: model_index.json ``_class_name`` -> adapter class.
+ADAPTERS = {
+    "StableDiffusionPipeline": StableDiffusionAdapter,
+    "DiTPipeline": DiTAdapter,
+    "DDPMPipeline": PixelUNetAdapter,
+}
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+def resolve_dtype(dtype) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[str(dtype).replace("torch.", "")]
+    except KeyError:
+        raise InputError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}") from None
+
+
+def resolve_device(device) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_model_path(model: str) -> str:
+    """``embedded:NAME`` -> the folder shipped inside dclib; anything else is returned as is."""
+    model = os.fspath(model)
+    if model.startswith("embedded:"):
+        name = model.split(":", 1)[1]
+        path = EMBEDDED_DIR / name
+        if not (path / "model_index.json").exists():
+            available = sorted(p.name for p in EMBEDDED_DIR.glob("*") if (p / "model_index.json").exists()) \
+                if EMBEDDED_DIR.exists() else []
+            raise ModelNotFoundError(f"no embedded model {name!r}; available: {', '.join(available) or 'none'}")
+        return str(path)
+    return model
+
+
+def read_model_index(model: str, revision: str | None = None) -> dict:
+    """The pipeline's model_index.json, from a local folder or the hub (cache only when offline)."""
+    if os.path.isdir(model):
+        index = Path(model) / "model_index.json"
+        if not index.exists():
+            raise ModelNotFoundError(f"{model} is a folder but has no model_index.json: save a diffusers "
+                                     "pipeline there with save_pretrained")
+        return json.loads(index.read_text())
+    if os.path.exists(model):
+        raise ModelNotFoundError(f"{model} is a file; pass a diffusers pipeline folder or a hub id")
+    if model.count("/") != 1 or model.startswith(("/", ".")):
+        raise ModelNotFoundError(f"model {model!r} is neither a local folder nor a hub id (owner/name)")
+    from huggingface_hub import hf_hub_download
+    try:
+        path = hf_hub_download(model, "model_index.json", revision=revision)
+    except Exception as err:  # offline + not cached, unknown repo, gated repo, no network ...
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        hint = ("it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if offline
+                else f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        raise ModelNotFoundError(f"cannot load model {model!r}: {hint}") from None
+    return json.loads(Path(path).read_text())
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+
+
+@contextlib.contextmanager
+def quiet_hf_logging():
+    """Silence diffusers/transformers info, warnings and loading bars while loading; restore afterwards."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    levels = dlog.get_verbosity(), tlog.get_verbosity()
+    bars = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+    dlog.set_verbosity_error(), tlog.set_verbosity_error()
+    dlog.disable_progress_bar(), tlog.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        dlog.set_verbosity(levels[0]), tlog.set_verbosity(levels[1])
+        if bars[0]:
+            dlog.enable_progress_bar()
+        if bars[1]:
+            tlog.enable_progress_bar()
+
+
+def load_adapter(model: str, torch_dtype=None, device=None, resolution: int | None = None,
+                 revision: str | None = None) -> DiffusionAdapter:
+    """Load a diffusers pipeline with ``from_pretrained`` (safetensors only) behind its adapter."""
+    path = resolve_model_path(model)
+    index = read_model_index(path, revision)
+    class_name = index.get("_class_name")
+    if class_name not in ADAPTERS:
+        raise ModelNotFoundError(f"model {model!r} is a {class_name}; dclib supports "
+                                 f"{', '.join(sorted(ADAPTERS))}")
+    import diffusers
+
+    pipeline_cls = getattr(diffusers, class_name)
+    dtype, dev = resolve_dtype(torch_dtype), resolve_device(device)
+    # diffusers renamed torch_dtype to dtype in 0.36; older releases only know torch_dtype.
+    dtype_key = "dtype" if _version_tuple(diffusers.__version__) >= (0, 36) else "torch_dtype"
+    kwargs = {"use_safetensors": True, "revision": revision, dtype_key: dtype}
+    if class_name == "StableDiffusionPipeline":
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    try:
+        with quiet_hf_logging():
+            pipe = pipeline_cls.from_pretrained(path, **kwargs)
+    except (OSError, EnvironmentError, ValueError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ModelNotFoundError(f"cannot load model {model!r}: {first}") from None
+    adapter = ADAPTERS[class_name](pipe, device=dev, dtype=dtype, resolution=resolution,
+                                   id2label=index.get("id2label"))
+    adapter.model_id = model
+    return adapter

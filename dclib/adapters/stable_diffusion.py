@@ -1,0 +1,45 @@
+"""Stable Diffusion 1.x / 2.x (and any StableDiffusionPipeline folder): text prompts, latent space."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .base import DiffusionAdapter, latent_from_vae, place
+
+
+class StableDiffusionAdapter(DiffusionAdapter):
+    text_conditioned = True
+
+    def __init__(self, pipe, device="cpu", dtype=torch.float32, resolution: int | None = None,
+                 id2label: dict | None = None):
+        super().__init__(pipe.scheduler, device, dtype)
+        self.unet, self.vae = pipe.unet, pipe.vae
+        self.text_encoder, self.tokenizer = pipe.text_encoder, pipe.tokenizer
+        self.prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.resolution = resolution or self.unet.config.sample_size * self.vae_scale_factor
+        self.latent_channels = self.unet.config.in_channels
+        self.learned_variance = self.unet.config.out_channels == 2 * self.unet.config.in_channels
+        for module in (self.unet, self.vae, self.text_encoder):
+            place(module, self.device, self.dtype)
+
+    @property
+    def sample_shape(self):
+        side = self.resolution // self.vae_scale_factor
+        return (self.latent_channels, side, side)
+
+    def _encode(self, pixels):
+        return latent_from_vae(self.vae, pixels)
+
+    @torch.inference_mode()
+    def _encode_conditions(self, prompts: Sequence[str]) -> torch.Tensor:
+        tokens = self.tokenizer(list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length,
+                                truncation=True, return_tensors="pt")
+        return self.text_encoder(tokens.input_ids.to(self.device))[0].to(self.dtype)
+
+    def null_condition(self):
+        return self.encode_conditions([""])
+
+    def _forward(self, x_t, t, cond):
+        return self.unet(x_t, t, encoder_hidden_states=cond).sample

@@ -1,0 +1,118 @@
+"""The user-facing entry point: ``DiffusionClassifier.from_pretrained(...).classify(image, ...)``."""
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .adapters import DiffusionAdapter, load_adapter
+from .decide import Classification, decide
+from .images import ImageInput
+from .noise import NoiseDistribution, make_noise
+from .plan import Plan, Schedule
+from .prompts import Conditionings, resolve_conditionings
+from .scoring import ScoreOptions, Scorer, ScoreResult
+
+
+def image_key(pixels: torch.Tensor) -> str:
+    """A content hash of the prepared pixels: the default image id for noise keying."""
+    return hashlib.blake2b(pixels.detach().cpu().float().numpy().tobytes(), digest_size=8).hexdigest()
+
+
+class DiffusionClassifier:
+    """Turns a conditional diffusion model into a classifier (Li et al., ICCV 2023).
+
+    >>> clf = DiffusionClassifier.from_pretrained("stabilityai/stable-diffusion-2-base", torch_dtype="float16")
+    >>> result = clf.classify("dog.jpg", prompts=["a photo of a dog", "a photo of a cat"], schedule="5,1:25,250")
+    >>> result.prediction_name
+    """
+
+    def __init__(self, adapter: DiffusionAdapter):
+        self.adapter = adapter
+
+    @classmethod
+    def from_pretrained(cls, model: str, torch_dtype=None, device=None, resolution: int | None = None,
+                        revision: str | None = None) -> "DiffusionClassifier":
+        """Load a hub id, a local diffusers folder or ``embedded:NAME`` (safetensors only)."""
+        return cls(load_adapter(model, torch_dtype=torch_dtype, device=device, resolution=resolution,
+                                revision=revision))
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def conditionings(self, prompts=None, class_labels=None) -> Conditionings:
+        a = self.adapter
+        return resolve_conditionings(prompts, class_labels, a.class_names, a.text_conditioned)
+
+    def encode_image(self, image: ImageInput | torch.Tensor) -> tuple[torch.Tensor, str]:
+        """One image (path, PIL, uint8 array, or pixels [C, R, R] in [-1, 1]) -> (x0, content id)."""
+        pixels = image if isinstance(image, torch.Tensor) else self.adapter.preprocess(image)
+        return self.adapter.encode_images(pixels[None])[0].cpu(), image_key(pixels)
+
+    def score(self, x0: torch.Tensor, conditionings: Conditionings, plan: Plan | None = None, *,
+              timesteps: torch.Tensor | None = None, noise: torch.Tensor | None = None, seed: int = 0,
+              image_id: str | int = 0, noise_distribution: str | NoiseDistribution | None = None,
+              options: ScoreOptions | None = None, batch_size: int = 64, return_maps: bool = False,
+              progress: bool = False) -> ScoreResult:
+        """Low level: errors [n_conditionings, n_samples] for a plan, or for explicit timesteps and noise."""
+        scorer = Scorer(self.adapter, options, batch_size=batch_size, progress=progress)
+        if timesteps is None:
+            if plan is None:
+                raise ValueError("pass a plan or explicit timesteps")
+            plan.check(self.adapter.num_train_timesteps)
+            timesteps = torch.tensor(plan.timesteps, dtype=torch.long)
+        if noise is None:
+            plan = plan or Plan.from_timesteps(torch.as_tensor(timesteps).tolist())
+            noise = make_noise(plan, x0.shape, seed, image_id, noise_distribution)
+        cond = self.adapter.encode_conditions(list(conditionings.values))
+        return scorer.score(x0, cond, timesteps, noise, return_maps=return_maps)
+
+    # ------------------------------------------------------------------------------------------ classify
+    def classify(self, image: ImageInput | torch.Tensor, prompts=None, class_labels=None,
+                 schedule: str | int | Schedule = 100, *, n_trials: int = 1, seed: int = 0,
+                 image_id: str | int | None = None, loss: str = "l2", objective: str = "uniform",
+                 guidance: float = 0.0, crop: int = 0, noise: str | NoiseDistribution | None = "normal",
+                 batch_size: int = 64, temperature: float = 1.0, progress: bool = False) -> Classification:
+        """Classify one image.
+
+        Args:
+            prompts: for text models, a list of prompts, a prompt file (official CSV or one prompt a line)
+                or a :class:`Conditionings`; for class-conditional models, optional class labels.
+            class_labels: class indices or names for class-conditional models (default: all classes).
+            schedule: ``N`` (Algorithm 1, N evenly spaced timesteps) or ``"KEEP,...:TRIALS,..."`` (Algorithm 2).
+            n_trials: noises per timestep.
+            seed, image_id: key the noise; the default id is a hash of the image's pixels.
+            loss, objective, guidance, crop: see :class:`ScoreOptions`. noise: see :class:`NoiseDistribution`.
+            temperature: of the posterior softmax(-error / temperature).
+        """
+        started = time.perf_counter()
+        conds = self.conditionings(prompts, class_labels)
+        sched = Schedule.parse(schedule, n_trials)
+        options = ScoreOptions(loss=loss, objective=objective, guidance=guidance, crop=crop)
+        x0, content_id = self.encode_image(image)
+        image_id = content_id if image_id is None else image_id
+        dist = NoiseDistribution.parse(noise)
+        bar = tqdm(total=sched.max_evaluations(len(conds)), desc="classify", unit="eval", leave=False,
+                   disable=not progress)
+        scorer = Scorer(self.adapter, options, batch_size=batch_size, progress=bar)
+        encoded = self.adapter.encode_conditions(list(conds.values))
+        unconditional = [0]
+
+        def score(indices: list[int], plan: Plan) -> np.ndarray:
+            eps = make_noise(plan, x0.shape, seed, image_id, dist)
+            result = scorer.score(x0, encoded[indices], torch.tensor(plan.timesteps), eps)
+            unconditional[0] += result.evaluations - len(indices) * len(plan)
+            return result.errors.numpy().astype(np.float64)
+
+        result = decide(score, conds, sched, self.adapter.num_train_timesteps, temperature)
+        bar.close()
+        result.evaluations += unconditional[0]
+        result.seconds = time.perf_counter() - started
+        result.extra.update(image_id=str(image_id), schedule=str(sched), n_trials=n_trials, seed=seed,
+                            **options.to_dict(), noise=str(dist))
+        return result
+
+    def classify_batch(self, images: Sequence, **kwargs) -> list[Classification]:
+        return [self.classify(image, **kwargs) for image in images]

@@ -1,0 +1,248 @@
+"""Shapes scenes as data: scene sampling, training batches, test sets, zero-shot tasks and
+Winoground-style compositional pairs. Rendering is in shapes_render, wording in captions.
+
+Every scene is a dict of structured attributes:
+  n_objects (1 or 2), shape1, colour1, size1, pos1, shape2, colour2, size2, pos2, relation
+  ("left_of"/"above", None for one object), background, render_seed, caption, template_id,
+  template_split.
+Object 1 is the left/top object of a two-object scene; two-object attributes are None for one object.
+Scene k of `render_scenes(n, seed)` depends only on (seed, k), so any prefix is reproducible alone.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from functools import lru_cache
+
+import numpy as np
+
+from dclib.data import captions as cap
+from dclib.data.common import ImageSplit
+from dclib.data.shapes_render import (BACKGROUNDS, COLOUR_NAMES, POSITIONS, RELATIONS, SHAPES, SIZES,
+                                      render_scene)
+
+TRAIN_SEED, TEST_SEED, WINO_SEED = 1, 2, 3
+TRAIN_SIZE = 50_000
+TEST_SIZE = 1_000
+WINO_PER_SWAP = 200
+# Share of one-object scenes in training data; the rest have two objects.
+P_SINGLE = 0.4
+SWAP_TYPES = ("attribute", "relation", "both")
+ZERO_SHOT_TASKS = ("shape", "colour", "position")
+
+
+def _pick(rng: np.random.Generator, options):
+    return options[int(rng.integers(len(options)))]
+
+
+def sample_scene(rng: np.random.Generator, n_objects: int) -> dict:
+    """Random attributes for a scene (no caption yet). Two objects never share both shape and colour,
+    so every caption names them distinguishably."""
+    scene = {"n_objects": n_objects, "shape1": _pick(rng, SHAPES), "colour1": _pick(rng, COLOUR_NAMES),
+             "size1": _pick(rng, SIZES), "pos1": None, "shape2": None, "colour2": None, "size2": None,
+             "pos2": None, "relation": None}
+    if n_objects == 1:
+        scene["pos1"] = _pick(rng, POSITIONS)
+    elif n_objects == 2:
+        scene["relation"] = _pick(rng, RELATIONS)
+        scene["pos1"], scene["pos2"] = ("left", "right") if scene["relation"] == "left_of" else ("top", "bottom")
+        while True:
+            scene["shape2"], scene["colour2"] = _pick(rng, SHAPES), _pick(rng, COLOUR_NAMES)
+            if (scene["shape2"], scene["colour2"]) != (scene["shape1"], scene["colour1"]):
+                break
+        scene["size2"] = _pick(rng, SIZES)
+    else:
+        raise ValueError(f"n_objects must be 1 or 2, got {n_objects}")
+    scene["background"] = _pick(rng, BACKGROUNDS)
+    scene["render_seed"] = int(rng.integers(2**63 - 1))
+    return scene
+
+
+def with_caption(scene: dict, template: cap.Template) -> dict:
+    return {**scene, "caption": cap.caption(scene, template), "template_id": template.id,
+            "template_split": template.split}
+
+
+def _scene_rng(seed: int, k: int) -> np.random.Generator:
+    return np.random.default_rng([seed, k])
+
+
+def sample_scenes(n: int, seed: int, p_single: float = P_SINGLE, template_split: str = "train") -> list[dict]:
+    """n captioned scene dicts (no pixels); the caption template is drawn from `template_split`."""
+    scenes = []
+    for k in range(n):
+        rng = _scene_rng(seed, k)
+        n_objects = 1 if p_single >= 1.0 or rng.random() < p_single else 2
+        scene = sample_scene(rng, n_objects)
+        scenes.append(with_caption(scene, _pick(rng, cap.templates(template_split, scene))))
+    return scenes
+
+
+def render_scenes(n: int, seed: int, p_single: float = P_SINGLE,
+                  template_split: str = "train") -> tuple[np.ndarray, list[dict]]:
+    """Fast training data: (uint8 [n, 32, 32, 3], scene dicts). Deterministic in (n, seed, ...)."""
+    scenes = sample_scenes(n, seed, p_single, template_split)
+    images = np.stack([render_scene(s) for s in scenes]) if scenes else np.zeros((0, 32, 32, 3), np.uint8)
+    return images, scenes
+
+
+_SCENE_COLUMNS = ("n_objects", "shape1", "colour1", "size1", "pos1", "shape2", "colour2", "size2", "pos2",
+                  "relation", "background", "caption", "template_id", "template_split")
+
+
+def _scenes_split(prefix: str, images: np.ndarray, scenes: list[dict], label_attr: str = "shape1",
+                  class_names: tuple[str, ...] = SHAPES) -> ImageSplit:
+    return ImageSplit(
+        images=images,
+        labels=np.array([class_names.index(s[label_attr]) for s in scenes], np.int64),
+        ids=[f"{prefix}-{k:05d}" for k in range(len(scenes))],
+        class_names=class_names,
+        extra={c: [s[c] for s in scenes] for c in _SCENE_COLUMNS},
+    )
+
+
+@lru_cache(maxsize=None)
+def train_split(n: int = TRAIN_SIZE) -> ImageSplit:
+    """One- and two-object scenes with TRAIN captions; label = shape of object 1 (the left/top one).
+
+    Rendering 50k scenes takes ~10-15 s on 2 cores and the Hugging Face form (embedded:shapes-train)
+    about as long again for PNG encoding, so training code should use render_scenes() or
+    embedded_arrays("shapes-train") instead of decoding PIL images.
+    """
+    images, scenes = render_scenes(n, TRAIN_SEED)
+    return _scenes_split("shapes-train", images, scenes)
+
+
+@lru_cache(maxsize=None)
+def test_split(n: int = TEST_SIZE) -> ImageSplit:
+    """One-object scenes (different seed from training) with HELD-OUT captions; label = shape."""
+    images, scenes = render_scenes(n, TEST_SEED, p_single=1.0, template_split="heldout")
+    return _scenes_split("shapes-test", images, scenes)
+
+
+_TASK_ATTR = {"shape": ("shape1", SHAPES), "colour": ("colour1", COLOUR_NAMES), "position": ("pos1", POSITIONS)}
+
+
+@lru_cache(maxsize=None)
+def zero_shot_split(task: str) -> ImageSplit:
+    """The shapes test scenes labelled by one attribute (task in shape, colour, position)."""
+    if task not in _TASK_ATTR:
+        raise ValueError(f"unknown zero-shot task {task!r}; valid: {', '.join(ZERO_SHOT_TASKS)}")
+    base = test_split()
+    attr, names = _TASK_ATTR[task]
+    return ImageSplit(images=base.images, labels=np.array([names.index(v) for v in base.extra[attr]], np.int64),
+                      ids=base.ids, class_names=names, extra=dict(base.extra))
+
+
+def zero_shot_prompts(task: str) -> list[tuple[str, str, int]]:
+    """(prompt, class name, class index) rows for a task, worded with its HELD-OUT template."""
+    if task not in _TASK_ATTR:
+        raise ValueError(f"unknown zero-shot task {task!r}; valid: {', '.join(ZERO_SHOT_TASKS)}")
+    template = cap.TEMPLATE_BY_ID[cap.ZERO_SHOT_TEMPLATE_IDS[task]]
+    slot, names = {"shape": ("shape1", SHAPES), "colour": ("colour1", COLOUR_NAMES),
+                   "position": ("where1", POSITIONS)}[task]
+    rows = []
+    for idx, name in enumerate(names):
+        value = cap.WHERE[name] if slot == "where1" else name
+        rows.append((cap.fill(template.text, **{slot: value}), name, idx))
+    return rows
+
+
+def zero_shot_task(name: str):
+    """(dataset, class_names, prompts) for name in shape, colour, position.
+
+    dataset: the 1,000 shapes test scenes with `label` set to the task's class; prompts: rows of
+    (prompt_text, class_name, class_idx), the same as a `prompt,classname,classidx` CSV.
+    """
+    split = zero_shot_split(name)
+    # with_format(None): a fresh view, so in-place set_format calls do not reach the cached copy.
+    return _zero_shot_dataset(name).with_format(None), list(split.class_names), zero_shot_prompts(name)
+
+
+@lru_cache(maxsize=None)
+def _zero_shot_dataset(name: str):
+    from dclib.data.common import split_to_dataset
+
+    return split_to_dataset(zero_shot_split(name))
+
+
+def write_prompt_csv(rows, path: str | os.PathLike) -> None:
+    """Write (prompt, classname, classidx) rows as a CSV with header `prompt,classname,classidx`."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["prompt", "classname", "classidx"])
+        for prompt, classname, classidx in rows:
+            writer.writerow([prompt, classname, int(classidx)])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Winoground-style pairs
+
+
+def _swapped(scene: dict, swap_type: str) -> dict:
+    """The partner scene: same render seed and background, attributes moved as `swap_type` says."""
+    other = dict(scene)
+    if swap_type == "attribute":    # colours exchanged between the two objects
+        other["colour1"], other["colour2"] = scene["colour2"], scene["colour1"]
+    elif swap_type == "relation":   # the objects (with all their attributes) exchange places
+        for attr in ("shape", "colour", "size"):
+            other[f"{attr}1"], other[f"{attr}2"] = scene[f"{attr}2"], scene[f"{attr}1"]
+    elif swap_type == "both":       # both swaps at once: shapes (and sizes) move, colours stay in place
+        for attr in ("shape", "size"):
+            other[f"{attr}1"], other[f"{attr}2"] = scene[f"{attr}2"], scene[f"{attr}1"]
+    else:
+        raise ValueError(f"unknown swap type {swap_type!r}; valid: {', '.join(SWAP_TYPES)}")
+    return other
+
+
+def _wino_scene(rng: np.random.Generator) -> dict:
+    # Distinct shapes and colours, so every swap changes both the picture and the caption.
+    while True:
+        scene = sample_scene(rng, 2)
+        if scene["shape1"] != scene["shape2"] and scene["colour1"] != scene["colour2"]:
+            return scene
+
+
+@lru_cache(maxsize=None)
+def wino_rows(per_swap: int = WINO_PER_SWAP) -> tuple[dict, ...]:
+    """Rows with image_0/image_1 as uint8 arrays. Each scene pair appears twice, captioned once with a
+    TRAIN and once with a HELD-OUT template, so the two wordings are compared on the same pictures."""
+    rows = []
+    for s, swap_type in enumerate(SWAP_TYPES):
+        for k in range(per_swap):
+            rng = _scene_rng(WINO_SEED, s * 1_000_000 + k)
+            scene_0 = _wino_scene(rng)
+            scene_1 = _swapped(scene_0, swap_type)
+            image_0, image_1 = render_scene(scene_0), render_scene(scene_1)
+            # Swapping the order of objects joined by "and" would not change the meaning, so relation
+            # swaps need a template that states the relation.
+            kinds = (scene_0["relation"],) if swap_type != "attribute" else None
+            for split in cap.TEMPLATE_SPLITS:
+                template = _pick(rng, cap.templates(split, scene_0, kinds))
+                rows.append({
+                    "id": f"shapes-wino-{swap_type}-{k:04d}-{split}",
+                    "image_0": image_0, "image_1": image_1,
+                    "caption_0": cap.caption(scene_0, template), "caption_1": cap.caption(scene_1, template),
+                    "swap_type": swap_type, "template_split": split, "template_id": template.id,
+                    "relation": scene_0["relation"],
+                })
+    return tuple(rows)
+
+
+def wino_dataset(per_swap: int = WINO_PER_SWAP):
+    """HF Dataset: id, image_0, image_1 (RGB), caption_0, caption_1, swap_type, template_split,
+    template_id, relation. image_0 matches caption_0 and image_1 matches caption_1."""
+    from datasets import Dataset, Features, Image, Value
+
+    from dclib.data.common import to_pil
+
+    rows = wino_rows(per_swap)
+    string_cols = ("id", "caption_0", "caption_1", "swap_type", "template_split", "template_id", "relation")
+    columns = {c: [r[c] for r in rows] for c in string_cols}
+    columns["image_0"] = [to_pil(r["image_0"]) for r in rows]
+    columns["image_1"] = [to_pil(r["image_1"]) for r in rows]
+    features = {c: Value("string") for c in string_cols}
+    features.update(image_0=Image(), image_1=Image())
+    order = ["id", "image_0", "image_1", "caption_0", "caption_1", "swap_type", "template_split",
+             "template_id", "relation"]
+    return Dataset.from_dict({c: columns[c] for c in order}, features=Features({c: features[c] for c in order}))

@@ -1,0 +1,145 @@
+"""Decisions from errors: Algorithm 1 (argmin of the mean error) and Algorithm 2 (adaptive pruning).
+
+Both take the errors through a callback ``score(conditioning_indices, plan) -> errors [len(indices), len(plan)]``
+so the same code runs live on a model or replays a saved error matrix.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .plan import Plan, Schedule
+from .prompts import Conditionings
+
+ScoreFn = Callable[[list[int], Plan], np.ndarray]
+
+
+@dataclass
+class Classification:
+    """The outcome for one image."""
+
+    prediction: int  # predicted class index
+    prediction_name: str
+    best_conditioning: int  # index of the conditioning with the lowest mean error
+    conditionings: Conditionings
+    errors: np.ndarray  # [n_conditionings, n_samples]; NaN where a pruned conditioning was not scored
+    plan: Plan  # the samples, in evaluation order (columns of ``errors``)
+    evaluations: int  # denoiser calls for this image
+    temperature: float = 1.0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_samples(self) -> np.ndarray:
+        """Samples each conditioning was scored on."""
+        return np.isfinite(self.errors).sum(1)
+
+    @property
+    def mean_errors(self) -> np.ndarray:
+        """Mean error per conditioning over the samples it was scored on (partial for pruned ones)."""
+        return mean_errors(self.errors)
+
+    @property
+    def class_errors(self) -> np.ndarray:
+        """Per class, the mean error of its best conditioning (inf for a class with none)."""
+        return class_errors(self.mean_errors, self.conditionings.class_idx, self.conditionings.n_classes)
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """Posterior over classes, softmax(-class_error / temperature) (paper eq. 6 with a uniform prior).
+
+        A conditioning pruned early keeps the estimate from the samples it saw, not probability zero.
+        """
+        return posterior(self.class_errors, self.temperature)
+
+    def ranking(self) -> list[int]:
+        """Candidate class indices (those with a conditioning) from best to worst: classes that survived more
+        pruning stages first (so the prediction leads), then by class error."""
+        seen = np.zeros(self.conditionings.n_classes, dtype=np.int64)
+        np.maximum.at(seen, np.asarray(self.conditionings.class_idx, dtype=np.int64), self.n_samples)
+        cls_err = self.class_errors
+        return sorted(set(self.conditionings.class_idx), key=lambda k: (-seen[k], cls_err[k], k))
+
+    def to_dict(self, top: int | None = None) -> dict:
+        names = self.conditionings.class_names
+        order = self.ranking()[:top] if top else self.ranking()
+        probs, cls_err = self.probabilities, self.class_errors
+        return {
+            "prediction": self.prediction,
+            "prediction_name": self.prediction_name,
+            "best_conditioning": str(self.conditionings.values[self.best_conditioning]),
+            "classes": [names[i] for i in order],
+            "class_indices": order,
+            "mean_errors": [float(cls_err[i]) for i in order],
+            "probabilities": [float(probs[i]) for i in order],
+            "conditionings": self.conditionings.labels(),
+            "conditioning_mean_errors": [float(v) for v in self.mean_errors],
+            "conditioning_samples": [int(v) for v in self.n_samples],
+            "evaluations": int(self.evaluations),
+            "seconds": round(float(self.seconds), 4),
+            **self.extra,
+        }
+
+
+def mean_errors(errors: np.ndarray) -> np.ndarray:
+    counts = np.isfinite(errors).sum(1)
+    sums = np.where(np.isfinite(errors), errors, 0.0).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.inf)
+
+
+def class_errors(cond_mean_errors: np.ndarray, class_idx: Sequence[int], n_classes: int) -> np.ndarray:
+    out = np.full(n_classes, np.inf)
+    np.minimum.at(out, np.asarray(class_idx, dtype=np.int64), cond_mean_errors)
+    return out
+
+
+def posterior(errors: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    logits = -np.asarray(errors, dtype=np.float64) / float(temperature)
+    finite = np.isfinite(logits)
+    if not finite.any():
+        return np.full(len(logits), 1.0 / len(logits))
+    logits = np.where(finite, logits - logits[finite].max(), -np.inf)
+    p = np.exp(logits)
+    return p / p.sum()
+
+
+def run_schedule(score: ScoreFn, n_conditionings: int, stage_plans: Sequence[Plan], keep: Sequence[int]
+                 ) -> tuple[np.ndarray, Plan, int, int]:
+    """Algorithm 2 with the official semantics.
+
+    Stage i scores every surviving conditioning on the stage's new samples (the same samples for all), then
+    keeps the ``keep[i]`` conditionings with the lowest mean error over all samples they have seen (ties go to
+    the lower index). A single stage with keep 1 is Algorithm 1.
+
+    Returns (errors [n_cond, n_samples] with NaN where not scored, the full plan, the best conditioning,
+    pairs scored).
+    """
+    full_plan = Plan((), ())
+    for p in stage_plans:
+        full_plan = full_plan + p
+    errors = np.full((n_conditionings, len(full_plan)), np.nan)
+    alive = list(range(n_conditionings))
+    offset, pairs = 0, 0
+    for n_keep, plan in zip(keep, stage_plans):
+        if len(plan) and len(alive) > 0:
+            errors[alive, offset:offset + len(plan)] = score(alive, plan)
+            pairs += len(alive) * len(plan)
+        offset += len(plan)
+        means = mean_errors(errors[alive])
+        order = sorted(range(len(alive)), key=lambda i: (means[i], alive[i]))
+        alive = [alive[i] for i in order[:n_keep]]
+    return errors, full_plan, alive[0], pairs
+
+
+def decide(score: ScoreFn, conditionings: Conditionings, schedule: Schedule, num_train_timesteps: int,
+           temperature: float = 1.0) -> Classification:
+    """Classify with ``schedule`` (Algorithm 1 or 2) using the ``score`` callback."""
+    errors, plan, best, pairs = run_schedule(score, len(conditionings),
+                                             schedule.stage_plans(num_train_timesteps), schedule.keep)
+    cls = conditionings.class_idx[best]
+    return Classification(prediction=int(cls), prediction_name=conditionings.class_names[cls],
+                          best_conditioning=best, conditionings=conditionings, errors=errors, plan=plan,
+                          evaluations=pairs, temperature=temperature)

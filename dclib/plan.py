@@ -1,0 +1,183 @@
+"""Plans: which (t, eps) samples every conditioning is scored on.
+
+A plan is a list of samples, each a timestep ``t`` in ``[0, T)`` and a repeat index ``k`` (the k-th time that
+``t`` occurs in the plan). The pair ``(t, k)`` is the sample's identity: its noise is drawn from a generator
+keyed by ``(seed, image id, t, k)`` (see :mod:`dclib.noise`), so the same sample gets the same noise whatever the
+batch size, the device, the order of images, or which other samples the plan holds: the samples an "Even 10"
+plan shares with an "Even 1000" plan, or a stage of an adaptive schedule with the full schedule, get the same noise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Samples shared by every conditioning. ``timesteps[i]`` and ``repeats[i]`` identify sample ``i``."""
+
+    timesteps: tuple[int, ...]
+    repeats: tuple[int, ...]
+
+    def __post_init__(self):
+        if len(self.timesteps) != len(self.repeats):
+            raise InputError("a plan needs one repeat index per timestep")
+        if len(set(zip(self.timesteps, self.repeats))) != len(self.timesteps):
+            raise InputError("a plan's (timestep, repeat) pairs must be unique")
+
+    def __len__(self) -> int:
+        return len(self.timesteps)
+
+    @classmethod
+    def from_timesteps(cls, timesteps: Iterable[int]) -> "Plan":
+        """A plan over ``timesteps`` in the given order; the k-th occurrence of a timestep gets repeat k."""
+        ts = [int(t) for t in timesteps]
+        seen: dict[int, int] = {}
+        reps = []
+        for t in ts:
+            reps.append(seen.get(t, 0))
+            seen[t] = reps[-1] + 1
+        return cls(tuple(ts), tuple(reps))
+
+    def check(self, num_train_timesteps: int) -> "Plan":
+        bad = [t for t in self.timesteps if not 0 <= t < num_train_timesteps]
+        if bad:
+            raise InputError(
+                f"timesteps must lie in [0, {num_train_timesteps}); got {sorted(set(bad))[:5]} "
+                f"(the paper's t = {num_train_timesteps} is index {num_train_timesteps - 1} here)")
+        return self
+
+    def __add__(self, other: "Plan") -> "Plan":
+        return Plan(self.timesteps + other.timesteps, self.repeats + other.repeats)
+
+    def keys(self) -> list[tuple[int, int]]:
+        return list(zip(self.timesteps, self.repeats))
+
+
+def even_timesteps(n: int, num_train_timesteps: int = 1000) -> list[int]:
+    """``n`` evenly spaced timesteps exactly as the official evaluation picks them.
+
+    ``start = T // n // 2`` and stride ``T // n``: the midpoints of ``n`` equal bins when ``n`` divides ``T``
+    (n=10 -> 50, 150, ..., 950; n=1000 -> 0, ..., 999).
+    """
+    if n < 1 or n > num_train_timesteps:
+        raise InputError(f"number of evenly spaced timesteps must be in [1, {num_train_timesteps}], got {n}")
+    step = num_train_timesteps // n
+    start = num_train_timesteps // n // 2
+    return list(range(start, num_train_timesteps, step))[:n]
+
+
+def even_plan(n_timesteps: int, num_train_timesteps: int = 1000, n_trials: int = 1) -> Plan:
+    """Algorithm 1 with ``n_timesteps`` evenly spaced timesteps, each tried with ``n_trials`` noises."""
+    ts = even_timesteps(n_timesteps, num_train_timesteps)
+    return Plan(tuple(t for t in ts for _ in range(n_trials)), tuple(k for _ in ts for k in range(n_trials)))
+
+
+def fixed_plan(timesteps: Sequence[int], n_samples: int) -> Plan:
+    """Cycle through a fixed timestep set (e.g. {500}, {0, 500, 999}, {475, 500, 525}) for ``n_samples``."""
+    if len(timesteps) == 0:
+        raise InputError("a fixed timestep set must not be empty")
+    return Plan.from_timesteps(timesteps[i % len(timesteps)] for i in range(n_samples))
+
+
+def even_cycle_plan(n_timesteps: int, n_samples: int, num_train_timesteps: int = 1000) -> Plan:
+    """"Even k" of Fig. 4: ``k`` evenly spaced timesteps, cycled with fresh noise up to ``n_samples``."""
+    return fixed_plan(even_timesteps(n_timesteps, num_train_timesteps), n_samples)
+
+
+def window_plan(center: int, half_width: int, n_samples: int, step: int | None = None) -> Plan:
+    """A window of timesteps around ``center`` (Fig. 4's {475, 500, 525} is center 500, half width 25)."""
+    step = step or half_width or 1
+    return fixed_plan(list(range(center - half_width, center + half_width + 1, step)), n_samples)
+
+
+def uniform_plan(n_samples: int, num_train_timesteps: int, rng: np.random.Generator) -> Plan:
+    """Timesteps drawn uniformly from ``[0, T)``, as in Algorithm 1's "Sample t ~ [1, 1000]"."""
+    return Plan.from_timesteps(rng.integers(0, num_train_timesteps, size=n_samples).tolist())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Adaptive schedules (Algorithm 2)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Algorithm 2: after stage i every surviving conditioning has been scored on ``trials[i]`` timesteps
+    (times ``n_trials`` noises each) and the ``keep[i]`` best survive. ``Schedule((1,), (100,))`` is
+    Algorithm 1 with 100 evenly spaced timesteps."""
+
+    keep: tuple[int, ...]
+    trials: tuple[int, ...]
+    n_trials: int = 1
+
+    def __post_init__(self):
+        if not self.keep or len(self.keep) != len(self.trials):
+            raise InputError("a schedule needs as many KeepList entries as TrialList entries "
+                             f"(got keep={list(self.keep)}, trials={list(self.trials)})")
+        if self.keep[-1] != 1:
+            raise InputError(f"the KeepList must end in 1 (got {list(self.keep)})")
+        if any(b >= a for a, b in zip(self.keep, self.keep[1:])):
+            raise InputError(f"the KeepList must be strictly decreasing (got {list(self.keep)})")
+        if any(k < 1 for k in self.keep) or any(n < 1 for n in self.trials):
+            raise InputError("KeepList and TrialList entries must be positive integers")
+        if any(b <= a for a, b in zip(self.trials, self.trials[1:])):
+            raise InputError(f"the TrialList must be strictly increasing (got {list(self.trials)})")
+        if self.n_trials < 1:
+            raise InputError("n_trials must be >= 1")
+
+    @classmethod
+    def parse(cls, spec: str | int | "Schedule", n_trials: int = 1) -> "Schedule":
+        """``"100"`` -> Algorithm 1 with 100 timesteps; ``"5,1:25,250"`` -> KeepList (5, 1), TrialList (25, 250)."""
+        if isinstance(spec, Schedule):
+            return spec
+        if isinstance(spec, int):
+            return cls((1,), (spec,), n_trials)
+        text = str(spec).strip()
+        try:
+            if ":" in text:
+                keep_text, trials_text = text.split(":")
+                keep = tuple(int(v) for v in keep_text.split(",") if v.strip())
+                trials = tuple(int(v) for v in trials_text.split(",") if v.strip())
+            else:
+                keep, trials = (1,), (int(text),)
+        except ValueError:
+            raise InputError(f"cannot read schedule {spec!r}: use N (evenly spaced timesteps) or "
+                             "KEEP,...:TRIALS,... such as 5,1:25,250") from None
+        return cls(keep, trials, n_trials)
+
+    def stage_timesteps(self, num_train_timesteps: int = 1000) -> list[list[int]]:
+        """The new timesteps each stage adds, exactly as the official adaptive evaluation picks them.
+
+        All stages draw from the evenly spaced grid of ``max(trials)`` points; stage i takes
+        ``trials[i]`` evenly strided points of that grid and evaluates the ones not evaluated yet.
+        """
+        grid = even_timesteps(max(self.trials), num_train_timesteps)
+        done: set[int] = set()
+        stages = []
+        for n in self.trials:
+            stride = len(grid) // n
+            chosen = grid[stride // 2::stride][:n]
+            new = [t for t in chosen if t not in done]
+            done.update(new)
+            stages.append(new)
+        return stages
+
+    def stage_plans(self, num_train_timesteps: int = 1000) -> list[Plan]:
+        return [Plan(tuple(t for t in ts for _ in range(self.n_trials)),
+                     tuple(k for _ in ts for k in range(self.n_trials)))
+                for ts in self.stage_timesteps(num_train_timesteps)]
+
+    def max_evaluations(self, n_conditionings: int) -> int:
+        """Denoiser evaluations for one image (no CFG), as Table 6 counts them."""
+        total, alive, prev = 0, n_conditionings, 0
+        for keep, n in zip(self.keep, self.trials):
+            total += alive * (n - prev) * self.n_trials
+            alive, prev = min(keep, alive), n
+        return total
+
+    def __str__(self) -> str:
+        return ",".join(map(str, self.keep)) + ":" + ",".join(map(str, self.trials))

@@ -1,0 +1,154 @@
+"""The scoring engine: batched denoiser calls -> error matrix [n_conditionings, n_samples].
+
+Every conditioning is scored on the same samples (t, eps): the paper's paired comparison (Section 4.1). The
+(conditioning x sample) pairs are flattened and evaluated in batches of ``batch_size``; each sample's x_t is
+built once and shared by all conditionings.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from .adapters.base import DiffusionAdapter
+from .errors import InputError
+from .objectives import LOSSES, OBJECTIVES, GaussianPosterior, elbo_weights, loss_terms
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """What is measured for each (conditioning, sample) pair.
+
+    - ``loss``: ``l2`` (squared error, the paper's default), ``l1`` or ``huber`` (Tables 8-9), averaged over
+      elements as in the official code.
+    - ``objective``: ``uniform`` (w_t = 1, Algorithm 1), ``elbo`` (the exact ELBO weights w_t of eq. 3 times the
+      squared error), ``vlb`` (the learned-variance variational bound, DiT) or ``uniform+vlb`` (Table 5).
+    - ``guidance``: classifier-free guidance weight w; eps~ = (1 + w) eps(x_t, c) - w eps(x_t) (Fig. 8).
+    - ``crop``: latent pixels removed from each edge of the error map before averaging (Fig. 9, eq. 11).
+    """
+
+    loss: str = "l2"
+    objective: str = "uniform"
+    guidance: float = 0.0
+    crop: int = 0
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise InputError(f"unknown loss {self.loss!r}: use one of {', '.join(LOSSES)}")
+        if self.objective not in OBJECTIVES:
+            raise InputError(f"unknown objective {self.objective!r}: use one of {', '.join(OBJECTIVES)}")
+        if self.crop < 0:
+            raise InputError("crop must be >= 0")
+        if self.objective != "uniform" and self.loss != "l2":
+            raise InputError(f"the {self.objective!r} objective is defined for the l2 loss only")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ScoreResult:
+    errors: torch.Tensor  # [n_conditionings, n_samples], float32 on the CPU
+    maps: torch.Tensor | None = None  # [n_conditionings, n_samples, H, W] (channel mean), when asked for
+    evaluations: int = 0  # denoiser calls, including the unconditional ones for guidance
+
+
+def crop_map(x: torch.Tensor, crop: int) -> torch.Tensor:
+    if crop == 0:
+        return x
+    if 2 * crop >= min(x.shape[-2:]):
+        raise InputError(f"crop {crop} removes the whole {tuple(x.shape[-2:])} error map")
+    return x[..., crop:-crop, crop:-crop]
+
+
+class Scorer:
+    """Scores one clean sample x0 against many conditionings on a shared set of (t, eps) samples."""
+
+    def __init__(self, adapter: DiffusionAdapter, options: ScoreOptions | None = None, batch_size: int = 64,
+                 progress: "bool | tqdm" = False):
+        self.adapter = adapter
+        self.options = options or ScoreOptions()
+        if batch_size < 1:
+            raise InputError("batch_size must be >= 1")
+        self.batch_size = batch_size
+        self.progress = progress
+        if self.options.objective in ("vlb", "uniform+vlb") and not adapter.learned_variance:
+            raise InputError(f"the {self.options.objective!r} objective needs a model with learned variance "
+                             "(e.g. DiT); this model predicts eps only")
+        self._posterior = GaussianPosterior(adapter.betas)
+        self._elbo_w = elbo_weights(adapter.betas).float()
+
+    def _terms(self, x0, x_t, t, eps, eps_pred, var_values) -> torch.Tensor:
+        o = self.options
+        if o.objective == "uniform":
+            return loss_terms(eps, eps_pred, o.loss)
+        if o.objective == "elbo":
+            w = self._elbo_w.to(x0.device)[t].view(-1, *([1] * (x0.dim() - 1)))
+            return w * loss_terms(eps, eps_pred, "l2")
+        vlb = self._posterior.vlb_terms(x0, x_t, t, eps_pred, var_values)
+        return vlb if o.objective == "vlb" else vlb + loss_terms(eps, eps_pred, "l2")
+
+    @torch.inference_mode()
+    def score(self, x0: torch.Tensor, conditions: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor,
+              return_maps: bool = False) -> ScoreResult:
+        """Errors of every conditioning on every sample.
+
+        Args:
+            x0: one clean sample [C, H, W] (a latent for latent models).
+            conditions: encoded conditionings [n_cond, ...] (``adapter.encode_conditions``).
+            timesteps: integer timesteps [n_samples] in [0, T).
+            noise: eps [n_samples, C, H, W], one per timestep, shared by every conditioning.
+        """
+        adapter, device = self.adapter, self.adapter.device
+        timesteps = torch.as_tensor(timesteps, dtype=torch.long)
+        n_cond, n_samples = len(conditions), len(timesteps)
+        if noise.shape[0] != n_samples or noise.shape[1:] != x0.shape:
+            raise InputError(f"noise must have shape [{n_samples}, {', '.join(map(str, x0.shape))}], "
+                             f"got {list(noise.shape)}")
+        if n_samples and (timesteps.min() < 0 or timesteps.max() >= adapter.num_train_timesteps):
+            raise InputError(f"timesteps must lie in [0, {adapter.num_train_timesteps})")
+        x0 = x0.to(device, torch.float32)
+        t_all = timesteps.to(device)
+        eps_all = noise.to(device, torch.float32)
+        xt_all = adapter.q_sample(x0.expand(n_samples, *x0.shape), eps_all, t_all)
+        errors = torch.empty(n_cond, n_samples)
+        maps = None
+        evaluations = 0
+
+        eps_uncond = None
+        w = self.options.guidance
+        if w != 0 and n_samples:
+            null = adapter.null_condition()
+            eps_uncond = torch.empty_like(xt_all)
+            for start in range(0, n_samples, self.batch_size):
+                sl = slice(start, start + self.batch_size)
+                size = len(t_all[sl])
+                eps_uncond[sl] = adapter.predict(xt_all[sl], t_all[sl], null.expand(size, *null.shape[1:]))[0]
+                evaluations += size
+
+        total = n_cond * n_samples
+        # ``progress`` may be a caller's bar spanning several calls (one per adaptive stage).
+        own_bar = not isinstance(self.progress, tqdm)
+        bar = tqdm(total=total, desc="scoring", unit="eval", disable=not self.progress or total == 0,
+                   leave=False) if own_bar else self.progress
+        for start in range(0, total, self.batch_size):
+            pair = torch.arange(start, min(start + self.batch_size, total))
+            c_idx, s_idx = pair // n_samples, pair % n_samples
+            s_dev = s_idx.to(device)
+            x_t, t, eps = xt_all[s_dev], t_all[s_dev], eps_all[s_dev]
+            eps_pred, var_values = adapter.predict(x_t, t, conditions[c_idx.to(conditions.device)])
+            if eps_uncond is not None:
+                eps_pred = (1 + w) * eps_pred - w * eps_uncond[s_dev]
+            terms = crop_map(self._terms(x0.expand_as(x_t), x_t, t, eps, eps_pred, var_values),
+                             self.options.crop)
+            errors[c_idx, s_idx] = terms.flatten(1).mean(1).float().cpu()
+            if return_maps:
+                if maps is None:
+                    maps = torch.empty(n_cond, n_samples, *terms.shape[-2:])
+                maps[c_idx, s_idx] = terms.mean(1).float().cpu()
+            evaluations += len(pair)
+            bar.update(len(pair))
+        if own_bar:
+            bar.close()
+        return ScoreResult(errors, maps, evaluations)

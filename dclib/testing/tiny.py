@@ -1,0 +1,141 @@
+"""Tiny, randomly initialised diffusers pipelines of every family dclib supports.
+
+They are built from configs (no download), saved with ``save_pretrained`` and loaded back through the same
+``from_pretrained`` path as real checkpoints. Random weights: good for checking the plumbing and the maths,
+meaningless as classifiers.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+DEFAULT_WORDS = ("a", "photo", "of", "the", "dog", "cat", "car", "bird", "red", "blue", "green", "small",
+                 "large", "circle", "square", "triangle", "left", "right", "and", "above", "below")
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2 / CLIP's reversible byte -> printable unicode map."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def build_clip_tokenizer(words: Iterable[str] = DEFAULT_WORDS, model_max_length: int = 77):
+    """A CLIPTokenizer whose byte-level BPE turns each word of ``words`` into one token.
+
+    The vocab and merges are passed as Python objects (merges as tuples): in transformers 5,
+    ``CLIPTokenizer(vocab_file=..., merges_file=...)`` silently ignores the files.
+    """
+    from transformers import CLIPTokenizer
+
+    symbols = list(_bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for s in symbols + [s + "</w>" for s in symbols]:
+        vocab.setdefault(s, len(vocab))
+    merges: list[tuple[str, str]] = []
+    for word in dict.fromkeys(w.lower() for w in words):
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        current = pieces[0]
+        for piece in pieces[1:]:
+            pair = (current, piece)
+            current = current + piece
+            if pair not in merges:
+                merges.append(pair)
+            vocab.setdefault(current, len(vocab))
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab.setdefault(special, len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length,
+                         bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                         unk_token="<|endoftext|>")
+
+
+def _tiny_vae(sample_size: int = 32):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                         sample_size=sample_size, down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=32)
+
+
+def tiny_sd_pipeline(prediction_type: str = "epsilon", seed: int = 0, words: Iterable[str] = DEFAULT_WORDS):
+    """A StableDiffusionPipeline with 32 px images, 4x16x16 latents and a 5-layer CLIP text encoder."""
+    from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = build_clip_tokenizer(words)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, hidden_size=32, intermediate_size=37, num_attention_heads=4,
+        num_hidden_layers=5, vocab_size=len(tokenizer), max_position_embeddings=77))
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=32)
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                              num_train_timesteps=1000, prediction_type=prediction_type,
+                              steps_offset=1, clip_sample=False)
+    return StableDiffusionPipeline(vae=_tiny_vae(32), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def tiny_dit_pipeline(num_classes: int = 10, seed: int = 0):
+    """A DiTPipeline with learned sigma (8 output channels for 4 latent channels) on 4x8x8 latents."""
+    from diffusers import DDPMScheduler, DiTPipeline, DiTTransformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=16, in_channels=4,
+                                        out_channels=8, num_layers=2, sample_size=8, patch_size=2,
+                                        num_embeds_ada_norm=num_classes, norm_num_groups=32)
+    # DiT's training schedule: linear betas 1e-4 .. 0.02 over 1000 steps.
+    scheduler = DDPMScheduler(beta_schedule="linear", beta_start=0.0001, beta_end=0.02, num_train_timesteps=1000,
+                              clip_sample=False)
+    labels = {i: f"class_{i}" for i in range(num_classes)}
+    pipe = DiTPipeline(transformer=transformer, vae=_tiny_vae(16), scheduler=scheduler, id2label=labels)
+    pipe.register_to_config(id2label={str(k): v for k, v in labels.items()})  # else lost on reload
+    return pipe
+
+
+def tiny_pixel_pipeline(num_classes: int = 10, channels: int = 1, size: int = 8, seed: int = 0,
+                        class_names: Iterable[str] | None = None, null_class: bool = True):
+    """A DDPMPipeline around a class-conditional UNet2DModel in pixel space (+1 null class for guidance)."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels, layers_per_block=1,
+                       block_out_channels=(32, 64), down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8,
+                       num_class_embeds=num_classes + int(null_class))
+    scheduler = DDPMScheduler(beta_schedule="linear", beta_start=0.0001, beta_end=0.02, num_train_timesteps=1000,
+                              clip_sample=False)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+    pipe = DDPMPipeline(unet=unet, scheduler=scheduler)
+    pipe.register_to_config(id2label={str(i): n for i, n in enumerate(names)})
+    return pipe
+
+
+def save_tiny_models(root: str | Path) -> dict[str, str]:
+    """Save one tiny pipeline of each kind under ``root``; returns {name: folder}."""
+    root = Path(root)
+    builders = {
+        "sd": lambda: tiny_sd_pipeline("epsilon"),
+        "sd-v": lambda: tiny_sd_pipeline("v_prediction", seed=1),
+        "dit": tiny_dit_pipeline,
+        "pixel": tiny_pixel_pipeline,
+    }
+    out = {}
+    for name, build in builders.items():
+        path = root / name
+        build().save_pretrained(path, safe_serialization=True)
+        out[name] = str(path)
+    return out

@@ -1,0 +1,70 @@
+"""Algorithms 1 and 2 on hand-made error matrices, and the prompt-to-class mapping."""
+import numpy as np
+import pytest
+
+from dclib import Conditionings, Plan, Schedule
+from dclib.decide import decide, posterior, run_schedule
+
+
+def replay(matrix):
+    """A score callback that reads a fixed matrix [n_cond, n_samples], column by plan position."""
+    calls = []
+
+    def score(indices, plan):
+        start = sum(len(p) for p in calls)
+        calls.append(plan)
+        return matrix[np.ix_(indices, range(start, start + len(plan)))]
+
+    return score, calls
+
+
+def test_algorithm_2_keeps_the_lowest_mean_errors_and_scores_survivors_only():
+    # 4 conditionings; stage 1 has 2 samples, stage 2 adds 2 more
+    m = np.array([[1.0, 1.0, 9.0, 9.0],
+                  [0.5, 0.6, 0.7, 0.7],
+                  [0.4, 0.5, 0.9, 0.9],
+                  [3.0, 3.0, 0.0, 0.0]])
+    score, calls = replay(m)
+    stages = [Plan.from_timesteps([10, 20]), Plan.from_timesteps([30, 40])]
+    errors, plan, best, pairs = run_schedule(score, 4, stages, keep=(2, 1))
+    # after stage 1 the means are 1.0, 0.55, 0.45, 3.0: keep 2 and 1; after stage 2: 0.625 vs 0.675 -> 1 wins
+    assert best == 1
+    assert pairs == 4 * 2 + 2 * 2
+    assert np.isnan(errors[0, 2:]).all() and np.isnan(errors[3, 2:]).all()
+    np.testing.assert_array_equal(errors[[1, 2]], m[[1, 2]])
+    assert plan.timesteps == (10, 20, 30, 40)
+
+
+def test_algorithm_1_is_argmin_of_the_mean():
+    m = np.array([[0.3, 0.3, 0.3], [0.1, 0.9, 0.1], [0.2, 0.2, 0.2]])
+    score, _ = replay(m)
+    errors, _, best, pairs = run_schedule(score, 3, [Plan.from_timesteps([1, 2, 3])], keep=(1,))
+    assert best == 2 and pairs == 9  # means 0.3, 0.367, 0.2
+
+
+def test_several_prompts_per_class_predict_the_class_of_the_best_prompt():
+    conds = Conditionings.from_rows([("a dog", "dog", 0), ("a puppy", "dog", 0), ("a cat", "cat", 1),
+                                     ("a kitten", "cat", 1)])
+    m = np.array([[0.5, 0.5], [0.45, 0.45], [0.6, 0.6], [0.2, 0.3]])
+    score, _ = replay(m)
+    result = decide(score, conds, Schedule((1,), (2,)), 1000)
+    assert result.best_conditioning == 3 and result.prediction == 1 and result.prediction_name == "cat"
+    np.testing.assert_allclose(result.class_errors, [0.45, 0.25])
+    d = result.to_dict()
+    assert d["classes"] == ["cat", "dog"] and d["evaluations"] == 8
+    assert sum(d["probabilities"]) == pytest.approx(1.0)
+
+
+def test_posterior_is_softmax_of_negative_error():
+    p = posterior(np.array([1.0, 2.0, np.inf]), temperature=0.5)
+    np.testing.assert_allclose(p, [1 / (1 + np.exp(-2)), np.exp(-2) / (1 + np.exp(-2)), 0.0])
+
+
+def test_ranking_puts_the_prediction_first_even_if_a_pruned_class_had_a_lower_partial_mean():
+    conds = Conditionings.from_prompts(["a", "b", "c"])
+    m = np.array([[0.1, 0.1, 0.1, 0.1], [0.05, 0.3, 0.3, 0.3], [0.2, 0.2, 0.2, 0.2]])
+    score, _ = replay(m)
+    result = decide(score, conds, Schedule((2, 1), (1, 4)), 1000)
+    # stage 1: means 0.1, 0.05, 0.2 -> keep b and a; stage 2: a 0.1 vs b 0.2375 -> a
+    assert result.prediction_name == "a"
+    assert result.to_dict()["classes"][0] == "a"

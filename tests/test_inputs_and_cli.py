@@ -1,0 +1,146 @@
+"""Bad input gets a one-line error; the CLI classifies with a tiny local model."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dclib import Conditionings, read_prompt_file
+from dclib.errors import InputError
+from dclib.images import load_image
+
+
+def run_cli(*args, env_extra=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "dclib", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.RandomState(1)
+    paths = {}
+    rgb = (rng.rand(48, 64, 3) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "gray.png")
+    Image.fromarray(np.dstack([rgb, np.full((48, 64), 128, np.uint8)])).save(tmp_path / "rgba.png")
+    Image.fromarray(rgb).convert("P").save(tmp_path / "palette.png")
+    Image.fromarray(rgb).save(tmp_path / "photo.jpg", quality=90)
+    data = (tmp_path / "photo.jpg").read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.png").write_text("this is not an image")
+    (tmp_path / "empty.png").write_bytes(b"")
+    for name in ["rgb.png", "gray.png", "rgba.png", "palette.png", "photo.jpg", "truncated.jpg", "text.png",
+                 "empty.png"]:
+        paths[name] = str(tmp_path / name)
+    return paths
+
+
+def test_image_modes_are_converted(images):
+    assert load_image(images["gray.png"]).mode == "L"
+    for name in ["rgb.png", "rgba.png", "palette.png", "photo.jpg"]:
+        assert load_image(images[name]).mode == "RGB"
+    rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert np.asarray(load_image(rgba)).min() == 255  # fully transparent -> white background
+
+
+@pytest.mark.parametrize("name,message", [("truncated.jpg", "truncated"), ("text.png", "not an image"),
+                                          ("empty.png", "not an image"), ("missing.png", "not found")])
+def test_unreadable_images(images, tmp_path, name, message):
+    with pytest.raises(InputError, match=message):
+        load_image(images.get(name, str(tmp_path / name)))
+
+
+def test_prompt_csv_official_format_with_several_prompts_per_class(tmp_path):
+    path = tmp_path / "pets.csv"
+    path.write_text("prompt,classname,classidx\na photo of a dog,dog,0\na photo of a puppy,dog,0\n"
+                    "\"a photo of a cat, a pet\",cat,1\n")
+    conds = read_prompt_file(path)
+    assert conds.values == ("a photo of a dog", "a photo of a puppy", "a photo of a cat, a pet")
+    assert conds.class_idx == (0, 0, 1) and conds.class_names == ("dog", "cat")
+
+
+@pytest.mark.parametrize("content,message", [
+    ("", "empty"),
+    ("text,label\na,b\n", "columns prompt,classname,classidx"),
+    ("prompt,classname,classidx\na dog,dog,zero\n", "must be an integer"),
+    ("prompt,classname,classidx\na dog,dog,0\na cat,cat,2\n", "without gaps"),
+    ("prompt,classname,classidx\na dog,dog,0\na cat,cat,0\n", "named both"),
+    ("prompt,classname,classidx\na dog,dog\n", "malformed"),
+])
+def test_bad_prompt_files(tmp_path, content, message):
+    path = tmp_path / "prompts.csv"
+    path.write_text(content)
+    with pytest.raises(InputError, match=message):
+        read_prompt_file(path)
+
+
+def test_text_prompt_file_one_per_line(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("a red circle\n\na blue square\n")
+    assert read_prompt_file(path) == Conditionings.from_prompts(["a red circle", "a blue square"])
+
+
+def test_classify_api_end_to_end(classifiers, images, tmp_path):
+    clf = classifiers["sd"]
+    path = tmp_path / "p.csv"
+    path.write_text("prompt,classname,classidx\na photo of a dog,dog,0\na photo of a cat,cat,1\n"
+                    "a red car,car,2\na blue car,car,2\n")
+    result = clf.classify(images["rgb.png"], prompts=str(path), schedule="2,1:5,20")
+    d = result.to_dict()
+    assert set(d) >= {"prediction", "classes", "mean_errors", "probabilities", "evaluations"}
+    assert d["classes"][0] == d["prediction_name"] and sorted(d["classes"]) == ["car", "cat", "dog"]
+    assert d["evaluations"] == 4 * 5 + 2 * 15
+    # same image, same seed: the same errors; the id defaults to the pixels' hash
+    again = clf.classify(images["rgb.png"], prompts=str(path), schedule="2,1:5,20")
+    np.testing.assert_array_equal(np.nan_to_num(result.errors, nan=-1), np.nan_to_num(again.errors, nan=-1))
+
+
+def test_cli_classify_json(tiny_models, images):
+    out = run_cli("classify", images["rgb.png"], images["gray.png"], "--model", tiny_models["sd"], "--prompts",
+                  "a photo of a dog", "a photo of a cat", "a red car", "--schedule", "2,1:4,8", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["prediction_name"] == row["classes"][0]
+        assert row["evaluations"] == 3 * 4 + 2 * 4 and len(row["probabilities"]) == 3
+
+
+def test_cli_class_conditional_text_output(tiny_models, images):
+    out = run_cli("classify", images["rgb.png"], "--model", tiny_models["pixel"], "--labels", "1,2,3",
+                  "--schedule", "4", "--loss", "l1")
+    assert out.returncode == 0, out.stderr
+    assert "denoiser evaluations" in out.stdout and out.stdout.count("error") == 3
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--prompts", "a", "b", "--schedule", "5,2:25,250"], "KeepList must end in 1"),
+    (["--prompts", "a", "b", "--schedule", "5,5,1:1,2,3"], "strictly decreasing"),
+    (["--prompts", "missing.csv"], "prompt file not found"),
+    (["--labels", "1"], "conditioned on text"),
+])
+def test_cli_bad_arguments_one_line_errors(tiny_models, images, args, message):
+    out = run_cli("classify", images["rgb.png"], "--model", tiny_models["sd"], *args)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert len([line for line in out.stderr.splitlines() if line.startswith("dclib: error")]) == 1
+
+
+def test_cli_bad_image_and_unknown_model(tiny_models, images):
+    out = run_cli("classify", images["text.png"], "--model", tiny_models["sd"], "--prompts", "a", "b")
+    assert out.returncode == 2 and "not an image" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("classify", images["rgb.png"], "--model", "someone/unknown-model", "--prompts", "a")
+    assert out.returncode == 2 and "not in the local Hugging Face cache" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_cli_help_documents_every_command():
+    out = run_cli("--help")
+    assert out.returncode == 0 and "classify" in out.stdout
+    out = run_cli("classify", "--help")
+    for flag in ["--model", "--prompts", "--schedule", "--loss", "--guidance", "--crop", "--noise", "--json"]:
+        assert flag in out.stdout
