@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
 
-.PHONY: test book install clean
+.PHONY: test book book-quick browser install clean
 
 install: $(STAMP)
 
@@ -22,11 +22,21 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q tests
 
-book: $(STAMP)
-	$(PY) -m dclib.book build
+book: $(STAMP) browser
+	$(PY) book/build_book.py --preset book
+	$(PY) book/check_site.py _build/html
+
+# The book with each notebook's own (small) parameters; the tests build this one.
+book-quick: $(STAMP) browser
+	$(PY) book/build_book.py --preset small
+	$(PY) book/check_site.py _build/html
+
+# Headless Chromium + driver for the site checks (Debian packages; needs root, as on CI).
+browser:
+	(command -v chromium && command -v chromedriver) >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver)
 
 clean:
 	rm -rf _build .stamps

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .adapters import DiffusionAdapter, load_adapter
 from .decide import Classification, decide

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .adapters.base import DiffusionAdapter
 from .errors import InputError

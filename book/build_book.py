@@ -1,0 +1,310 @@
+#!/usr/bin/env python
+"""Build the dclib book: execute the notebooks with papermill, write _toc.yml, run Jupyter Book.
+
+    .venv/bin/python book/build_book.py [--preset small|book] [--only NAME ...] [--force] [--no-build]
+
+* ``book/notebooks.yml`` lists the notebooks in order: ``notebooks: [{name: NAME, title: TITLE}, ...]``;
+  notebook NAME is ``notebooks/NAME.ipynb`` (an entry's optional ``path`` names another file).
+* Preset ``small`` runs each notebook with its own defaults (its ``parameters`` cell); preset ``book`` injects
+  the notebook's entry of ``book/params.yml``.
+* Each notebook is executed (kernel ``python3``, working directory = repository root) into
+  ``book/executed/NAME.ipynb``. A stamp ``book/executed/NAME.stamp.json`` records what it was run from: the
+  notebook's bytes, the injected parameters, the preset and the content hash of ``dclib/**/*.py``. A notebook
+  whose stamp matches is skipped. A failed notebook makes the script exit non-zero after naming it.
+* ``_toc.yml`` is generated: intro, reproduce, one page per notebook, status, references.
+* ``jupyter-book build .`` renders ``_build/html`` with warnings as errors. It is skipped when none of its
+  inputs changed since the last successful build (``_build/.book_stamp.json``).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = ROOT / "book"
+NOTEBOOKS = ROOT / "notebooks"
+EXECUTED = BOOK / "executed"
+BUILD = ROOT / "_build"
+HTML = BUILD / "html"
+BUILD_STAMP = BUILD / ".book_stamp.json"
+TOC = ROOT / "_toc.yml"
+STATUS = BOOK / "status.md"
+KERNEL = "python3"
+PRESETS = ("small", "book")
+
+STATUS_PLACEHOLDER = """# Reproduction status
+
+The reproduction-status table (the paper's numbers beside the ones measured by the executed notebooks)
+has not been generated yet. This page is a placeholder written by `book/build_book.py`.
+"""
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def sha256_bytes(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(len(p).to_bytes(8, "little"))
+        h.update(p)
+    return h.hexdigest()
+
+
+def dclib_source_hash() -> str:
+    """Content hash of dclib/**/*.py (paths and bytes), independent of mtimes."""
+    h = hashlib.sha256()
+    for path in sorted((ROOT / "dclib").rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        rel = path.relative_to(ROOT).as_posix().encode()
+        data = path.read_bytes()
+        h.update(sha256_bytes(rel, data).encode())
+    return h.hexdigest()
+
+
+def load_yaml(path: Path, default):
+    if not path.exists():
+        return default
+    data = yaml.safe_load(path.read_text())
+    return default if data is None else data
+
+
+def load_notebook_list() -> list[dict]:
+    data = load_yaml(BOOK / "notebooks.yml", {"notebooks": []})
+    entries = data.get("notebooks") if isinstance(data, dict) else data
+    entries = entries or []
+    if not isinstance(entries, list):
+        raise BuildError("book/notebooks.yml: `notebooks` must be a list")
+    out, seen = [], set()
+    for i, e in enumerate(entries):
+        if isinstance(e, str):
+            e = {"name": e}
+        if not isinstance(e, dict) or not e.get("name"):
+            raise BuildError(f"book/notebooks.yml: entry {i} needs a `name`")
+        name = str(e["name"])
+        if name in seen:
+            raise BuildError(f"book/notebooks.yml: notebook {name!r} is listed twice")
+        seen.add(name)
+        # `path` (optional, relative to the repository root) overrides notebooks/NAME.ipynb.
+        src = (ROOT / str(e["path"])) if e.get("path") else NOTEBOOKS / f"{name}.ipynb"
+        if not src.exists():
+            raise BuildError(f"book/notebooks.yml lists {name!r} but {src} does not exist")
+        out.append({"name": name, "title": e.get("title"), "source": src})
+    return out
+
+
+def parameters_for(name: str, preset: str, params: dict) -> dict:
+    if preset == "small":
+        return {}
+    p = params.get(name) or {}
+    if not isinstance(p, dict):
+        raise BuildError(f"book/params.yml: entry {name!r} must be a mapping of parameter -> value")
+    return p
+
+
+def kernel_env() -> dict:
+    env = dict(os.environ)
+    # The Makefile exports MPLBACKEND=Agg for scripts and tests; inside a kernel that would stop figures from
+    # being captured as outputs, so notebooks get the inline backend.
+    env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    for k, v in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"),
+                 ("TOKENIZERS_PARALLELISM", "false"), ("PYTHONHASHSEED", "0")):
+        env.setdefault(k, v)
+    env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+    return env
+
+
+def is_current(name: str, stamp: dict) -> bool:
+    out, stamp_path = EXECUTED / f"{name}.ipynb", EXECUTED / f"{name}.stamp.json"
+    if not (out.exists() and stamp_path.exists()):
+        return False
+    try:
+        return json.loads(stamp_path.read_text()) == stamp
+    except json.JSONDecodeError:
+        return False
+
+
+def execute(nb: dict, params: dict, stamp: dict, force: bool) -> str:
+    """Execute one notebook unless its stamp matches. Returns 'skipped' or 'executed'."""
+    name = nb["name"]
+    out = EXECUTED / f"{name}.ipynb"
+    stamp_path = EXECUTED / f"{name}.stamp.json"
+    if not force and is_current(name, stamp):
+        return "skipped (unchanged)"
+    src_shown = os.path.relpath(nb["source"], ROOT)
+    log(f"  {name}: executing {src_shown} -> {out.relative_to(ROOT)}")
+    EXECUTED.mkdir(parents=True, exist_ok=True)
+    stamp_path.unlink(missing_ok=True)
+    tmp = EXECUTED / f".{name}.running.ipynb"
+    cmd = [sys.executable, "-m", "papermill", str(nb["source"]), str(tmp),
+           "--kernel", KERNEL, "--cwd", str(ROOT), "--log-level", "WARNING",
+           "--request-save-on-cell-execute", "--no-progress-bar",
+           "--parameters_yaml", yaml.safe_dump(params)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=kernel_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+    if proc.returncode != 0:
+        failed = EXECUTED / f"{name}.failed.ipynb"
+        if tmp.exists():
+            tmp.replace(failed)
+        lines = proc.stdout.strip().splitlines()
+        start = next((i for i, ln in enumerate(lines) if ln.startswith("papermill.exceptions.")), None)
+        tail = "\n".join(lines[start + 1:][-40:] if start is not None else lines[-40:])
+        raise BuildError(f"notebook {name!r} ({src_shown}) failed; partial output in "
+                         f"{failed.relative_to(ROOT)}\n{tail}")
+    tmp.replace(out)
+    (EXECUTED / f"{name}.failed.ipynb").unlink(missing_ok=True)
+    stamp_path.write_text(json.dumps(stamp, indent=1, sort_keys=True) + "\n")
+    return "executed"
+
+
+def write_toc(notebooks: list[dict]) -> None:
+    chapters = [{"file": "book/reproduce"}]
+    for nb in notebooks:
+        entry = {"file": f"book/executed/{nb['name']}"}
+        if nb.get("title"):
+            entry["title"] = str(nb["title"])
+        chapters.append(entry)
+    chapters += [{"file": "book/status"}, {"file": "book/references"}]
+    toc = {"format": "jb-book", "root": "book/intro", "chapters": chapters}
+    text = ("# Generated by book/build_book.py from book/notebooks.yml: edit that file, not this one.\n"
+            + yaml.safe_dump(toc, sort_keys=False))
+    if not TOC.exists() or TOC.read_text() != text:
+        TOC.write_text(text)
+
+
+def _files_hash(files) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(sha256_bytes(f.relative_to(ROOT).as_posix().encode(), f.read_bytes()).encode())
+    return h.hexdigest()
+
+
+def book_inputs_hash(notebooks: list[dict]) -> dict:
+    """``setup``: what a page-by-page (incremental) Sphinx rebuild would not notice -> full rebuild.
+    ``pages``: the page sources -> incremental rebuild."""
+    from importlib.metadata import version
+
+    setup = [ROOT / "_config.yml", TOC] + sorted((BOOK / "_ext").glob("*.py"))
+    versions = ",".join(version(d) for d in ("jupyter-book", "sphinx", "sphinx-book-theme", "myst-nb"))
+    pages = sorted(BOOK.glob("*.md")) + [EXECUTED / f"{nb['name']}.ipynb" for nb in notebooks]
+    return {"setup": _files_hash(setup) + ":" + versions, "pages": _files_hash(pages)}
+
+
+def jupyter_book_build(inputs: dict, force: bool) -> str:
+    last = {}
+    if BUILD_STAMP.exists() and (HTML / "index.html").exists():
+        try:
+            last = json.loads(BUILD_STAMP.read_text())
+        except json.JSONDecodeError:
+            last = {}
+    if not force and last == inputs:
+        return "unchanged"
+    full = force or last.get("setup") != inputs["setup"]
+    BUILD_STAMP.unlink(missing_ok=True)
+    if full:
+        # A clean output: pages of notebooks no longer listed must not linger in _build/html.
+        for d in (HTML, BUILD / ".doctrees", BUILD / "jupyter_execute"):
+            shutil.rmtree(d, ignore_errors=True)
+    jb = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jb)] if jb.exists() else [sys.executable, "-m", "jupyter_book"]
+    cmd += ["build", ".", "--builder", "html", "--warningiserror", "--keep-going"]
+    if full:
+        cmd.append("--all")
+    env = dict(os.environ)
+    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    (BUILD).mkdir(exist_ok=True)
+    (BUILD / "jupyter-book.log").write_text(proc.stdout)
+    if proc.returncode != 0 or not (HTML / "index.html").exists():
+        lines = proc.stdout.splitlines()
+        problems = [ln for ln in lines if "WARNING" in ln or "ERROR" in ln or "Error" in ln]
+        detail = "\n".join(problems[-40:] or lines[-40:])
+        raise BuildError(f"jupyter-book build failed (exit {proc.returncode}); full log in _build/jupyter-book.log\n"
+                         f"{detail}")
+    BUILD_STAMP.write_text(json.dumps(inputs) + "\n")
+    return "built (full)" if full else "built (incremental)"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", choices=PRESETS, default="small",
+                    help="small: notebook defaults; book: defaults + book/params.yml (default: small)")
+    ap.add_argument("--only", nargs="+", action="extend", default=[], metavar="NAME",
+                    help="execute only these notebooks (the others keep their last executed copy)")
+    ap.add_argument("--force", action="store_true", help="re-execute and rebuild even if nothing changed")
+    ap.add_argument("--no-build", action="store_true", help="execute notebooks, skip jupyter-book")
+    args = ap.parse_args(argv)
+
+    t_all = time.monotonic()
+    try:
+        notebooks = load_notebook_list()
+        names = [nb["name"] for nb in notebooks]
+        unknown = [n for n in args.only if n not in names]
+        if unknown:
+            raise BuildError(f"--only {' '.join(unknown)}: not in book/notebooks.yml ({', '.join(names) or 'empty'})")
+        params = load_yaml(BOOK / "params.yml", {}) if args.preset == "book" else {}
+        if not isinstance(params, dict):
+            raise BuildError("book/params.yml must be a mapping: notebook name -> parameters")
+        stray = sorted(set(params) - set(names))
+        if stray:
+            log(f"note: book/params.yml has entries for notebooks not in book/notebooks.yml: {', '.join(stray)}")
+        code_hash = dclib_source_hash()
+        log(f"book: preset {args.preset}, {len(notebooks)} notebook(s), dclib source {code_hash[:12]}")
+
+        failures = []
+        for i, nb in enumerate(notebooks, 1):
+            name = nb["name"]
+            out = EXECUTED / f"{name}.ipynb"
+            if args.only and name not in args.only:
+                state = "kept" if out.exists() else "missing"
+                log(f"[{i}/{len(notebooks)}] {name}: not selected ({state})")
+                if not out.exists():
+                    failures.append(name)
+                continue
+            p = parameters_for(name, args.preset, params)
+            stamp = {"notebook_sha256": sha256_bytes(nb["source"].read_bytes()),
+                     "parameters": p, "preset": args.preset, "dclib_sha256": code_hash, "kernel": KERNEL}
+            t0 = time.monotonic()
+            try:
+                state = execute(nb, p, stamp, args.force)
+            except BuildError as e:
+                log(f"[{i}/{len(notebooks)}] {name}: FAILED after {time.monotonic() - t0:.1f}s\n{e}")
+                failures.append(name)
+                continue
+            log(f"[{i}/{len(notebooks)}] {name}: {state} in {time.monotonic() - t0:.1f}s")
+        if failures:
+            raise BuildError(f"{len(failures)} notebook(s) failed or have no executed copy: {', '.join(failures)}")
+
+        if not STATUS.exists():
+            STATUS.write_text(STATUS_PLACEHOLDER)
+            log("wrote placeholder book/status.md")
+        write_toc(notebooks)
+        if args.no_build:
+            log(f"book: notebooks done in {time.monotonic() - t_all:.1f}s (--no-build)")
+            return 0
+        t0 = time.monotonic()
+        state = jupyter_book_build(book_inputs_hash(notebooks), args.force)
+        log(f"jupyter-book: {state} in {time.monotonic() - t0:.1f}s -> {HTML.relative_to(ROOT)}")
+    except BuildError as e:
+        log(f"book: ERROR: {e}")
+        return 1
+    log(f"book: done in {time.monotonic() - t_all:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
