@@ -72,6 +72,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("interpret", help="DDIM-invert an image and reconstruct it under each conditioning (App. D)",
+                       description="Invert the image with DDIM under one conditioning up to --t-start, reconstruct it "
+                                   "under every candidate, and write a grid: input, reconstructions, error maps.")
+    p.add_argument("image")
+    _add_model_args(p)
+    p.add_argument("--prompts", nargs="+", default=None, help="text models: candidate prompts (or a prompt file)")
+    p.add_argument("--labels", default=None, help="class-conditional models: class indices or names (default all)")
+    p.add_argument("--invert-with", default=None,
+                   help="conditioning used for the inversion (default: the classifier's prediction)")
+    p.add_argument("--t-start", type=int, default=500, help="timestep the inversion reaches (default 500)")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
+    p.add_argument("--out", required=True, help="output PNG")
+    p.set_defaults(func=cmd_interpret)
+
+    p = sub.add_parser("train", help="train an embedded default model from its fixed seed (CPU)",
+                       description="Reproduce an embedded model: train, keep the best EMA weights, measure test "
+                                   "accuracy and write the model card.")
+    p.add_argument("name", choices=["digits", "mnist"], help="which embedded model")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
+    p.add_argument("--out", default=None, help="output folder (default: the packaged dclib/models/NAME)")
+    p.add_argument("--eval-limit", type=int, default=None, help="test images to measure accuracy on (default all)")
+    p.add_argument("--eval-schedule", default="100", help="schedule for the accuracy measurement (default 100)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
     return parser
 
 
@@ -102,6 +127,53 @@ def cmd_classify(args) -> int:
         print(f"{path}: {d['prediction_name']}  ({d['evaluations']} denoiser evaluations, {d['seconds']:.2f} s)")
         for rank, (name, err, prob) in enumerate(zip(d["classes"], d["mean_errors"], d["probabilities"]), 1):
             print(f"  {rank:>2}. {name:<40} error {err:.6f}  p {prob:.3f}")
+    return 0
+
+
+def cmd_interpret(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .classifier import DiffusionClassifier
+    from .interpret import invert_and_reconstruct, to_image
+
+    clf = DiffusionClassifier.from_pretrained(args.model, torch_dtype=args.dtype, device=args.device,
+                                              resolution=args.resolution, revision=args.revision)
+    conds = clf.conditionings(_prompts_arg(args.prompts), args.labels)
+    x0, _ = clf.encode_image(args.image)
+    if args.invert_with is None:
+        result = clf.classify(args.image, prompts=conds, schedule=20)
+        invert_with = conds.values[result.best_conditioning]
+    else:
+        invert_with = int(args.invert_with) if not clf.adapter.text_conditioned else args.invert_with
+    _, recon = invert_and_reconstruct(clf.adapter, x0, invert_with, list(conds.values), args.t_start, args.steps)
+    n = len(conds) + 1
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4), squeeze=False)
+    gray = {"cmap": "gray"} if clf.adapter.image_channels == 1 else {}
+    axes[0, 0].imshow(to_image(clf.adapter, x0), **gray)
+    axes[0, 0].set_title("input", fontsize=8)
+    for k, value in enumerate(conds.values, start=1):
+        axes[0, k].imshow(to_image(clf.adapter, recon[k - 1]), **gray)
+        axes[0, k].set_title(str(conds.class_names[conds.class_idx[k - 1]])[:18], fontsize=7)
+        axes[1, k].imshow(((recon[k - 1] - x0) ** 2).mean(0), cmap="magma")
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    axes[1, 0].axis("off")
+    fig.suptitle(f"inverted under {invert_with!r} to t = {args.t_start}; bottom: squared error maps", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .train.run import train_embedded
+
+    facts = train_embedded(args.name, out=args.out, steps=args.steps, eval_limit=args.eval_limit,
+                           eval_schedule=args.eval_schedule, progress=not args.no_progress)
+    print(json.dumps({k: v for k, v in facts.items() if k not in ("history", "recipe")}))
     return 0
 
 

@@ -55,6 +55,15 @@ class DiffusionAdapter:
     def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
         return pixels  # pixel-space models
 
+    @torch.inference_mode()
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        """Clean samples [B, ...] -> pixels [B, C, R, R] in [-1, 1] (identity for pixel-space models)."""
+        vae = getattr(self, "vae", None)
+        if vae is None:
+            return x0.float()
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return vae.decode((x0 / vae.config.scaling_factor + shift).to(vae.dtype)).sample.float()
+
     # --------------------------------------------------------------------------- conditionings
     def encode_conditions(self, conditions: Sequence) -> torch.Tensor:
         """Conditionings (prompts or class indices) -> a tensor whose rows the model takes; cached."""

@@ -1,0 +1,150 @@
+"""Compute once, analyse many: full error tensors over a dataset, and the analyses the book runs on them.
+
+``score_dataset`` scores every conditioning of every image on a plan and keeps the whole tensor
+[n_images, n_conditionings, n_samples]; accuracy for a subset of the samples (one timestep, the first k trials,
+another strategy) is then a cheap reduction, and every subset sees exactly the noise a direct run would.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .evaluate import clopper_pearson
+from .noise import NoiseDistribution, make_noise
+from .plan import Plan
+from .prompts import Conditionings
+from .scoring import ScoreOptions, Scorer
+
+
+@dataclass
+class ErrorSet:
+    """errors[i, c, s]: error of conditioning c on sample s of image i."""
+
+    errors: np.ndarray
+    timesteps: np.ndarray  # [n_images, n_samples]
+    labels: np.ndarray  # [n_images]
+    class_idx: np.ndarray  # [n_conditionings]: the class each conditioning stands for
+    ids: list[str]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_images(self) -> int:
+        return self.errors.shape[0]
+
+    def predictions(self, columns: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Algorithm 1 on a subset of the samples: the class of the conditioning with the lowest mean error.
+
+        ``columns`` is a list of sample indices shared by all images, or a boolean mask [n_images, n_samples].
+        """
+        errors = self.errors
+        if columns is None:
+            means = errors.mean(-1)
+        elif isinstance(columns, np.ndarray) and columns.dtype == bool:
+            mask = columns[:, None, :]
+            means = np.where(mask, errors, 0).sum(-1) / np.maximum(mask.sum(-1), 1)
+        else:
+            means = errors[..., list(columns)].mean(-1)
+        return self.class_idx[means.argmin(-1)]
+
+    def accuracy(self, columns=None) -> float:
+        return float((self.predictions(columns) == self.labels).mean())
+
+    def accuracy_ci(self, columns=None, confidence: float = 0.95) -> tuple[float, float, float]:
+        correct = int((self.predictions(columns) == self.labels).sum())
+        low, high = clopper_pearson(correct, self.n_images, confidence)
+        return correct / self.n_images, low, high
+
+    def save(self, path: str | Path) -> None:
+        np.savez_compressed(path, errors=self.errors, timesteps=self.timesteps, labels=self.labels,
+                            class_idx=self.class_idx, ids=np.array(self.ids), meta=np.array(repr(self.meta)))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ErrorSet":
+        z = np.load(path, allow_pickle=False)
+        return cls(z["errors"], z["timesteps"], z["labels"], z["class_idx"], [str(v) for v in z["ids"]],
+                   {"source": str(path)})
+
+
+def score_dataset(classifier, dataset, plan: Plan | Callable[[int], Plan], conditionings: Conditionings | None = None,
+                  n_images: int | None = None, seed: int = 0, options: ScoreOptions | None = None,
+                  noise: str | NoiseDistribution | None = None, shared_noise: bool = True, batch_size: int = 1000,
+                  label_column: str = "label", progress: bool = True) -> ErrorSet:
+    """Errors of every conditioning on every sample of a plan, for the first ``n_images`` rows of a dataset.
+
+    ``plan`` may be a function of the image index (e.g. uniform random timesteps drawn per image).
+    ``shared_noise=False`` gives each conditioning its own noise (an ablation: the paper shares it).
+    """
+    conds = conditionings or classifier.conditionings()
+    n = len(dataset) if n_images is None else min(n_images, len(dataset))
+    scorer = Scorer(classifier.adapter, options, batch_size=batch_size)
+    encoded = classifier.adapter.encode_conditions(list(conds.values))
+    dist = NoiseDistribution.parse(noise)
+    errors, timesteps, labels, ids = [], [], [], []
+    for i in tqdm(range(n), desc="scoring images", disable=not progress):
+        row = dataset[i]
+        image_plan = plan(i) if callable(plan) else plan
+        x0, _ = classifier.encode_image(row["image"])
+        image_id = row.get("id", i)
+        t = torch.tensor(image_plan.timesteps)
+        if shared_noise:
+            eps = make_noise(image_plan, x0.shape, seed, image_id, dist)
+            e = scorer.score(x0, encoded, t, eps).errors
+        else:
+            e = torch.cat([scorer.score(x0, encoded[c:c + 1], t,
+                                        make_noise(image_plan, x0.shape, seed, f"{image_id}|cond{c}", dist)).errors
+                           for c in range(len(conds))])
+        errors.append(e.numpy())
+        timesteps.append(np.array(image_plan.timesteps))
+        labels.append(int(row[label_column]))
+        ids.append(str(image_id))
+    return ErrorSet(np.stack(errors), np.stack(timesteps), np.array(labels), np.array(conds.class_idx), ids,
+                    {"seed": seed, "shared_noise": shared_noise, "options": (options or ScoreOptions()).to_dict(),
+                     "noise": str(dist)})
+
+
+def cached(path: Path, compute: Callable[[], ErrorSet]) -> ErrorSet:
+    """Load an ErrorSet saved by an earlier run with the same parameters, or compute and save it."""
+    path = Path(path)
+    if path.exists():
+        return ErrorSet.load(path)
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    result.save(tmp)
+    tmp.replace(path)
+    return result
+
+
+def compare_settings(classifier, dataset, settings: dict[str, dict], plan: Plan, n_images: int | None = None,
+                     seed: int = 0, batch_size: int = 1000, progress: bool = False):
+    """Accuracy (with 95% Clopper-Pearson intervals) of the same images under several scoring settings.
+
+    ``settings`` maps a name to keyword arguments of :func:`score_dataset` (``options``, ``noise``,
+    ``shared_noise``). Every setting sees the same images, timesteps and noise keys, so differences are paired.
+    Returns (table, {name: ErrorSet}).
+    """
+    import pandas as pd
+
+    sets, rows = {}, []
+    for name, kwargs in settings.items():
+        errors = score_dataset(classifier, dataset, plan, n_images=n_images, seed=seed, batch_size=batch_size,
+                               progress=progress, **kwargs)
+        acc, low, high = errors.accuracy_ci()
+        sets[name] = errors
+        rows.append({"setting": name, "accuracy": acc, "ci_low": low, "ci_high": high, "n": errors.n_images})
+    return pd.DataFrame(rows), sets
+
+
+def paired_difference(a: ErrorSet, b: ErrorSet) -> dict:
+    """Exact McNemar test on the images one setting gets right and the other wrong."""
+    from scipy.stats import binomtest
+
+    right_a, right_b = a.predictions() == a.labels, b.predictions() == b.labels
+    only_a, only_b = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
+    p = binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0
+    return {"only_first_right": only_a, "only_second_right": only_b, "p_value": float(p)}

@@ -1,0 +1,1 @@
+"""Training the embedded default models from fixed seeds (``python -m dclib train NAME``)."""

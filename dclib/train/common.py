@@ -1,0 +1,55 @@
+"""Pieces every training recipe shares: schedules, EMA, deterministic batches, model cards."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import platform
+from pathlib import Path
+
+import torch
+
+
+def cosine_lr(step: int, total: int, warmup: int, peak: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class EMA:
+    """Exponential moving average of a model's weights (the weights dclib ships)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float = 0.999):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        # warm-up of the decay so early checkpoints are not dominated by the random init
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for ema_p, p in zip(self.model.parameters(), model.parameters()):
+            ema_p.lerp_(p.detach(), 1 - decay)
+        for ema_b, b in zip(self.model.buffers(), model.buffers()):
+            ema_b.copy_(b)
+
+
+def count_parameters(*modules: torch.nn.Module) -> int:
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+def folder_size_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
+
+
+def write_card(path: Path, title: str, facts: dict, body: str = "") -> None:
+    """README.md model card plus the same facts as training.json (machine-readable)."""
+    path = Path(path)
+    facts = {**facts, "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}"}
+    (path / "training.json").write_text(json.dumps(facts, indent=2, default=str) + "\n")
+    lines = [f"# {title}", "", body.strip(), "", "| fact | value |", "| --- | --- |"]
+    for key, value in facts.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        lines.append(f"| {key} | {json.dumps(value, default=str) if isinstance(value, (dict, list)) else value} |")
+    (path / "README.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,84 @@
+"""Error tensors over datasets, the analyses on them, and the statistics the book reports."""
+import numpy as np
+import pytest
+from datasets import Dataset
+from PIL import Image
+
+from dclib import Plan, ScoreOptions, even_plan
+from dclib.evaluate import clopper_pearson, effective_robustness, summarize
+from dclib.experiments import ErrorSet, cached, compare_settings, paired_difference, score_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset():
+    rng = np.random.RandomState(0)
+    images = [Image.fromarray((rng.rand(8, 8) * 255).astype(np.uint8)) for _ in range(4)]
+    return Dataset.from_dict({"image": images, "label": [0, 1, 2, 3], "id": [f"img{i}" for i in range(4)]})
+
+
+def test_subsets_of_an_error_tensor_equal_direct_runs(classifiers, tiny_dataset):
+    clf = classifiers["pixel"]
+    full = score_dataset(clf, tiny_dataset, Plan.from_timesteps([100, 500, 900]), progress=False)
+    assert full.errors.shape == (4, 10, 3)
+    one = score_dataset(clf, tiny_dataset, Plan.from_timesteps([500]), progress=False)
+    np.testing.assert_allclose(full.errors[..., [1]], one.errors, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(full.predictions([1]), one.predictions())
+    mask = np.zeros((4, 3), bool)
+    mask[:, 1] = True
+    np.testing.assert_array_equal(full.predictions(mask), one.predictions())
+    # the classifier's own Algorithm 1 agrees with the tensor's argmin
+    direct = [clf.classify(row["image"], image_id=row["id"], schedule=1).prediction  # Even 1 = {500}
+              for row in tiny_dataset]
+    np.testing.assert_array_equal(direct, one.predictions())
+
+
+def test_independent_noise_differs_from_shared(classifiers, tiny_dataset):
+    clf = classifiers["pixel"]
+    shared = score_dataset(clf, tiny_dataset, even_plan(3), progress=False)
+    independent = score_dataset(clf, tiny_dataset, even_plan(3), shared_noise=False, progress=False)
+    assert not np.allclose(shared.errors, independent.errors)
+    # the first conditioning's noise is keyed differently too, so no column is identical
+    assert not np.allclose(shared.errors[:, 0], independent.errors[:, 0])
+
+
+def test_save_load_and_cache(classifiers, tiny_dataset, tmp_path):
+    clf = classifiers["pixel"]
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return score_dataset(clf, tiny_dataset, even_plan(2), progress=False)
+
+    a = cached(tmp_path / "e.npz", compute)
+    b = cached(tmp_path / "e.npz", compute)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(a.errors, b.errors)
+    assert b.ids == a.ids and (b.labels == a.labels).all()
+
+
+def test_compare_settings_and_paired_test(classifiers, tiny_dataset):
+    clf = classifiers["pixel"]
+    table, sets = compare_settings(clf, tiny_dataset, {"l2": {}, "l1": {"options": ScoreOptions(loss="l1")}},
+                                   even_plan(2))
+    assert list(table.setting) == ["l2", "l1"] and (table.n == 4).all()
+    assert (table.ci_low <= table.accuracy).all() and (table.accuracy <= table.ci_high).all()
+    d = paired_difference(sets["l2"], sets["l2"])
+    assert d == {"only_first_right": 0, "only_second_right": 0, "p_value": 1.0}
+
+
+def test_clopper_pearson_known_values():
+    low, high = clopper_pearson(0, 10)
+    assert low == 0 and high == pytest.approx(0.3084971, abs=1e-6)
+    low, high = clopper_pearson(5, 10)
+    assert low == pytest.approx(0.1870860, abs=1e-6) and high == pytest.approx(0.8129140, abs=1e-6)
+    s = summarize([0, 1, 1, 2], [0, 1, 2, 2])
+    assert s.accuracy == 0.75 and s.mean_per_class_accuracy == pytest.approx((1 + 1 + 0.5) / 3)
+
+
+def test_effective_robustness_on_a_line():
+    id_acc = np.array([0.6, 0.7, 0.8, 0.9])
+    logit = lambda p: np.log(p / (1 - p))
+    ood = 1 / (1 + np.exp(-(logit(id_acc) - 1.0)))  # every reference model exactly on a line
+    gain, coeffs = effective_robustness(id_acc, ood, 0.85, 1 / (1 + np.exp(-(logit(0.85) - 1.0))) + 0.05)
+    np.testing.assert_allclose(coeffs, [1.0, -1.0], atol=1e-9)
+    assert gain == pytest.approx(0.05, abs=1e-9)
