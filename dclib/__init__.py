@@ -5,6 +5,12 @@ Data flows one way: plan (which t, eps, conditionings) -> score (batched denoise
 """
 __version__ = "0.1.0"
 
+import warnings as _warnings
+
+# tqdm.auto (imported by datasets/diffusers) warns in every notebook that ipywidgets is missing; dclib's bars are
+# plain text, so the warning is noise.
+_warnings.filterwarnings("ignore", message="IProgress not found")
+
 from .classifier import DiffusionClassifier
 from .decide import Classification
 from .errors import DclibError, InputError, ModelNotFoundError

@@ -36,10 +36,13 @@ class DiffusionClassifier:
 
     @classmethod
     def from_pretrained(cls, model: str, torch_dtype=None, device=None, resolution: int | None = None,
-                        revision: str | None = None) -> "DiffusionClassifier":
-        """Load a hub id, a local diffusers folder or ``embedded:NAME`` (safetensors only)."""
+                        revision: str | None = None, autocast=None) -> "DiffusionClassifier":
+        """Load a hub id, a local diffusers folder or ``embedded:NAME`` (safetensors only).
+
+        ``autocast="bfloat16"`` runs the denoiser under mixed precision (errors are still computed in float32).
+        """
         return cls(load_adapter(model, torch_dtype=torch_dtype, device=device, resolution=resolution,
-                                revision=revision))
+                                revision=revision, autocast=autocast))
 
     # ------------------------------------------------------------------------------------------ helpers
     def conditionings(self, prompts=None, class_labels=None) -> Conditionings:

@@ -33,3 +33,27 @@ def record_verdict(name: str, figure: str, paper_claim: str, reproduced: str, ou
 
 def verdict_word(reproduces: bool | None) -> str:
     return {True: "yes", False: "no", None: "partial"}[reproduces]
+
+
+VERDICT_TEXT = {"yes": "reproduces", "partial": "is not confirmed at this sample size (no significant difference)",
+                "no": "does not reproduce (significant difference the other way)"}
+
+
+def paired_verdict(pairs, alpha: float = 0.05) -> str:
+    """Verdict on a claim "A beats B" over one or more (A, B) pairs of ErrorSets scored on the same images.
+
+    Each pair is tested with an exact McNemar test. "yes": every pair significant in the claimed direction;
+    "no": at least one pair significant the other way; "partial": anything else.
+    """
+    from .experiments import paired_difference
+
+    outcomes = []
+    for better, worse in pairs:
+        d = paired_difference(better, worse)
+        if d["p_value"] < alpha:
+            outcomes.append("right" if d["only_first_right"] > d["only_second_right"] else "wrong")
+        else:
+            outcomes.append("unclear")
+    if "wrong" in outcomes:
+        return "no"
+    return "yes" if outcomes and all(o == "right" for o in outcomes) else "partial"

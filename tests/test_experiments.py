@@ -82,3 +82,19 @@ def test_effective_robustness_on_a_line():
     gain, coeffs = effective_robustness(id_acc, ood, 0.85, 1 / (1 + np.exp(-(logit(0.85) - 1.0))) + 0.05)
     np.testing.assert_allclose(coeffs, [1.0, -1.0], atol=1e-9)
     assert gain == pytest.approx(0.05, abs=1e-9)
+
+
+def test_paired_verdict():
+    from dclib.reporting import paired_verdict
+
+    def fake(correct):
+        n = len(correct)
+        errors = np.ones((n, 2, 1))
+        errors[np.arange(n), np.where(correct, 0, 1), 0] = 0.0  # the lower error picks the class
+        return ErrorSet(errors, np.zeros((n, 1), int), np.zeros(n, int), np.array([0, 1]), [str(i) for i in range(n)])
+
+    good, bad = fake([True] * 30), fake([False] * 30)
+    assert paired_verdict([(good, bad)]) == "yes"
+    assert paired_verdict([(bad, good)]) == "no"
+    assert paired_verdict([(good, good)]) == "partial"
+    assert paired_verdict([(good, bad), (good, good)]) == "partial"

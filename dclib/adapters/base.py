@@ -41,6 +41,8 @@ class DiffusionAdapter:
         self._abar_device = self.alphas_cumprod.to(self.device)
         self._cond_cache: dict[Any, torch.Tensor] = {}
         self.model_id: str | None = None
+        #: Mixed precision for the denoiser only (e.g. torch.bfloat16 on CPU); errors stay float32.
+        self.autocast: torch.dtype | None = None
 
     # --------------------------------------------------------------------------- images -> x0
     def preprocess(self, image: ImageInput) -> torch.Tensor:
@@ -91,7 +93,11 @@ class DiffusionAdapter:
     def predict(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Eps estimate (float32) and, for learned-variance models, the raw variance output, for a batch."""
-        out = self._forward(x_t.to(self.dtype), t, cond).float()
+        if self.autocast is not None:
+            with torch.autocast(self.device.type, dtype=self.autocast):
+                out = self._forward(x_t.to(self.dtype), t, cond).float()
+        else:
+            out = self._forward(x_t.to(self.dtype), t, cond).float()
         channels = x_t.shape[1]
         var_values = None
         if self.learned_variance:

@@ -109,7 +109,7 @@ def quiet_hf_logging():
 
 
 def load_adapter(model: str, torch_dtype=None, device=None, resolution: int | None = None,
-                 revision: str | None = None) -> DiffusionAdapter:
+                 revision: str | None = None, autocast=None) -> DiffusionAdapter:
     """Load a diffusers pipeline with ``from_pretrained`` (safetensors only) behind its adapter."""
     path = resolve_model_path(model)
     index = read_model_index(path, revision)
@@ -135,4 +135,5 @@ def load_adapter(model: str, torch_dtype=None, device=None, resolution: int | No
     adapter = ADAPTERS[class_name](pipe, device=dev, dtype=dtype, resolution=resolution,
                                    id2label=index.get("id2label"))
     adapter.model_id = model
+    adapter.autocast = None if autocast in (None, "none", "") else resolve_dtype(autocast)
     return adapter

@@ -45,7 +45,7 @@ def folder_size_mb(path: Path) -> float:
 def write_card(path: Path, title: str, facts: dict, body: str = "") -> None:
     """README.md model card plus the same facts as training.json (machine-readable)."""
     path = Path(path)
-    facts = {**facts, "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}"}
+    facts = {**facts, "machine": facts.get("machine") or f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}"}
     (path / "training.json").write_text(json.dumps(facts, indent=2, default=str) + "\n")
     lines = [f"# {title}", "", body.strip(), "", "| fact | value |", "| --- | --- |"]
     for key, value in facts.items():

@@ -1,0 +1,49 @@
+#!/usr/bin/env python
+"""Refresh the outputs nbval checks: run notebooks with their own (small) parameters and keep, in the source
+notebook, only the outputs of cells tagged ``nbval-check-output`` (every other output is stripped).
+
+    .venv/bin/python book/store_checked_outputs.py [NAME ...]     # default: every notebooks/*.ipynb
+
+Run it after changing a notebook; `make test` then checks those outputs with `pytest --nbval-lax`.
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import nbformat
+import papermill
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECK = "nbval-check-output"
+
+
+def refresh(path: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        executed_path = Path(tmp) / path.name
+        papermill.execute_notebook(str(path), str(executed_path), cwd=str(path.parent), kernel_name="python3",
+                                   progress_bar=False)
+        executed = nbformat.read(executed_path, as_version=4)
+    source = nbformat.read(path, as_version=4)
+    runs = [c for c in executed.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    for cell, run in zip(source.cells, runs):
+        if cell.cell_type != "code":
+            continue
+        cell.execution_count = None
+        cell.outputs = run.outputs if CHECK in cell.metadata.get("tags", []) else []
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    source.metadata.pop("papermill", None)
+    nbformat.write(source, path)
+    print(f"stored checked outputs of {path.relative_to(ROOT)}")
+
+
+def main(names: list[str]) -> None:
+    paths = [ROOT / "notebooks" / f"{n}.ipynb" for n in names] or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    for path in paths:
+        refresh(path)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

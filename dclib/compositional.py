@@ -1,0 +1,79 @@
+"""Winoground-style compositional scores (Thrush et al. 2022; the paper's Table 3).
+
+Each item holds two images and two captions made of the same words in a different order; image_i matches
+caption_i. With s(c, x) a match score (higher is better):
+
+- text score: s(c0, x0) > s(c1, x0) and s(c1, x1) > s(c0, x1)  (pick the right caption for each image)
+- image score: s(c0, x0) > s(c0, x1) and s(c1, x1) > s(c1, x0)  (pick the right image for each caption)
+- group score: both.
+
+For Diffusion Classifier s(c, x) = -E||eps - eps(x_t, c)||^2 over shared samples. Comparing one caption across
+two images compares errors of different images, whose scale differs; ``normalize="unconditional"`` subtracts
+each image's unconditional error, s(c, x) = -(err(c, x) - err(null, x)), a common fix for retrieval.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .noise import make_noise
+from .plan import Plan, even_plan
+from .scoring import ScoreOptions, Scorer
+
+
+def wino_outcomes(s: np.ndarray) -> dict:
+    """s[i, j] = score of caption i for image j (2 x 2) -> text, image and group correctness."""
+    text = s[0, 0] > s[1, 0] and s[1, 1] > s[0, 1]
+    image = s[0, 0] > s[0, 1] and s[1, 1] > s[1, 0]
+    return {"text": bool(text), "image": bool(image), "group": bool(text and image)}
+
+
+def diffusion_match_scores(classifier, images, captions, plan: Plan | None = None, seed: int = 0,
+                           item_id: str = "item", normalize: str | None = None, batch_size: int = 256,
+                           options: ScoreOptions | None = None) -> np.ndarray:
+    """[n_captions, n_images] scores -mean error; every caption of an image shares that image's samples."""
+    adapter = classifier.adapter
+    plan = plan or even_plan(100, adapter.num_train_timesteps)
+    scorer = Scorer(adapter, options, batch_size=batch_size)
+    conds = adapter.encode_conditions(list(captions))
+    t = torch.tensor(plan.timesteps)
+    out = np.zeros((len(captions), len(images)))
+    for j, image in enumerate(images):
+        x0, _ = classifier.encode_image(image)
+        eps = make_noise(plan, x0.shape, seed, f"{item_id}|{j}")
+        errors = scorer.score(x0, conds, t, eps).errors.mean(1).numpy()
+        if normalize == "unconditional":
+            errors = errors - scorer.score(x0, adapter.null_condition(), t, eps).errors.mean().item()
+        elif normalize is not None:
+            raise ValueError(f"unknown normalization {normalize!r}")
+        out[:, j] = -errors
+    return out
+
+
+def winoground_table(match: Callable[[list, list, str], np.ndarray], dataset, limit: int | None = None,
+                     progress: bool = True) -> pd.DataFrame:
+    """One row per item with its text / image / group outcome; ``match(images, captions, item_id)`` gives the
+    2 x 2 score matrix. Columns swap_type and template_split are kept when the dataset has them."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    rows = []
+    for k in tqdm(range(n), desc="winoground", disable=not progress):
+        item = dataset[k]
+        s = match([item["image_0"], item["image_1"]], [item["caption_0"], item["caption_1"]], str(item.get("id", k)))
+        rows.append({"id": item.get("id", k), "swap_type": item.get("swap_type"),
+                     "template_split": item.get("template_split"), **wino_outcomes(np.asarray(s))})
+    return pd.DataFrame(rows)
+
+
+def summarize_scores(table: pd.DataFrame, by=("swap_type",)) -> pd.DataFrame:
+    """Percent text / image / group scores per group and overall."""
+    parts = [table.groupby(list(by))[["text", "image", "group"]].mean()] if by else []
+    overall = table[["text", "image", "group"]].mean().to_frame("all").T
+    if by:
+        overall.index = pd.MultiIndex.from_tuples([("all",) * len(by)], names=list(by)) if len(by) > 1 else \
+            pd.Index(["all"], name=by[0])
+    return 100 * pd.concat(parts + [overall])
