@@ -175,3 +175,11 @@ def test_pickle_weights_are_refused(tmp_path, tiny_models):
     unet.save_pretrained(folder / "unet", safe_serialization=False)
     with pytest.raises(ModelNotFoundError):
         DiffusionClassifier.from_pretrained(str(folder))
+
+
+def test_tokenizer_makes_every_listed_word_one_token():
+    words = ["an", "and", "orange", "triangle", "diamond", "underneath", "a"]
+    tok = build_clip_tokenizer(words)
+    for w in words:
+        assert len(tok(w).input_ids) == 3, w  # <bos> word <eos>
+    assert len(tok("zebra").input_ids) > 3  # unknown words still tokenize, by bytes

@@ -29,33 +29,50 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
-def build_clip_tokenizer(words: Iterable[str] = DEFAULT_WORDS, model_max_length: int = 77):
-    """A CLIPTokenizer whose byte-level BPE turns each word of ``words`` into one token.
+def _bpe(word: str, ranks: dict) -> list[str]:
+    """CLIP's BPE on one word (lowest-rank adjacent pair first, leftmost on ties)."""
+    parts = list(word[:-1]) + [word[-1] + "</w>"]
+    while len(parts) > 1:
+        rank, i = min((ranks.get(pair, float("inf")), i) for i, pair in enumerate(zip(parts, parts[1:])))
+        if rank == float("inf"):
+            break
+        parts = parts[:i] + [parts[i] + parts[i + 1]] + parts[i + 2:]
+    return parts
 
-    The vocab and merges are passed as Python objects (merges as tuples): in transformers 5,
+
+def build_clip_tokenizer(words: Iterable[str] = DEFAULT_WORDS, model_max_length: int = 77):
+    """A byte-level BPE CLIPTokenizer in which every word of ``words`` is exactly one token.
+
+    Merges are added until the BPE of each word, simulated with all merges so far, is one piece (merges of
+    earlier words can otherwise split later ones: ("a", "n") from "and" would cut "orange"). Merges appended
+    later never change a word that is already one piece, so one pass suffices. Unknown words still tokenize
+    (byte fallback). Vocab and merges are passed as Python objects: in transformers 5,
     ``CLIPTokenizer(vocab_file=..., merges_file=...)`` silently ignores the files.
     """
     from transformers import CLIPTokenizer
 
+    words = sorted({w.lower() for w in words})
     symbols = list(_bytes_to_unicode().values())
     vocab: dict[str, int] = {}
     for s in symbols + [s + "</w>" for s in symbols]:
         vocab.setdefault(s, len(vocab))
     merges: list[tuple[str, str]] = []
-    for word in dict.fromkeys(w.lower() for w in words):
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        current = pieces[0]
-        for piece in pieces[1:]:
-            pair = (current, piece)
-            current = current + piece
-            if pair not in merges:
-                merges.append(pair)
-            vocab.setdefault(current, len(vocab))
+    ranks: dict[tuple[str, str], int] = {}
+    for word in words:
+        while len(parts := _bpe(word, ranks)) > 1:
+            pair = (parts[0], parts[1])
+            ranks[pair] = len(merges)
+            merges.append(pair)
+            vocab.setdefault(pair[0] + pair[1], len(vocab))
     for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab.setdefault(special, len(vocab))
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length,
-                         bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                         unk_token="<|endoftext|>")
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length,
+                              bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                              unk_token="<|endoftext|>")
+    split = [w for w in words if len(tokenizer(w).input_ids) != 3]
+    if split:
+        raise RuntimeError(f"tokenizer construction failed: {split[:5]} are not single tokens")
+    return tokenizer
 
 
 def _tiny_vae(sample_size: int = 32):

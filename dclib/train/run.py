@@ -1,15 +1,18 @@
-"""Train an embedded model end to end: train, measure, write the model card."""
+"""Train an embedded model end to end: train, measure with dclib itself, write the model card."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..adapters.loading import EMBEDDED_DIR
 
 TEST_SETS = {"digits": "digits-test", "mnist": "mnist-test"}
+NAMES = ("digits", "mnist", "shapes", "shapes-clip")
 
 
 def measure(model_path: str, dataset: str, schedule: str = "100", limit: int | None = None,
             progress: bool = True) -> dict:
+    """Diffusion Classifier test accuracy of a class-conditional model (Algorithm 1, shared noise)."""
     from ..classifier import DiffusionClassifier
     from ..data import load_embedded
     from ..evaluate import evaluate_dataset
@@ -20,19 +23,72 @@ def measure(model_path: str, dataset: str, schedule: str = "100", limit: int | N
     return {"dataset": f"embedded:{dataset}", "schedule": schedule, **summary.to_dict()}
 
 
+def measure_shapes(model_path: str, kind: str, limit: int = 200, wino_limit: int = 200, schedule: str = "50",
+                   progress: bool = True) -> dict:
+    """Zero-shot shape / colour / position accuracy (held-out prompt wording) and Winoground-style scores, for
+    the text-to-image model (kind "diffusion") or the contrastive baseline (kind "contrastive")."""
+    import numpy as np
+
+    from ..compositional import diffusion_match_scores, summarize_scores, winoground_table
+    from ..data import wino_dataset, zero_shot_task
+    from ..evaluate import clopper_pearson
+    from ..plan import Schedule
+    from ..prompts import Conditionings
+
+    out = {"schedule": schedule if kind == "diffusion" else None, "zero_shot": {}, "limit": limit}
+    if kind == "diffusion":
+        from ..classifier import DiffusionClassifier
+
+        model = DiffusionClassifier.from_pretrained(model_path)
+        plan = Schedule.parse(schedule).stage_plans()[0]
+        match = lambda images, captions, item: diffusion_match_scores(model, images, captions, plan, item_id=item)
+    else:
+        from ..contrastive import ContrastiveModel
+
+        model = ContrastiveModel.from_pretrained(model_path)
+        match = lambda images, captions, item: model.scores(images, captions).T
+    for task in ("shape", "colour", "position"):
+        data, names, rows = zero_shot_task(task)
+        data = data.select(range(min(limit, len(data))))
+        conds = Conditionings.from_rows(rows)
+        if kind == "diffusion":
+            preds = [model.classify(r["image"], prompts=conds, schedule=schedule, image_id=r["id"], batch_size=500).prediction
+                     for r in data]
+        else:
+            preds = model.classify(list(data["image"]), rows).predictions
+        correct = int((np.asarray(preds) == np.asarray(data["label"])).sum())
+        out["zero_shot"][task] = {"accuracy": correct / len(data), "ci95": clopper_pearson(correct, len(data)),
+                                  "n": len(data), "prompt_example": rows[0][0]}
+    wino = wino_dataset()
+    table = winoground_table(match, wino.select(range(min(wino_limit, len(wino)))), progress=progress)
+    out["winoground"] = json.loads(summarize_scores(table, by=("template_split", "swap_type")).round(1)
+                                   .reset_index().to_json(orient="records"))
+    return out
+
+
 def train_embedded(name: str, out: str | None = None, steps: int | None = None, eval_limit: int | None = None,
                    eval_schedule: str = "100", progress: bool = True) -> dict:
     from .common import write_card
-    from .pixel import RECIPES, train
 
     out_path = Path(out) if out else EMBEDDED_DIR / name
+    if name in ("shapes", "shapes-clip"):
+        from .shapes import train_shapes, train_shapes_clip
+
+        facts = (train_shapes if name == "shapes" else train_shapes_clip)(out_path, steps=steps, progress=progress)
+        facts["test"] = measure_shapes(str(out_path), "diffusion" if name == "shapes" else "contrastive",
+                                       limit=eval_limit or 200, progress=progress)
+        card = (out_path / "README.md").read_text().split("\n", 2)
+        write_card(out_path, f"embedded:{name}", facts, card[2].split("| fact |")[0] if len(card) > 2 else "")
+        return facts
+    from .pixel import RECIPES, train
+
     recipe = RECIPES[name]
     facts = train(recipe, out_path, steps=steps, progress=progress)
     facts["test"] = measure(str(out_path), TEST_SETS[name], eval_schedule, eval_limit, progress)
     body = (f"Class-conditional pixel-space DDPM (diffusers UNet2DModel, eps-prediction, T = 1000 linear betas) "
             f"trained by dclib on `embedded:{recipe.dataset}` ({recipe.resolution}x{recipe.resolution} grayscale, "
             f"bicubic resize as the classifier prepares images), 10% label dropout to the null class "
-            f"{'(index = number of classes)'}, EMA weights, early-stopped on a held-out loss. Reproduce with "
+            f"(index = number of classes), EMA weights, early-stopped on a held-out loss. Reproduce with "
             f"`python -m dclib train {name}`. Test accuracy is Diffusion Classifier, Algorithm 1 with "
             f"{eval_schedule} evenly spaced timesteps, shared noise, measured right after training.")
     write_card(out_path, f"embedded:{name}", facts, body)

@@ -57,53 +57,11 @@ def caption_words() -> list[str]:
     return sorted(words)
 
 
-def _bpe(word: str, ranks: dict) -> list[str]:
-    """CLIP's BPE on one word (lowest-rank adjacent pair first, leftmost on ties)."""
-    parts = list(word[:-1]) + [word[-1] + "</w>"]
-    while len(parts) > 1:
-        rank, i = min((ranks.get(pair, float("inf")), i) for i, pair in enumerate(zip(parts, parts[1:])))
-        if rank == float("inf"):
-            break
-        parts = parts[:i] + [parts[i] + parts[i + 1]] + parts[i + 2:]
-    return parts
-
-
 def build_word_tokenizer(words=None, model_max_length: int = 16):
-    """A byte-level BPE ``CLIPTokenizer`` in which every word of ``words`` is exactly one token.
+    """The shapes vocabulary as a CLIPTokenizer with one token per caption word (train and held-out words)."""
+    from ..testing.tiny import build_clip_tokenizer
 
-    Unlike ``dclib.testing.tiny.build_clip_tokenizer`` (whose left-to-right merge chains are broken by
-    merges of earlier words: "orange" and "triangle" come out as 4-6 pieces because ("a", "n") of "an"/"and"
-    ranks first), merges are added until the BPE of each word, simulated with all merges so far, is one
-    piece. Merges appended later never change a word that is already one piece, so one pass suffices.
-    Unknown words still tokenize (byte fallback to single characters). Vocab and merges are passed as
-    Python objects (transformers 5 ignores ``vocab_file``/``merges_file``).
-    """
-    from transformers import CLIPTokenizer
-
-    from ..testing.tiny import _bytes_to_unicode
-
-    words = caption_words() if words is None else sorted({w.lower() for w in words})
-    symbols = list(_bytes_to_unicode().values())
-    vocab: dict[str, int] = {}
-    for s in symbols + [s + "</w>" for s in symbols]:
-        vocab.setdefault(s, len(vocab))
-    merges: list[tuple[str, str]] = []
-    ranks: dict[tuple[str, str], int] = {}
-    for word in words:
-        while len(parts := _bpe(word, ranks)) > 1:
-            pair = (parts[0], parts[1])
-            ranks[pair] = len(merges)
-            merges.append(pair)
-            vocab.setdefault(pair[0] + pair[1], len(vocab))
-    for special in ("<|startoftext|>", "<|endoftext|>"):
-        vocab.setdefault(special, len(vocab))
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length,
-                              bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                              unk_token="<|endoftext|>")
-    split = [w for w in words if len(tokenizer(w).input_ids) != 3]
-    if split:
-        raise RuntimeError(f"tokenizer construction failed: {split[:5]} are not single tokens")
-    return tokenizer
+    return build_clip_tokenizer(caption_words() if words is None else words, model_max_length)
 
 
 def longest_caption_tokens(tokenizer) -> int:
@@ -183,31 +141,44 @@ class ScenePool:
 # ----------------------------------------------------------------------------------------------- recipe
 
 
+# Default budgets, measured 2026-11-24 with torch.set_num_threads(1) while 2-3 other training processes shared
+# the 2-core machine (1 thread, contended; a 2-thread uncontended run is faster: the same machine's reference
+# UNet benchmark ran 580 samples/s on 2 threads (shared/notes) vs 100-190 samples/s in these conditions):
+#   render the 50k scenes ~21 s; VAE step (batch 64) 0.61-0.67 s; encoding 50k images 62-75 s;
+#   UNet + text encoder step (batch 64, bf16 autocast, EMA) 0.42-0.49 s; CLIP step (batch 256 + ~350 hard
+#   negative captions) 0.93-1.04 s.
+# embedded:shapes: 21 + 800 x 0.64 + 70 + 4000 x 0.45 + evaluations ~ 2450 s on 1 contended thread, i.e.
+#   ~27 min if 2 threads are only 1.5x faster (about 14 min at the reference benchmark's ratio).
+# embedded:shapes-clip: 21 + 1200 x 1.0 ~ 1250 s on 1 contended thread, ~14 min at 1.5x (about 7 min at 3x).
+
+
 @dataclass
 class ShapesRecipe:
     name: str = "shapes"
     n_scenes: int = 50_000         # the embedded:shapes-train scenes (render_scenes(50_000, TRAIN_SEED))
     n_val: int = 256               # validation scenes (seed VAL_SEED) with fixed (t, eps)
-    max_length: int = 16           # tokenizer.model_max_length; the longest caption is 14 tokens
+    max_length: int = 16           # tokenizer.model_max_length; the longest caption is 15 tokens with BOS/EOS
     # text encoder (trained jointly with the UNet)
     text_hidden: int = 64
     text_layers: int = 3
     text_heads: int = 4
     text_intermediate: int = 256
     # VAE stage
-    vae_channels: tuple = (32, 64)
-    vae_steps: int = 1500
+    vae_channels: tuple = (16, 32)
+    vae_steps: int = 800           # 0.61-0.67 s/step (1 contended thread)
     vae_batch: int = 64
     vae_lr: float = 1e-3
     vae_warmup: int = 100
-    vae_kl_weight: float = 1e-6    # on the summed KL per image, with a per-pixel mean MSE: latents stay near-deterministic
+    vae_kl_weight: float = 1e-6    # x summed KL per image, next to a per-pixel mean MSE (near-deterministic)
     # UNet stage
-    unet_channels: tuple = (64, 128)
+    unet_channels: tuple = (32, 64)
     layers_per_block: int = 1
-    heads: tuple = (2, 4)          # diffusers' `attention_head_dim` (= number of heads per level)
-    attention_levels: tuple = (True, True)  # which resolution levels have (self + cross) attention
-    steps: int = 4000
-    batch_size: int = 128
+    heads: tuple = (1, 2)          # diffusers' `attention_head_dim` (= number of heads per level): head dim 32
+    # which levels have a transformer block (self-attention + cross-attention to every text token); the 8x8
+    # level and the mid block have one. Attention at 16x16 as well costs 1.55x per step.
+    attention_levels: tuple = (False, True)
+    steps: int = 4000              # 0.42-0.49 s/step (1 contended thread)
+    batch_size: int = 64
     lr: float = 1e-3
     warmup: int = 200
     weight_decay: float = 0.01
@@ -236,13 +207,13 @@ class ClipRecipe:
     vision_intermediate: int = 384
     patch_size: int = 4            # 8x8 patches of a 32x32 image
     projection_dim: int = 64
-    steps: int = 2000
+    steps: int = 1200              # 0.93-1.04 s/step (1 contended thread)
     batch_size: int = 256
     lr: float = 1e-3
     warmup: int = 200
     weight_decay: float = 0.05
     ema_decay: float = 0.999
-    hard_negatives: bool = True    # attribute/object-swapped captions of two-object scenes as extra negatives
+    hard_negatives: int = 3        # per two-object scene: up to this many swapped captions (3 = all; 0 = none)
     grad_clip: float = 1.0
     bf16: bool = True
     eval_every: int = 250
@@ -293,8 +264,11 @@ def build_pipeline(vae, text_encoder, tokenizer, unet):
 
 def save_pipeline(vae, text_encoder, tokenizer, unet, path: Path) -> None:
     """fp16 weights on disk (small); dclib loads them as float32."""
-    half = [copy.deepcopy(m).to(torch.float16) for m in (vae, text_encoder, unet)]
-    build_pipeline(half[0], half[1], tokenizer, half[2]).save_pretrained(path, safe_serialization=True)
+    from ..adapters.loading import quiet_hf_logging
+
+    with quiet_hf_logging():  # diffusers warns about casting with .to(); nothing here needs to stay fp32
+        half = [copy.deepcopy(m).to(torch.float16) for m in (vae, text_encoder, unet)]
+        build_pipeline(half[0], half[1], tokenizer, half[2]).save_pretrained(path, safe_serialization=True)
 
 
 def _autocast(enabled: bool):
@@ -385,6 +359,7 @@ def train_shapes(out: Path, steps: int | None = None, progress: bool = True, rec
     text_encoder = CLIPTextModel(text_config(tokenizer, recipe.text_hidden, recipe.text_layers, recipe.text_heads,
                                              recipe.text_intermediate))
     unet = build_unet(recipe, latents.shape[-1])
+    use_fast_cpu_attention(unet, text_encoder)
     model = torch.nn.ModuleDict({"unet": unet, "text": text_encoder}).train()
     ema = EMA(model, recipe.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -414,7 +389,7 @@ def train_shapes(out: Path, steps: int | None = None, progress: bool = True, rec
     def save(path: Path) -> None:
         save_pipeline(vae, ema.model["text"], tokenizer, ema.model["unet"], path)
 
-    history, losses = [], []
+    history, losses, saved = [], [], []
     t_train = time.perf_counter()
     bar = tqdm(range(steps), desc=f"train {recipe.name} UNet", disable=not progress)
     for step in bar:
@@ -441,6 +416,7 @@ def train_shapes(out: Path, steps: int | None = None, progress: bool = True, rec
         done = step + 1
         if done in recipe.checkpoints and done < steps:
             save(out / "checkpoints" / f"step-{done:05d}")
+            saved.append(f"step-{done:05d}")
         if done % recipe.eval_every == 0 or done == steps:
             v = val_losses(ema.model)
             history.append({"step": done, "train_loss": float(np.mean(losses[-recipe.eval_every:])),
@@ -470,7 +446,7 @@ def train_shapes(out: Path, steps: int | None = None, progress: bool = True, rec
         "final_val_loss_shuffled_captions": final.get("val_shuffled"),
         "final_val_loss_null_caption": final.get("val_null"),
         "history": history,
-        "checkpoints": sorted(p.name for p in (out / "checkpoints").glob("step-*")) if (out / "checkpoints").exists() else [],
+        "checkpoints": saved,
     }
     facts["size_mb"] = round(folder_size_mb(out), 2)
     write_card(out, f"embedded:{recipe.name}", facts, SHAPES_CARD.format(**asdict(recipe), steps_run=steps,
@@ -489,7 +465,8 @@ A Stable Diffusion pipeline in miniature, trained from scratch by dclib on CPU (
   {vae_batch}, then frozen. `scaling_factor` = 1 / std of the posterior means of the training images (as SD).
 - Text encoder: `CLIPTextModel` (hidden {text_hidden}, {text_layers} layers, {text_heads} heads), trained jointly
   with the UNet from scratch; `CLIPTokenizer` whose every caption word is one token, model_max_length {max_length}.
-- UNet: `UNet2DConditionModel` {unet_channels}, cross-attention to every text token at every level,
+- UNet: `UNet2DConditionModel` {unet_channels}, {layers_per_block} layer(s) per block; transformer blocks (self-attn
+  + cross-attention to every text token) at the levels marked {attention_levels} (16x16, 8x8) and in the mid block;
   eps-prediction, DDPM scaled_linear betas 0.00085..0.012, T = 1000 (SD's schedule). {steps_run} steps of batch
   {batch_size}, AdamW lr {lr} ({warmup} warm-up steps, cosine), bf16 autocast = {bf16}, grad clip {grad_clip},
   EMA {ema_decay} (the shipped weights). Weights stored as fp16; dclib loads them as float32.
@@ -547,21 +524,32 @@ def swap_scene(scene: dict, how: str) -> dict:
     return _swapped(scene, how)
 
 
-def hard_negatives(scenes: list[dict], templates: list) -> tuple[list[str], list[dict], list]:
-    """Swapped captions of two-object scenes under the same template, kept only when they are false of the
-    scene they were made from (e.g. exchanging the objects of "a red circle and a blue square" is not)."""
+def hard_negatives(scenes: list[dict], templates: list, rng: np.random.Generator | None = None,
+                   per_scene: int | None = None) -> tuple[list[str], list[dict], list]:
+    """Swapped captions of two-object scenes under the same template ("attribute": colours exchanged,
+    "relation": objects exchanged, "both": shapes and sizes exchanged), kept only when they are false of the
+    scene they were made from (exchanging the objects of "a red circle and a blue square" is not a negative).
+    With ``per_scene``, at most that many (drawn with ``rng``) per scene."""
     from ..data import captions as cap
 
+    cands = [(k, swap_scene(scene, how), template) for k, (scene, template) in enumerate(zip(scenes, templates))
+             if scene["n_objects"] == 2 for how in ("attribute", "relation", "both")]
+    if not cands:
+        return [], [], []
+    truth = caption_truth([scenes[k] for k, _, _ in cands], [o for _, o, _ in cands], [t for _, _, t in cands])
+    valid: dict[int, list] = {}
+    for c, (k, other, template) in enumerate(cands):
+        if not truth[c, c]:
+            valid.setdefault(k, []).append((other, template))
     texts, neg_scenes, neg_templates = [], [], []
-    for scene, template in zip(scenes, templates):
-        if scene["n_objects"] != 2:
-            continue
-        for how in ("attribute", "relation", "both"):
-            other = swap_scene(scene, how)
-            if not caption_truth([scene], [other], [template])[0, 0]:
-                texts.append(cap.caption(other, template))
-                neg_scenes.append(other)
-                neg_templates.append(template)
+    for k, options in valid.items():
+        if per_scene is not None and len(options) > per_scene:
+            options = [options[i] for i in sorted((rng or np.random.default_rng()).choice(len(options), per_scene,
+                                                                                          replace=False))]
+        for other, template in options:
+            texts.append(cap.caption(other, template))
+            neg_scenes.append(other)
+            neg_templates.append(template)
     return texts, neg_scenes, neg_templates
 
 
@@ -586,9 +574,12 @@ def build_clip(recipe: ClipRecipe, tokenizer):
 
 
 def save_clip(model, tokenizer, path: Path, recipe: ClipRecipe) -> None:
+    from ..adapters.loading import quiet_hf_logging
+
     path = Path(path)
-    copy.deepcopy(model).to(torch.float16).save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
+    with quiet_hf_logging():
+        copy.deepcopy(model).to(torch.float16).save_pretrained(path, safe_serialization=True)
+        tokenizer.save_pretrained(path)
     # A marker so `embedded:shapes-clip` resolves through dclib.adapters.loading.resolve_model_path; the
     # diffusion loader rejects it with a clear "is a CLIPModel" message.
     (path / "model_index.json").write_text(json.dumps(
@@ -597,9 +588,25 @@ def save_clip(model, tokenizer, path: Path, recipe: ClipRecipe) -> None:
 
 
 def _clip_features(model, pixels, ids):
-    img = F.normalize(model.get_image_features(pixel_values=pixels), dim=-1)
-    txt = F.normalize(model.get_text_features(input_ids=ids), dim=-1)
-    return img, txt
+    from ..contrastive import image_embeddings, text_embeddings
+
+    return image_embeddings(model, pixels), text_embeddings(model, ids)
+
+
+def use_fast_cpu_attention(*models) -> None:
+    """Plain (bmm + softmax) attention for training: on CPU, the backward pass of torch's fused SDPA kernel
+    made up ~30% of a training step at these sequence lengths (16-256 tokens); the maths is the same, and
+    nothing of this is saved (loading gives the library defaults back)."""
+    from diffusers.models.attention_processor import AttnProcessor
+
+    for model in models:
+        if hasattr(model, "set_attn_processor"):
+            model.set_attn_processor(AttnProcessor())
+        else:
+            for config in (model.config, getattr(model.config, "text_config", None),
+                           getattr(model.config, "vision_config", None)):
+                if config is not None:
+                    config._attn_implementation = "eager"
 
 
 def train_shapes_clip(out: Path, steps: int | None = None, progress: bool = True,
@@ -620,6 +627,7 @@ def train_shapes_clip(out: Path, steps: int | None = None, progress: bool = True
     val = ScenePool(recipe.n_val, VAL_SEED)
     tokenizer = build_word_tokenizer(model_max_length=recipe.max_length)
     model = build_clip(recipe, tokenizer).train()
+    use_fast_cpu_attention(model)
     ema = EMA(model, recipe.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     max_scale = float(np.log(100.0))
@@ -648,12 +656,13 @@ def train_shapes_clip(out: Path, steps: int | None = None, progress: bool = True
     @torch.inference_mode()
     def evaluate(m) -> dict:
         m.eval()
+        from ..contrastive import text_embeddings
+
         img, txt = _clip_features(m, val_pixels, val_ids)
         top = (img @ txt.T).argmax(-1)
         res = {"i2t_top1": float(val_truth[torch.arange(len(top)), top].float().mean())}
         for split, (rows, pos, neg) in swap_sets.items():
-            tp = F.normalize(m.get_text_features(input_ids=pos), dim=-1)
-            tn = F.normalize(m.get_text_features(input_ids=neg), dim=-1)
+            tp, tn = text_embeddings(m, pos), text_embeddings(m, neg)
             res[f"colour_swap_{split}"] = float(((img[rows] * tp).sum(-1) > (img[rows] * tn).sum(-1)).float().mean())
         return res
 
@@ -666,7 +675,7 @@ def train_shapes_clip(out: Path, steps: int | None = None, progress: bool = True
         scenes = [pool.scenes[i] for i in idx]
         cap_scenes, cap_temps = list(scenes), list(temps)
         if recipe.hard_negatives:
-            neg_texts, neg_scenes, neg_temps = hard_negatives(scenes, temps)
+            neg_texts, neg_scenes, neg_temps = hard_negatives(scenes, temps, rng, recipe.hard_negatives)
             texts, cap_scenes, cap_temps = texts + neg_texts, cap_scenes + neg_scenes, cap_temps + neg_temps
             n_neg.append(len(neg_texts))
         truth = torch.from_numpy(caption_truth(scenes, cap_scenes, cap_temps))
@@ -690,7 +699,7 @@ def train_shapes_clip(out: Path, steps: int | None = None, progress: bool = True
         if done % recipe.eval_every == 0 or done == steps:
             v = evaluate(ema.model)
             history.append({"step": done, "train_loss": float(np.mean(losses[-recipe.eval_every:])),
-                            "logit_scale": float(model.logit_scale.exp()), **{k: round(x, 4) for k, x in v.items()}})
+                            "logit_scale": model.logit_scale.exp().item(), **{k: round(x, 4) for k, x in v.items()}})
             bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", i2t=f"{v['i2t_top1']:.2f}",
                             swap=f"{v['colour_swap_train']:.2f}/{v['colour_swap_heldout']:.2f}")
     train_seconds = time.perf_counter() - t_train
@@ -732,9 +741,9 @@ The contrastive baseline for `embedded:shapes` (`dclib.train.shapes.train_shapes
   init, clamped at 100).
 - Loss: symmetric InfoNCE over batches of {batch_size}, with several positives where a caption is true of several
   images in the batch (e.g. "a red circle" of every one-object red-circle scene), so true matches are never
-  pushed apart. Hard negatives = {hard_negatives}: for every two-object scene, its caption with colours
-  exchanged, objects exchanged and shapes exchanged (same template), kept when false of the scene, are added
-  as extra captions on the image -> text side.
+  pushed apart. Hard negatives: for every two-object scene, up to {hard_negatives} of its captions with colours
+  exchanged, objects exchanged or shapes exchanged (same template; only swaps that make the caption false of
+  the scene), drawn at random, are added as extra captions on the image -> text side.
 - {steps_run} steps, AdamW lr {lr} ({warmup} warm-up, cosine), weight decay {weight_decay}, grad clip {grad_clip},
   bf16 autocast = {bf16}, EMA {ema_decay} (the shipped weights), fp16 on disk.
 - Validation on other scenes: `i2t_top1` (image -> caption retrieval among val captions, TRAIN wording),

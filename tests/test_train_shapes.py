@@ -1,0 +1,132 @@
+"""The shapes recipes (embedded:shapes, embedded:shapes-clip) at toy sizes: they train, save folders that
+load through the public paths, and the tokenizer / caption-truth helpers behave."""
+import numpy as np
+import pytest
+import torch
+
+from dclib.data import captions as cap
+from dclib.train.shapes import (ClipRecipe, ShapesRecipe, build_word_tokenizer, caption_truth, caption_words,
+                                hard_negatives, longest_caption_tokens, multi_positive_nce, tokenize,
+                                train_shapes, train_shapes_clip)
+
+TINY_SD = dict(n_scenes=64, n_val=16, vae_channels=(8, 16), vae_steps=3, vae_batch=8, vae_warmup=1,
+               text_layers=1, text_intermediate=64, unet_channels=(32, 32), heads=(1, 1), batch_size=8, warmup=1,
+               eval_every=2, checkpoints=(2,))
+TINY_CLIP = dict(n_scenes=64, n_val=32, text_layers=1, text_intermediate=64, vision_hidden=32, vision_layers=1,
+                 vision_intermediate=64, projection_dim=16, batch_size=16, warmup=1, eval_every=2)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_word_tokenizer(model_max_length=16)
+
+
+def test_every_caption_word_is_one_token(tokenizer):
+    for word in caption_words():
+        assert len(tokenizer(word).input_ids) == 3, word  # BOS word EOS
+    assert longest_caption_tokens(tokenizer) <= 16
+
+
+def test_different_prompts_get_different_ids(tokenizer, tmp_path):
+    from transformers import CLIPTokenizer
+
+    prompts = ["a red circle", "a blue circle", "a blue square left of a red star", ""]
+    ids = tokenize(tokenizer, prompts)
+    assert ids.shape == (4, 16)
+    assert len({tuple(row) for row in ids.tolist()}) == 4
+    tokenizer.save_pretrained(tmp_path)  # the round trip the pipeline folder relies on
+    assert torch.equal(tokenize(CLIPTokenizer.from_pretrained(tmp_path), prompts), ids)
+
+
+def _scene(**kw):
+    base = {"n_objects": 2, "shape1": "circle", "colour1": "red", "size1": "small", "pos1": "left",
+            "shape2": "square", "colour2": "blue", "size2": "large", "pos2": "right", "relation": "left_of"}
+    return {**base, **kw}
+
+
+def test_caption_truth_follows_the_grammar():
+    t = cap.TEMPLATE_BY_ID
+    one = {"n_objects": 1, "shape1": "circle", "colour1": "red", "size1": "small", "pos1": "left", "shape2": None,
+           "colour2": None, "size2": None, "pos2": None, "relation": None}
+    a = _scene()
+    swapped = _scene(shape1="square", colour1="blue", size1="large", shape2="circle", colour2="red", size2="small")
+    other_size = {**one, "size1": "large", "pos1": "right"}
+    # "a {colour1} {shape1}" says nothing of size or position; it never describes a two-object scene
+    truth = caption_truth([one, other_size, a], [one], [t["one-train-0"]])
+    assert truth[:, 0].tolist() == [True, True, False]
+    # "and" does not state an order; "left of" does
+    assert caption_truth([swapped], [a], [t["two-train-0"]])[0, 0]
+    assert not caption_truth([swapped], [a], [t["left_of-train-0"]])[0, 0]
+    # hard negatives: colour swaps are kept; exchanging the objects of an "and" caption is not a negative
+    texts, _, _ = hard_negatives([a], [t["two-train-0"]])
+    assert "a red circle and a blue square" not in texts and "a blue circle and a red square" in texts
+    texts, _, _ = hard_negatives([a], [t["left_of-train-0"]])
+    assert "a blue square left of a red circle" in texts
+
+
+def test_multi_positive_nce_is_cross_entropy_with_one_positive():
+    logits = torch.randn(4, 6)
+    positive = torch.zeros(4, 6, dtype=torch.bool)
+    positive[torch.arange(4), torch.tensor([0, 2, 5, 1])] = True
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2, 5, 1]))
+    assert torch.allclose(multi_positive_nce(logits, positive), expected)
+
+
+def test_train_shapes_tiny_saves_a_loadable_pipeline(tmp_path):
+    from dclib import DiffusionClassifier
+    from dclib.data import render_scenes
+
+    out = tmp_path / "shapes"
+    facts = train_shapes(out, steps=3, progress=False, recipe=ShapesRecipe(**TINY_SD))
+    assert facts["steps_run"] == 3 and facts["vae_steps"] == 3
+    assert np.isfinite(facts["final_train_loss"]) and facts["scaling_factor"] > 0
+    assert (out / "README.md").exists() and (out / "training.json").exists()
+    assert facts["checkpoints"] == ["step-00002"]
+    images, scenes = render_scenes(1, seed=5, p_single=1.0)
+    for folder in (out, out / "checkpoints" / "step-00002"):
+        clf = DiffusionClassifier.from_pretrained(str(folder))
+        assert clf.adapter.unet.dtype == torch.float32
+        assert clf.adapter.vae.config.scaling_factor == pytest.approx(facts["scaling_factor"], rel=1e-3)
+        result = clf.classify(images[0], prompts=[f"a {scenes[0]['colour1']} {scenes[0]['shape1']}", "a green star"],
+                              schedule=2)
+        assert result.prediction in (0, 1)
+    # the shipped weights are fp16 on disk
+    from safetensors import safe_open
+
+    with safe_open(str(out / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float16
+
+
+def test_train_shapes_clip_tiny_loads_and_scores(tmp_path):
+    from dclib.contrastive import ContrastiveModel
+    from dclib.data import render_scenes
+
+    out = tmp_path / "clip"
+    facts = train_shapes_clip(out, steps=3, progress=False, recipe=ClipRecipe(**TINY_CLIP))
+    assert facts["steps_run"] == 3 and np.isfinite(facts["final_train_loss"])
+    assert facts["mean_hard_negatives_per_batch"] > 0
+    model = ContrastiveModel.from_pretrained(str(out))
+    assert model.model.dtype == torch.float32
+    images, _ = render_scenes(2, seed=5)
+    prompts = ["a red circle", "a blue square"]
+    scores = model.scores(list(images), prompts)
+    assert scores.shape == (2, 2) and np.isfinite(scores).all()
+    assert not torch.allclose(*model.encode_text(prompts))
+    rows = [("a red circle", "red", 0), ("a red square", "red", 0), ("a blue square", "blue", 1)]
+    result = model.classify(list(images), rows)
+    assert result.class_scores.shape == (2, 2) and set(result.predictions.tolist()) <= {0, 1}
+    assert result.prediction_names[0] in ("red", "blue")
+
+
+def test_clip_folder_resolves_as_embedded_and_is_no_diffusion_model(tmp_path, monkeypatch):
+    from dclib import DiffusionClassifier, ModelNotFoundError
+    from dclib.adapters import loading
+    from dclib.contrastive import ContrastiveModel
+
+    out = tmp_path / "toy-clip"
+    train_shapes_clip(out, steps=1, progress=False, recipe=ClipRecipe(**{**TINY_CLIP, "eval_every": 1}))
+    monkeypatch.setattr(loading, "EMBEDDED_DIR", tmp_path)
+    assert ContrastiveModel.from_pretrained("embedded:toy-clip").scores([np.zeros((32, 32, 3), np.uint8)],
+                                                                       ["a red circle"]).shape == (1, 1)
+    with pytest.raises(ModelNotFoundError, match="CLIPModel"):
+        DiffusionClassifier.from_pretrained(str(out))
