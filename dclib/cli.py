@@ -25,6 +25,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resolution", type=int, default=None,
                    help="image size in pixels (default: the model's native resolution)")
     g.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
+    g.add_argument("--autocast", default=None, choices=["bfloat16", "float16"],
+                   help="run the denoiser under mixed precision (errors stay float32)")
 
 
 def _add_scoring_args(p: argparse.ArgumentParser) -> None:
@@ -90,13 +92,51 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train an embedded default model from its fixed seed (CPU)",
                        description="Reproduce an embedded model: train, keep the best EMA weights, measure test "
                                    "accuracy and write the model card.")
-    p.add_argument("name", choices=["digits", "mnist"], help="which embedded model")
+    p.add_argument("name", choices=["digits", "mnist", "shapes", "shapes-clip"], help="which embedded model")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     p.add_argument("--out", default=None, help="output folder (default: the packaged dclib/models/NAME)")
     p.add_argument("--eval-limit", type=int, default=None, help="test images to measure accuracy on (default all)")
     p.add_argument("--eval-schedule", default="100", help="schedule for the accuracy measurement (default 100)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="classify a whole dataset into a resumable run folder",
+                       description="Classify every image of a dataset into RUN_DIR (config.json, results.parquet, "
+                                   "timings.parquet). Rerunning the same command resumes where it stopped; "
+                                   "several processes (torchrun / accelerate launch) share the images.")
+    _add_model_args(p)
+    _add_scoring_args(p)
+    g = p.add_argument_group("dataset")
+    g.add_argument("--dataset", required=True,
+                   help="embedded:NAME, an image folder (one subfolder per class), a save_to_disk folder, or a "
+                        "Hugging Face dataset id")
+    g.add_argument("--split", default=None, help="dataset split (default: the only one, else test)")
+    g.add_argument("--subset", default=None,
+                   help="a file of dataset indices, or N: N rows drawn at random with --subset-seed")
+    g.add_argument("--subset-seed", type=int, default=0, help="seed of --subset N (default 0)")
+    g.add_argument("--limit", type=int, default=None, help="evaluate only the first N selected rows")
+    g.add_argument("--image-column", default=None, help="image column (default: image, else the first image column)")
+    g.add_argument("--label-column", default=None,
+                   help="label column (default: label, else the first ClassLabel column)")
+    g = p.add_argument_group("run folder")
+    g.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (created; resumed when it exists)")
+    g.add_argument("--save-errors", action="store_true",
+                   help="also store each image's raw error matrix [conditioning x sample] with its timesteps")
+    g.add_argument("--retry-failed", action="store_true", help="evaluate images recorded as failed again")
+    g.add_argument("--flush-rows", type=int, default=16, help="write a part file every N images (default 16)")
+    g.add_argument("--flush-seconds", type=float, default=30.0,
+                   help="... or every S seconds, whichever comes first (default 30)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object (the last line)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="summarise a run folder written by evaluate",
+                       description="Accuracy with 95%% Clopper-Pearson intervals, mean per-class accuracy, failed "
+                                   "images, evaluations and seconds per image of a run folder (merging its parts "
+                                   "into results.parquet first).")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
@@ -112,7 +152,8 @@ def cmd_classify(args) -> int:
     from .classifier import DiffusionClassifier
 
     clf = DiffusionClassifier.from_pretrained(args.model, torch_dtype=args.dtype, device=args.device,
-                                              resolution=args.resolution, revision=args.revision)
+                                              resolution=args.resolution, revision=args.revision,
+                                              autocast=args.autocast)
     conds = clf.conditionings(_prompts_arg(args.prompts), args.labels)
     progress = not args.no_progress and sys.stderr.isatty() or (not args.no_progress and len(args.images) > 1)
     for path in args.images:
@@ -174,6 +215,35 @@ def cmd_train(args) -> int:
     facts = train_embedded(args.name, out=args.out, steps=args.steps, eval_limit=args.eval_limit,
                            eval_schedule=args.eval_schedule, progress=not args.no_progress)
     print(json.dumps({k: v for k, v in facts.items() if k not in ("history", "recipe")}))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from . import runs
+
+    summary = runs.evaluate(
+        args.model, args.dataset, args.out, prompts=_prompts_arg(args.prompts), labels=args.labels,
+        schedule=args.schedule, n_trials=args.n_trials, loss=args.loss, objective=args.objective,
+        guidance=args.guidance, crop=args.crop, noise=args.noise, seed=args.seed, batch_size=args.batch_size,
+        dtype=args.dtype, device=args.device, resolution=args.resolution, revision=args.revision,
+        autocast=getattr(args, "autocast", None), split=args.split,
+        subset=args.subset, subset_seed=args.subset_seed, limit=args.limit, image_column=args.image_column,
+        label_column=args.label_column, save_errors=args.save_errors, retry_failed=args.retry_failed,
+        flush_rows=args.flush_rows, flush_seconds=args.flush_seconds, progress=not args.no_progress)
+    if summary is None:  # not the main process
+        return 0
+    if args.json:
+        print(json.dumps(summary), flush=True)
+    else:
+        print(runs.format_summary(summary), flush=True)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from . import runs
+
+    summary = runs.report(args.run_dir)
+    print(json.dumps(summary) if args.json else runs.format_summary(summary), flush=True)
     return 0
 
 
