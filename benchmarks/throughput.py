@@ -15,7 +15,6 @@ import os
 import platform
 import sys
 import time
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F

@@ -39,6 +39,8 @@ BUILD = ROOT / "_build"
 HTML = BUILD / "html"
 BUILD_STAMP = BUILD / ".book_stamp.json"
 TOC = ROOT / "_toc.yml"
+KERNEL = "python3"
+PRESETS = ("small", "book")
 
 
 class BuildError(RuntimeError):

@@ -13,7 +13,6 @@ each image's unconditional error, s(c, x) = -(err(c, x) - err(null, x)), a commo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .plan import even_timesteps
 
 
 def ddim_timesteps(t_start: int, n_steps: int, num_train_timesteps: int = 1000) -> list[int]:

@@ -1,13 +1,12 @@
 """Adapters load through from_pretrained and prepare images and conditionings as the paper does."""
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from dclib import DiffusionClassifier, ScoreOptions, Scorer
+from dclib import DiffusionClassifier, ScoreOptions
 from dclib.errors import InputError, ModelNotFoundError
 from dclib.images import resize_center_crop
 from dclib.testing import build_clip_tokenizer

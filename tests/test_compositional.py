@@ -1,8 +1,6 @@
 """Winoground text / image / group scores."""
 import numpy as np
-import pandas as pd
 from datasets import Dataset
-from PIL import Image
 
 from dclib.compositional import diffusion_match_scores, summarize_scores, wino_outcomes, winoground_table
 

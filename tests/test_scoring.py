@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from dclib import NoiseDistribution, Plan, ScoreOptions, Scorer, even_plan, make_noise
+from dclib import Plan, ScoreOptions, Scorer, even_plan, make_noise
 from dclib.errors import InputError
 from fakes import LinearAdapter
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..images import resize_center_crop, to_tensor
-from .common import EMA, cosine_lr, count_parameters, folder_size_mb, write_card
+from .common import EMA, cosine_lr, count_parameters, folder_size_mb
 
 
 @dataclass
