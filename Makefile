@@ -10,6 +10,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
+export TRANSFORMERS_VERBOSITY ?= error
 
 .PHONY: test book book-quick browser install clean
 
@@ -22,8 +23,10 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
+# Unit and integration tests, then every notebook executed by nbval (outputs of cells tagged
+# nbval-check-output compared with the stored ones).
 test: $(STAMP) browser
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests notebooks --nbval-lax -p no:cacheprovider
 
 book: $(STAMP) browser
 	$(PY) book/build_book.py --preset book

@@ -1,0 +1,57 @@
+"""The shipped embedded models: load offline through from_pretrained, classify above a floor, retrain."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from dclib import DiffusionClassifier
+from dclib.adapters.loading import EMBEDDED_DIR
+from dclib.data import load_embedded
+
+FLOORS = {  # 40 fixed test images, Algorithm 1 with 20 timesteps; chance is 10%
+    "digits": ("digits-test", 0.9),
+    "mnist": ("mnist-test", 0.85),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_shipped_model_classifies_a_fixed_subset_above_a_floor(name):
+    dataset, floor = FLOORS[name]
+    clf = DiffusionClassifier.from_pretrained(f"embedded:{name}")
+    data = load_embedded(dataset).select(range(40))
+    preds = [clf.classify(row["image"], image_id=row["id"], schedule=20, batch_size=200).prediction for row in data]
+    accuracy = float(np.mean(np.array(preds) == np.array(data["label"])))
+    assert accuracy >= floor, f"{name}: {accuracy:.3f} < {floor}"
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_model_card_and_checkpoints(name):
+    folder = EMBEDDED_DIR / name
+    facts = json.loads((folder / "training.json").read_text())
+    assert (folder / "README.md").exists()
+    assert facts["test"]["n"] == len(load_embedded(FLOORS[name][0]))
+    assert not list(folder.rglob("*.bin")) and list(folder.rglob("*.safetensors"))
+    if name != "mnist":  # only MNIST ships intermediate checkpoints (the version sweep's)
+        return
+    checkpoints = sorted((folder / "checkpoints").iterdir())
+    assert len(checkpoints) >= 3
+    clf = DiffusionClassifier.from_pretrained(f"embedded:{name}/checkpoints/{checkpoints[0].name}")
+    assert clf.adapter.class_names == [str(i) for i in range(10)]
+
+
+def test_embedded_weights_fit_the_size_budget():
+    total = sum(f.stat().st_size for f in EMBEDDED_DIR.rglob("*") if f.is_file())
+    assert total <= 25e6, f"embedded models take {total / 1e6:.1f} MB"
+
+
+def test_a_few_training_steps_reduce_the_held_out_loss(tmp_path):
+    from dclib.train.pixel import RECIPES, train
+
+    recipe = dataclasses.replace(RECIPES["digits"], steps=80, eval_every=20, warmup=10, checkpoints=(40,))
+    facts = train(recipe, tmp_path / "m", progress=False)
+    losses = [h["val_loss"] for h in facts["history"]]
+    assert losses[-1] < 0.8 * losses[0], losses
+    clf = DiffusionClassifier.from_pretrained(str(tmp_path / "m"))
+    assert clf.adapter.null_class == 10
+    assert (tmp_path / "m" / "checkpoints" / "step-00040" / "model_index.json").exists()
