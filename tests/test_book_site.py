@@ -78,7 +78,7 @@ def test_quick_book_builds_and_every_page_works_in_the_browser(browser):
     r = _run("book/build_book.py", "--preset", "small", timeout=1400)
     assert r.returncode == 0, r.stdout[-8000:]
     html = ROOT / "_build" / "html"
-    for page in ("index.html", "book/intro.html", "book/reproduce.html", "book/status.html", "book/references.html"):
+    for page in ("index.html", "book/intro.html", "book/reproduce.html", "book/references.html"):
         assert (html / page).exists(), page
     listed = (yaml.safe_load((ROOT / "book" / "notebooks.yml").read_text()) or {}).get("notebooks") or []
     for entry in listed:
