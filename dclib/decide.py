@@ -134,12 +134,22 @@ def run_schedule(score: ScoreFn, n_conditionings: int, stage_plans: Sequence[Pla
     return errors, full_plan, alive[0], pairs
 
 
-def decide(score: ScoreFn, conditionings: Conditionings, schedule: Schedule, num_train_timesteps: int,
+def decide(score: ScoreFn, conditionings: Conditionings, schedule, num_train_timesteps: int,
            temperature: float = 1.0) -> Classification:
-    """Classify with ``schedule`` (Algorithm 1 or 2) using the ``score`` callback."""
-    errors, plan, best, pairs = run_schedule(score, len(conditionings),
-                                             schedule.stage_plans(num_train_timesteps), schedule.keep)
+    """Classify with ``schedule`` (Algorithm 1 or 2, or a :class:`dclib.pruning.PairedPruning`) using the
+    ``score`` callback."""
+    from .pruning import PairedPruning, run_paired_pruning
+
+    extra: dict = {}
+    if isinstance(schedule, PairedPruning):
+        errors, plan, best, pairs, facts = run_paired_pruning(score, len(conditionings), schedule,
+                                                              num_train_timesteps)
+        extra["pruning_rounds"] = facts["rounds"]
+    else:
+        errors, plan, best, pairs = run_schedule(score, len(conditionings),
+                                                 schedule.stage_plans(num_train_timesteps), schedule.keep)
+    extra["scored_pairs"] = pairs  # (conditioning, sample) errors computed: every other entry is NaN
     cls = conditionings.class_idx[best]
     return Classification(prediction=int(cls), prediction_name=conditionings.class_names[cls],
                           best_conditioning=best, conditionings=conditionings, errors=errors, plan=plan,
-                          evaluations=pairs, temperature=temperature)
+                          evaluations=pairs, temperature=temperature, extra=extra)

@@ -130,10 +130,15 @@ class Schedule:
             raise InputError("n_trials must be >= 1")
 
     @classmethod
-    def parse(cls, spec: str | int | "Schedule", n_trials: int = 1) -> "Schedule":
-        """``"100"`` -> Algorithm 1 with 100 timesteps; ``"5,1:25,250"`` -> KeepList (5, 1), TrialList (25, 250)."""
-        if isinstance(spec, Schedule):
+    def parse(cls, spec, n_trials: int = 1):
+        """``"100"`` -> Algorithm 1 with 100 timesteps; ``"5,1:25,250"`` -> KeepList (5, 1), TrialList (25, 250);
+        ``"paired:100,alpha=0.01"`` -> statistical pruning (:class:`dclib.pruning.PairedPruning`)."""
+        from .pruning import PairedPruning
+
+        if isinstance(spec, (Schedule, PairedPruning)):
             return spec
+        if isinstance(spec, str) and spec.strip().startswith("paired"):
+            return PairedPruning.parse(spec, n_trials)
         if isinstance(spec, int):
             return cls((1,), (spec,), n_trials)
         text = str(spec).strip()
@@ -145,8 +150,8 @@ class Schedule:
             else:
                 keep, trials = (1,), (int(text),)
         except ValueError:
-            raise InputError(f"cannot read schedule {spec!r}: use N (evenly spaced timesteps) or "
-                             "KEEP,...:TRIALS,... such as 5,1:25,250") from None
+            raise InputError(f"cannot read schedule {spec!r}: use N (evenly spaced timesteps), "
+                             "KEEP,...:TRIALS,... such as 5,1:25,250, or paired:N") from None
         return cls(keep, trials, n_trials)
 
     def stage_timesteps(self, num_train_timesteps: int = 1000) -> list[list[int]]:

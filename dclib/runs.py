@@ -688,6 +688,8 @@ def _free_accelerator_memory() -> None:
 
 def expected_scored_pairs(schedule, n_conditionings: int, num_train_timesteps: int) -> int:
     """How many (conditioning, sample) errors a schedule produces: every other entry is NaN (pruned)."""
+    if not hasattr(schedule, "keep"):
+        return None  # statistical pruning: known only after the run
     alive, pairs = n_conditionings, 0
     for keep, plan in zip(schedule.keep, schedule.stage_plans(num_train_timesteps)):
         if len(plan) and alive:
@@ -917,7 +919,8 @@ def _evaluate_one(classifier, source: DatasetSource, index: int, classify_kwargs
     if save_errors:
         row.update(errors=errors.astype(np.float32).ravel().tolist(), errors_shape=list(errors.shape),
                    timesteps=list(result.plan.timesteps), repeats=list(result.plan.repeats))
-    if int(np.isfinite(errors).sum()) != expected_pairs:
+    # paired pruning scores a data-dependent number of pairs: the decision reports how many it scored
+    if int(np.isfinite(errors).sum()) != result.extra.get("scored_pairs", expected_pairs):
         row["reason"] = "non-finite errors (the model returned NaN or inf)"
         return row, batch_size
     row.update(status="ok", prediction=int(result.prediction), prediction_name=str(result.prediction_name),
