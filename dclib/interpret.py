@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .errors import InputError
 
 
 def ddim_timesteps(t_start: int, n_steps: int, num_train_timesteps: int = 1000) -> list[int]:
@@ -32,6 +33,9 @@ def _ddim_step(adapter, x, t_from: int, t_to: int, cond: torch.Tensor) -> torch.
 def invert_and_reconstruct(adapter, x0: torch.Tensor, invert_with, reconstruct_with, t_start: int = 500,
                            n_steps: int = 25) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (the inverted x_{t_start} [C, H, W], reconstructions [len(reconstruct_with), C, H, W])."""
+    if adapter.alphas_cumprod is None:
+        raise InputError(f"DDIM inversion needs a diffusion (abar) schedule; {type(adapter).__name__} is a "
+                         "flow-matching model")
     ts = ddim_timesteps(t_start, n_steps, adapter.num_train_timesteps)
     x = x0.to(adapter.device, torch.float32)[None]
     cond = adapter.encode_conditions([invert_with])

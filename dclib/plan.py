@@ -100,6 +100,28 @@ def uniform_plan(n_samples: int, num_train_timesteps: int, rng: np.random.Genera
     return Plan.from_timesteps(rng.integers(0, num_train_timesteps, size=n_samples).tolist())
 
 
+def logit_normal_timesteps(n: int, num_train_timesteps: int, rng: np.random.Generator | int,
+                           mean: float = 0.0, std: float = 1.0) -> list[int]:
+    """``n`` timesteps drawn as flow-matching models such as SD3 were trained (Esser et al. 2024, eq. 19).
+
+    u = sigmoid(z), z ~ N(mean, std^2), picks index floor(u T) of the scheduler's training grid, which is in
+    decreasing noise (as diffusers' SD3 training scripts do); here timesteps grow with noise, so t = T - 1 - index.
+    The adapter's shift still maps t to sigma. ``rng``: a numpy Generator or a seed.
+    """
+    if n < 0 or std <= 0:
+        raise InputError("logit-normal sampling needs n >= 0 and std > 0")
+    rng = np.random.default_rng(rng)
+    u = 1.0 / (1.0 + np.exp(-rng.normal(mean, std, size=n)))
+    index = np.minimum((u * num_train_timesteps).astype(np.int64), num_train_timesteps - 1)  # u rounds to 1
+    return (num_train_timesteps - 1 - index).tolist()
+
+
+def logit_normal_plan(n_samples: int, num_train_timesteps: int, rng: np.random.Generator | int,
+                      mean: float = 0.0, std: float = 1.0) -> Plan:
+    """Timesteps drawn from SD3's logit-normal training density (deterministic given the seed)."""
+    return Plan.from_timesteps(logit_normal_timesteps(n_samples, num_train_timesteps, rng, mean, std))
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Adaptive schedules (Algorithm 2)
 

@@ -21,10 +21,12 @@ class ScoreOptions:
     """What is measured for each (conditioning, sample) pair.
 
     - ``loss``: ``l2`` (squared error, the paper's default), ``l1`` or ``huber`` (Tables 8-9), averaged over
-      elements as in the official code.
+      elements as in the official code. Between eps and its estimate, or for flow-matching models between the
+      velocity eps - x0 and its prediction (the adapter's ``target``).
     - ``objective``: ``uniform`` (w_t = 1, Algorithm 1), ``elbo`` (the exact ELBO weights w_t of eq. 3 times the
       squared error), ``vlb`` (the learned-variance variational bound, DiT) or ``uniform+vlb`` (Table 5).
-    - ``guidance``: classifier-free guidance weight w; eps~ = (1 + w) eps(x_t, c) - w eps(x_t) (Fig. 8).
+    - ``guidance``: classifier-free guidance weight w; eps~ = (1 + w) eps(x_t, c) - w eps(x_t) (Fig. 8), on the
+      velocity for flow-matching models.
     - ``crop``: latent pixels removed from each edge of the error map before averaging (Fig. 9, eq. 11).
     """
 
@@ -73,21 +75,26 @@ class Scorer:
             raise InputError("batch_size must be >= 1")
         self.batch_size = batch_size
         self.progress = progress
+        if adapter.flow_matching and self.options.objective != "uniform":
+            # elbo weights and the vlb come from a discrete DDPM schedule (betas), which flow matching has not
+            raise InputError(f"the {self.options.objective!r} objective is not defined for flow-matching models "
+                             f"({type(adapter).__name__}); use objective='uniform'")
         if self.options.objective in ("vlb", "uniform+vlb") and not adapter.learned_variance:
             raise InputError(f"the {self.options.objective!r} objective needs a model with learned variance "
                              "(e.g. DiT); this model predicts eps only")
-        self._posterior = GaussianPosterior(adapter.betas)
-        self._elbo_w = elbo_weights(adapter.betas).float()
+        if self.options.objective != "uniform":
+            self._posterior = GaussianPosterior(adapter.betas)
+            self._elbo_w = elbo_weights(adapter.betas).float()
 
-    def _terms(self, x0, x_t, t, eps, eps_pred, var_values) -> torch.Tensor:
+    def _terms(self, x0, x_t, t, target, pred, var_values) -> torch.Tensor:
         o = self.options
         if o.objective == "uniform":
-            return loss_terms(eps, eps_pred, o.loss)
+            return loss_terms(target, pred, o.loss)
         if o.objective == "elbo":
             w = self._elbo_w.to(x0.device)[t].view(-1, *([1] * (x0.dim() - 1)))
-            return w * loss_terms(eps, eps_pred, "l2")
-        vlb = self._posterior.vlb_terms(x0, x_t, t, eps_pred, var_values)
-        return vlb if o.objective == "vlb" else vlb + loss_terms(eps, eps_pred, "l2")
+            return w * loss_terms(target, pred, "l2")
+        vlb = self._posterior.vlb_terms(x0, x_t, t, pred, var_values)
+        return vlb if o.objective == "vlb" else vlb + loss_terms(target, pred, "l2")
 
     @torch.inference_mode()
     def score(self, x0: torch.Tensor, conditions: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor,
@@ -112,19 +119,20 @@ class Scorer:
         t_all = timesteps.to(device)
         eps_all = noise.to(device, torch.float32)
         xt_all = adapter.q_sample(x0.expand(n_samples, *x0.shape), eps_all, t_all)
+        target_all = adapter.target(x0.expand(n_samples, *x0.shape), eps_all, t_all)  # eps itself, or eps - x0
         errors = torch.empty(n_cond, n_samples)
         maps = None
         evaluations = 0
 
-        eps_uncond = None
+        pred_uncond = None
         w = self.options.guidance
         if w != 0 and n_samples:
             null = adapter.null_condition()
-            eps_uncond = torch.empty_like(xt_all)
+            pred_uncond = torch.empty_like(xt_all)
             for start in range(0, n_samples, self.batch_size):
                 sl = slice(start, start + self.batch_size)
                 size = len(t_all[sl])
-                eps_uncond[sl] = adapter.predict(xt_all[sl], t_all[sl], null.expand(size, *null.shape[1:]))[0]
+                pred_uncond[sl] = adapter.predict(xt_all[sl], t_all[sl], null.expand(size, *null.shape[1:]))[0]
                 evaluations += size
 
         total = n_cond * n_samples
@@ -136,11 +144,11 @@ class Scorer:
             pair = torch.arange(start, min(start + self.batch_size, total))
             c_idx, s_idx = pair // n_samples, pair % n_samples
             s_dev = s_idx.to(device)
-            x_t, t, eps = xt_all[s_dev], t_all[s_dev], eps_all[s_dev]
-            eps_pred, var_values = adapter.predict(x_t, t, conditions[c_idx.to(conditions.device)])
-            if eps_uncond is not None:
-                eps_pred = (1 + w) * eps_pred - w * eps_uncond[s_dev]
-            terms = crop_map(self._terms(x0.expand_as(x_t), x_t, t, eps, eps_pred, var_values),
+            x_t, t, target = xt_all[s_dev], t_all[s_dev], target_all[s_dev]
+            pred, var_values = adapter.predict(x_t, t, conditions[c_idx.to(conditions.device)])
+            if pred_uncond is not None:
+                pred = (1 + w) * pred - w * pred_uncond[s_dev]
+            terms = crop_map(self._terms(x0.expand_as(x_t), x_t, t, target, pred, var_values),
                              self.options.crop)
             errors[c_idx, s_idx] = terms.flatten(1).mean(1).float().cpu()
             if return_maps:

@@ -1,9 +1,10 @@
 """Model families behind one small interface (:class:`DiffusionAdapter`)."""
 from .base import DiffusionAdapter
 from .dit import DiTAdapter
+from .flow_matching import FlowMatchingAdapter, StableDiffusion3Adapter
 from .loading import ADAPTERS, load_adapter, resolve_model_path
 from .pixel_unet import PixelUNetAdapter
 from .stable_diffusion import StableDiffusionAdapter
 
-__all__ = ["DiffusionAdapter", "StableDiffusionAdapter", "DiTAdapter", "PixelUNetAdapter", "load_adapter",
-           "resolve_model_path", "ADAPTERS"]
+__all__ = ["DiffusionAdapter", "StableDiffusionAdapter", "DiTAdapter", "PixelUNetAdapter", "FlowMatchingAdapter",
+           "StableDiffusion3Adapter", "load_adapter", "resolve_model_path", "ADAPTERS"]

@@ -1,8 +1,10 @@
 """The one small interface every model family implements for the scoring engine.
 
 An adapter turns images into the clean sample x0 the diffusion model works on, turns conditionings into the
-model's conditioning tensors (computed once and cached), and predicts noise for a batch of (x_t, t, cond).
-The noise schedule always comes from the model's own scheduler (``alphas_cumprod``).
+model's conditioning tensors (computed once and cached), noises x0 to x_t, and predicts, for a batch of
+(x_t, t, cond), the quantity the error is measured on: eps for diffusion models (the paper's choice), the
+velocity eps - x0 for flow-matching models (``target``). The noise schedule always comes from the model's own
+scheduler (``alphas_cumprod``, or the flow-matching sigmas).
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ class DiffusionAdapter:
 
     #: "epsilon" or "v_prediction" (converted to an eps estimate) ...
     prediction_type: str = "epsilon"
+    #: True for flow-matching models (x_t = (1 - sigma) x0 + sigma eps, velocity target; no betas).
+    flow_matching: bool = False
     #: True when the model also predicts its variance (learned sigma), needed by the VLB objective.
     learned_variance: bool = False
     #: Pixel resolution and channels the model's images are prepared at.
@@ -33,16 +37,19 @@ class DiffusionAdapter:
         self.scheduler = scheduler
         self.device = torch.device(device)
         self.dtype = dtype
-        betas = torch.as_tensor(scheduler.betas, dtype=torch.float64)
-        self.betas = betas
-        # The same float32 values as scheduler.alphas_cumprod, i.e. what scheduler.add_noise uses.
-        self.alphas_cumprod = torch.as_tensor(scheduler.alphas_cumprod, dtype=torch.float32)
         self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
-        self._abar_device = self.alphas_cumprod.to(self.device)
+        self._set_noise_schedule(scheduler)
         self._cond_cache: dict[Any, torch.Tensor] = {}
         self.model_id: str | None = None
         #: Mixed precision for the denoiser only (e.g. torch.bfloat16 on CPU); errors stay float32.
         self.autocast: torch.dtype | None = None
+
+    def _set_noise_schedule(self, scheduler) -> None:
+        """DDPM-type schedule: betas and abar from the scheduler (flow-matching adapters override this)."""
+        self.betas = torch.as_tensor(scheduler.betas, dtype=torch.float64)
+        # The same float32 values as scheduler.alphas_cumprod, i.e. what scheduler.add_noise uses.
+        self.alphas_cumprod = torch.as_tensor(scheduler.alphas_cumprod, dtype=torch.float32)
+        self._abar_device = self.alphas_cumprod.to(self.device)
 
     # --------------------------------------------------------------------------- images -> x0
     def preprocess(self, image: ImageInput) -> torch.Tensor:
@@ -89,10 +96,15 @@ class DiffusionAdapter:
         abar = self._abar_device[t].view(-1, *([1] * (x0.dim() - 1)))
         return abar.sqrt() * x0 + (1 - abar).sqrt() * eps
 
+    def target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What ``predict`` is scored against: eps here (the paper scores eps, whatever the model predicts)."""
+        return eps
+
     @torch.inference_mode()
     def predict(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Eps estimate (float32) and, for learned-variance models, the raw variance output, for a batch."""
+        """Prediction of ``target`` (float32; an eps estimate here) and, for learned-variance models, the raw
+        variance output, for a batch."""
         if self.autocast is not None:
             with torch.autocast(self.device.type, dtype=self.autocast):
                 out = self._forward(x_t.to(self.dtype), t, cond).float()
@@ -102,7 +114,11 @@ class DiffusionAdapter:
         var_values = None
         if self.learned_variance:
             out, var_values = out[:, :channels], out[:, channels:]
-        return self.to_eps(out, x_t, t), var_values
+        return self.to_target(out, x_t, t), var_values
+
+    def to_target(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The model's native output in the space of ``target``: an eps estimate here."""
+        return self.to_eps(model_output, x_t, t)
 
     def to_eps(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Convert the model's native prediction to an eps estimate (the paper scores eps)."""

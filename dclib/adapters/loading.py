@@ -12,12 +12,14 @@ import torch
 from ..errors import InputError, ModelNotFoundError
 from .base import DiffusionAdapter
 from .dit import DiTAdapter
+from .flow_matching import StableDiffusion3Adapter
 from .pixel_unet import PixelUNetAdapter
 from .stable_diffusion import StableDiffusionAdapter
 
 #: model_index.json ``_class_name`` -> adapter class.
 ADAPTERS = {
     "StableDiffusionPipeline": StableDiffusionAdapter,
+    "StableDiffusion3Pipeline": StableDiffusion3Adapter,  # flow matching (SD3, SD3.5)
     "DiTPipeline": DiTAdapter,
     "DDPMPipeline": PixelUNetAdapter,
 }

@@ -141,18 +141,75 @@ def tiny_pixel_pipeline(num_classes: int = 10, channels: int = 1, size: int = 8,
     return pipe
 
 
-def save_tiny_models(root: str | Path) -> dict[str, str]:
-    """Save one tiny pipeline of each kind under ``root``; returns {name: folder}."""
+def build_t5_tokenizer(words: Iterable[str] = DEFAULT_WORDS):
+    """A unigram T5 tokenizer in which every word of ``words`` is one piece (anything else is ``<unk>``)."""
+    from transformers import T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [("▁" + w, -1.0) for w in sorted({w.lower() for w in words})]
+    return T5Tokenizer(vocab=pieces, extra_ids=0)
+
+
+def tiny_sd3_pipeline(seed: int = 0, words: Iterable[str] = DEFAULT_WORDS, t5: bool = True):
+    """A StableDiffusion3Pipeline (flow matching, shift 3) with 16 px images and 4x8x8 latents.
+
+    Two CLIP text encoders with projections (pooled 32 + 32 = 64) share one tokenizer; the T5 encoder (d_model
+    64 = the transformer's joint_attention_dim) is left out with ``t5=False``, as ``text_encoder_3=None`` does.
+    The VAE has a ``shift_factor``, like SD3's, so latents are (mean - shift) * scale.
+    """
+    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
+                           StableDiffusion3Pipeline)
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    tokenizer = build_clip_tokenizer(words)
+
+    def clip():
+        return CLIPTextModelWithProjection(CLIPTextConfig(
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, hidden_size=32, intermediate_size=37, num_attention_heads=4,
+            num_hidden_layers=2, vocab_size=len(tokenizer), max_position_embeddings=77, projection_dim=32))
+
+    text_encoder, text_encoder_2 = clip(), clip()
+    tokenizer_3 = text_encoder_3 = None
+    if t5:
+        tokenizer_3 = build_t5_tokenizer(words)
+        text_encoder_3 = T5EncoderModel(T5Config(d_model=64, d_kv=16, d_ff=64, num_layers=2, num_heads=4,
+                                                 vocab_size=len(tokenizer_3), decoder_start_token_id=0))
+    transformer = SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8,
+        num_attention_heads=4, joint_attention_dim=64, caption_projection_dim=32, pooled_projection_dim=64,
+        pos_embed_max_size=16)
+    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                        sample_size=16, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=32, shift_factor=0.0609,
+                        scaling_factor=1.5305, use_quant_conv=False, use_post_quant_conv=False)
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+        text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer,
+        text_encoder_3=text_encoder_3, tokenizer_3=tokenizer_3)
+
+
+def save_tiny_models(root: str | Path, names: Iterable[str] | None = None) -> dict[str, str]:
+    """Save one tiny pipeline of each kind under ``root`` (or only those in ``names``); returns {name: folder}.
+
+    ``sd3`` (flow matching) is built only when asked for by name: the shared test fixture leaves it out.
+    """
     root = Path(root)
     builders = {
         "sd": lambda: tiny_sd_pipeline("epsilon"),
         "sd-v": lambda: tiny_sd_pipeline("v_prediction", seed=1),
         "dit": tiny_dit_pipeline,
         "pixel": tiny_pixel_pipeline,
+        "sd3": tiny_sd3_pipeline,
     }
+    wanted = list(names) if names is not None else [n for n in builders if n != "sd3"]
+    unknown = sorted(set(wanted) - set(builders))
+    if unknown:
+        raise ValueError(f"unknown tiny models {unknown}; available: {', '.join(builders)}")
     out = {}
-    for name, build in builders.items():
+    for name in wanted:
         path = root / name
-        build().save_pretrained(path, safe_serialization=True)
+        builders[name]().save_pretrained(path, safe_serialization=True)
         out[name] = str(path)
     return out
