@@ -42,7 +42,7 @@ VERDICT_TEXT = {"yes": "reproduces", "partial": "is not confirmed at this sample
 def paired_verdict(pairs, alpha: float = 0.05) -> str:
     """Verdict on a claim "A beats B" over one or more (A, B) pairs of ErrorSets scored on the same images.
 
-    Each pair is tested with an exact McNemar test. "yes": every pair significant in the claimed direction;
+    Each pair (ErrorSets, or boolean per-item correctness arrays) is tested with an exact McNemar test. "yes": every pair significant in the claimed direction;
     "no": at least one pair significant the other way; "partial": anything else.
     """
     from .experiments import paired_difference

@@ -22,6 +22,7 @@ from dclib.data.shapes_render import (BACKGROUNDS, COLOUR_NAMES, POSITIONS, RELA
                                       render_scene)
 
 TRAIN_SEED, TEST_SEED, WINO_SEED = 1, 2, 3
+FEATURE_TRAIN_SEED = 4  # labelled scenes for the "model features" baseline (the diffusion validation set uses 11)
 TRAIN_SIZE = 50_000
 TEST_SIZE = 1_000
 WINO_PER_SWAP = 200
@@ -132,6 +133,16 @@ def zero_shot_split(task: str) -> ImageSplit:
     attr, names = _TASK_ATTR[task]
     return ImageSplit(images=base.images, labels=np.array([names.index(v) for v in base.extra[attr]], np.int64),
                       ids=base.ids, class_names=names, extra=dict(base.extra))
+
+
+def labelled_scenes(task: str, n: int, seed: int = FEATURE_TRAIN_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` one-object scenes (uint8 [n, 32, 32, 3]) labelled for ``task``, from a seed no other split uses:
+    labelled real training images for the non-zero-shot "model features" baseline of Table 1."""
+    if task not in _TASK_ATTR:
+        raise ValueError(f"unknown zero-shot task {task!r}; valid: {', '.join(ZERO_SHOT_TASKS)}")
+    images, scenes = render_scenes(n, seed, p_single=1.0)
+    attr, names = _TASK_ATTR[task]
+    return images, np.array([names.index(s[attr]) for s in scenes], np.int64)
 
 
 def zero_shot_prompts(task: str) -> list[tuple[str, str, int]]:
