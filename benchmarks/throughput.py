@@ -59,21 +59,31 @@ def timed(fn, repeats, sync):
     return out, (time.perf_counter() - start) / repeats
 
 
-def bench(name, adapter, x0, cond, n_timesteps, batch_size, repeats, flops_per_eval=None, peak=None):
+def bench(name, adapter, x0, cond, n_timesteps, batch_size, repeats, flops_per_eval=None, peak=None,
+          compile=False):
     plan = even_plan(n_timesteps, adapter.num_train_timesteps)
     t = torch.tensor(plan.timesteps)
     noise = make_noise(plan, x0.shape, seed=0, image_id="bench")
     sync = torch.cuda.synchronize if adapter.device.type == "cuda" else (lambda: None)
+    # the reference runs first, on the eager model (the official code does not compile)
+    ref, ref_s = timed(lambda: reference_errors(adapter, x0, cond, t, noise), repeats, sync)
+    compile_s = None
+    if compile:
+        adapter.compile()
+        started = time.perf_counter()
+        Scorer(adapter, ScoreOptions(), batch_size=batch_size).score(x0, cond, t, noise)  # compiles
+        sync()
+        compile_s = round(time.perf_counter() - started, 1)
     scorer = Scorer(adapter, ScoreOptions(), batch_size=batch_size)
     ours, ours_s = timed(lambda: scorer.score(x0, cond, t, noise).errors, repeats, sync)
-    ref, ref_s = timed(lambda: reference_errors(adapter, x0, cond, t, noise), repeats, sync)
     n_evals = len(cond) * len(t)
     row = {"model": name, "dtype": str(adapter.dtype).replace("torch.", ""),
            "autocast": str(adapter.autocast).replace("torch.", "") if adapter.autocast else None,
            "evaluations": n_evals, "dclib_batch_size": batch_size, "reference_batch_size": 32,
            "dclib_evals_per_s": round(n_evals / ours_s, 1), "reference_evals_per_s": round(n_evals / ref_s, 1),
            "ratio": round(ref_s / ours_s, 3), "max_abs_error_diff": float((ours - ref).abs().max()),
-           "same_predictions": bool(torch.equal(ours.mean(1).argmin(), ref.mean(1).argmin()))}
+           "same_predictions": bool(torch.equal(ours.mean(1).argmin(), ref.mean(1).argmin())),
+           "compiled": compile, "compile_seconds": compile_s}
     if flops_per_eval:
         row["dclib_tflops"] = round(flops_per_eval * n_evals / ours_s / 1e12, 2)
         row["reference_tflops"] = round(flops_per_eval * n_evals / ref_s / 1e12, 2)
@@ -150,6 +160,8 @@ def main():
     parser.add_argument("--batch-size", type=int, default=None, help="dclib batch size (default: 500 CPU, 250 GPU)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--autocast", default=None, choices=[None, "bfloat16"], help="CPU autocast for dclib")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile dclib's denoiser (compilation time reported apart, not in evals/s)")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
@@ -172,12 +184,12 @@ def main():
         clf.adapter.autocast = torch.bfloat16 if args.autocast == "bfloat16" else None
         x0, _ = clf.encode_image(image)
         results.append(bench(name, clf.adapter, x0, cond, args.timesteps, args.batch_size or (250 if cuda else 500),
-                             args.repeats))
+                             args.repeats, compile=args.compile))
     if cuda:
         peak = matmul_peak(device)
         for name, (adapter, x0, cond) in gpu_models(args.gpu_models.split(","), device, dtype).items():
             results.append(bench(name, adapter, x0, cond, args.timesteps, args.batch_size or 250, args.repeats,
-                                 flops_of(adapter, x0, cond), peak))
+                                 flops_of(adapter, x0, cond), peak, compile=args.compile))
     print(json.dumps({"device": torch.cuda.get_device_name() if cuda else f"CPU ({platform.machine()}, "
                       f"{torch.get_num_threads()} threads)", "torch": torch.__version__, "results": results}))
 

@@ -36,13 +36,14 @@ class DiffusionClassifier:
 
     @classmethod
     def from_pretrained(cls, model: str, torch_dtype=None, device=None, resolution: int | None = None,
-                        revision: str | None = None, autocast=None) -> "DiffusionClassifier":
+                        revision: str | None = None, autocast=None, compile: bool = False) -> "DiffusionClassifier":
         """Load a hub id, a local diffusers folder or ``embedded:NAME`` (safetensors only).
 
         ``autocast="bfloat16"`` runs the denoiser under mixed precision (errors are still computed in float32).
+        ``compile=True`` compiles the denoiser with ``torch.compile`` (slow first call, faster long runs).
         """
         return cls(load_adapter(model, torch_dtype=torch_dtype, device=device, resolution=resolution,
-                                revision=revision, autocast=autocast))
+                                revision=revision, autocast=autocast, compile=compile))
 
     # ------------------------------------------------------------------------------------------ helpers
     def conditionings(self, prompts=None, class_labels=None) -> Conditionings:

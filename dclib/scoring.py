@@ -75,6 +75,8 @@ class Scorer:
             raise InputError("batch_size must be >= 1")
         self.batch_size = batch_size
         self.progress = progress
+        if getattr(adapter, "compiled", False):
+            adapter.static_batch = batch_size  # one static shape for the compiled graph
         if adapter.flow_matching and self.options.objective != "uniform":
             # elbo weights and the vlb come from a discrete DDPM schedule (betas), which flow matching has not
             raise InputError(f"the {self.options.objective!r} objective is not defined for flow-matching models "

@@ -111,8 +111,10 @@ def quiet_hf_logging():
 
 
 def load_adapter(model: str, torch_dtype=None, device=None, resolution: int | None = None,
-                 revision: str | None = None, autocast=None) -> DiffusionAdapter:
-    """Load a diffusers pipeline with ``from_pretrained`` (safetensors only) behind its adapter."""
+                 revision: str | None = None, autocast=None, compile: bool = False) -> DiffusionAdapter:
+    """Load a diffusers pipeline with ``from_pretrained`` (safetensors only) behind its adapter.
+
+    ``compile=True`` wraps the denoiser in ``torch.compile`` (static batch shapes; worth it for long runs)."""
     path = resolve_model_path(model)
     index = read_model_index(path, revision)
     class_name = index.get("_class_name")
@@ -138,4 +140,6 @@ def load_adapter(model: str, torch_dtype=None, device=None, resolution: int | No
                                    id2label=index.get("id2label"))
     adapter.model_id = model
     adapter.autocast = None if autocast in (None, "none", "") else resolve_dtype(autocast)
+    if compile:
+        adapter.compile()
     return adapter
