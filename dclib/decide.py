@@ -38,7 +38,13 @@ class Classification:
 
     @property
     def mean_errors(self) -> np.ndarray:
-        """Mean error per conditioning over the samples it was scored on (partial for pruned ones)."""
+        """Mean error per conditioning; for one pruned early, the paired estimate of :func:`paired_mean_errors`
+        (the winner's mean plus the pruned one's mean difference to it on the samples both saw)."""
+        return paired_mean_errors(self.errors)
+
+    @property
+    def partial_mean_errors(self) -> np.ndarray:
+        """Raw mean error per conditioning over the samples it was scored on (fewer for pruned ones)."""
         return mean_errors(self.errors)
 
     @property
@@ -50,7 +56,7 @@ class Classification:
     def probabilities(self) -> np.ndarray:
         """Posterior over classes, softmax(-class_error / temperature) (paper eq. 6 with a uniform prior).
 
-        A conditioning pruned early keeps the estimate from the samples it saw, not probability zero.
+        A conditioning pruned early keeps a paired estimate from the samples it saw, not probability zero.
         """
         return posterior(self.class_errors, self.temperature)
 
@@ -88,6 +94,30 @@ def mean_errors(errors: np.ndarray) -> np.ndarray:
     sums = np.where(np.isfinite(errors), errors, 0.0).sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.inf)
+
+
+def paired_mean_errors(errors: np.ndarray) -> np.ndarray:
+    """Mean errors on a common footing when some conditionings were pruned after fewer samples.
+
+    A raw partial mean comes from other (t, eps) samples than the full means, so it is not comparable: early
+    samples can be easier, and a pruned conditioning's partial mean can even fall below the winner's full mean.
+    With shared noise the difference to the reference (the best of the conditionings scored on the most
+    samples; the winner under Algorithm 2) is what each sample measures, so a pruned conditioning c gets
+    ``mean(ref) + mean_s(e_cs - e_ref,s)`` over the samples both saw. Conditionings scored on every sample keep
+    their plain mean; conditionings never scored get inf.
+    """
+    raw = mean_errors(errors)
+    counts = np.isfinite(errors).sum(1)
+    if counts.max(initial=0) == 0:
+        return raw
+    most = counts == counts.max()
+    ref = np.flatnonzero(most)[np.argmin(raw[most])]
+    out = raw.copy()
+    for c in np.flatnonzero((counts > 0) & ~most):
+        both = np.isfinite(errors[c]) & np.isfinite(errors[ref])
+        if both.any():
+            out[c] = raw[ref] + float(np.mean(errors[c, both] - errors[ref, both]))
+    return out
 
 
 def class_errors(cond_mean_errors: np.ndarray, class_idx: Sequence[int], n_classes: int) -> np.ndarray:

@@ -68,3 +68,21 @@ def test_ranking_puts_the_prediction_first_even_if_a_pruned_class_had_a_lower_pa
     # stage 1: means 0.1, 0.05, 0.2 -> keep b and a; stage 2: a 0.1 vs b 0.2375 -> a
     assert result.prediction_name == "a"
     assert result.to_dict()["classes"][0] == "a"
+
+
+def test_a_pruned_conditioning_is_estimated_on_the_winners_footing():
+    from dclib.decide import paired_mean_errors
+
+    # conditioning 1 was pruned after the first two (easy, low-error) samples: its raw partial mean 0.15 is
+    # below the winner's full mean 0.5, but on the samples both saw it is 0.05 worse than the winner
+    errors = np.array([[0.1, 0.1, 0.9, 0.9],
+                       [0.15, 0.15, np.nan, np.nan],
+                       [0.6, 0.6, 0.6, 0.6]])
+    est = paired_mean_errors(errors)
+    np.testing.assert_allclose(est, [0.5, 0.55, 0.6])
+    conds = Conditionings.from_rows([("a", "a", 0), ("b", "b", 1), ("c", "c", 2)])
+    result = decide(lambda idx, plan: errors[np.ix_(idx, range(len(plan)))], conds, Schedule((1,), (4,)), 1000)
+    result.errors = errors  # as if Algorithm 2 had pruned conditioning 1
+    probs = result.probabilities
+    assert probs.argmax() == 0 and 0 < probs[1] < probs[0]
+    np.testing.assert_allclose(result.partial_mean_errors, [0.5, 0.15, 0.6])
