@@ -12,6 +12,7 @@ EPILOG = """examples:
   python -m dclib classify dog.jpg --model stabilityai/stable-diffusion-2-base --dtype float16 \\
       --prompts prompts/pets_prompts.csv --schedule 5,1:25,250
   python -m dclib classify digit.png --model embedded:digits --schedule 100 --json
+  python -m dclib calibrate runs/digits --out calibration.json   # then classify ... --calibration calibration.json
 """
 
 
@@ -29,7 +30,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="run the denoiser under mixed precision (errors stay float32)")
 
 
-def _add_scoring_args(p: argparse.ArgumentParser) -> None:
+def _add_scoring_args(p: argparse.ArgumentParser, temperature: bool = True) -> None:
     g = p.add_argument_group("conditionings")
     g.add_argument("--prompts", nargs="+", default=None,
                    help="text models: a prompt CSV (prompt,classname,classidx, as in the official repository), "
@@ -39,7 +40,8 @@ def _add_scoring_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("scoring (paper defaults)")
     g.add_argument("--schedule", default="100",
                    help="N: Algorithm 1 with N evenly spaced timesteps; KEEP,..:TRIALS,..: Algorithm 2, e.g. "
-                        "5,1:25,250 (keep 5 after 25 timesteps, then 1 after 250). Default 100")
+                        "5,1:25,250 (keep 5 after 25 timesteps, then 1 after 250); paired:N[,alpha=A,strata=S]: "
+                        "statistical pruning by paired tests over N timesteps (dclib.pruning). Default 100")
     g.add_argument("--n-trials", type=int, default=1, help="noises per timestep (default 1)")
     g.add_argument("--loss", default="l2", choices=["l2", "l1", "huber"])
     g.add_argument("--objective", default="uniform", choices=["uniform", "elbo", "vlb", "uniform+vlb"],
@@ -52,7 +54,9 @@ def _add_scoring_args(p: argparse.ArgumentParser) -> None:
                    help="normal, zero, expected_norm, truncated:LOW,HIGH (Table 12)")
     g.add_argument("--seed", type=int, default=0, help="noise seed (noise is keyed by seed and image)")
     g.add_argument("--batch-size", type=int, default=64, help="denoiser batch size")
-    g.add_argument("--temperature", type=float, default=1.0, help="posterior softmax temperature")
+    if temperature:  # evaluate stores errors and predictions, not probabilities: calibrate the run afterwards
+        g.add_argument("--temperature", type=float, default=1.0,
+                       help="temperature of the uncalibrated posterior softmax(-error / T) (default 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     _add_scoring_args(p)
     p.add_argument("--top", type=int, default=5, help="classes to print (default 5)")
+    p.add_argument("--calibration", default=None, metavar="FILE",
+                   help="a calibration.json written by `calibrate`: also report calibrated probabilities")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_classify)
@@ -97,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: the packaged dclib/models/NAME)")
     p.add_argument("--eval-limit", type=int, default=None, help="test images to measure accuracy on (default all)")
     p.add_argument("--eval-schedule", default="100", help="schedule for the accuracy measurement (default 100)")
+    p.add_argument("--measure-only", action="store_true",
+                   help="do not train: re-measure the model already in the output folder and rewrite its card")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 
@@ -105,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "timings.parquet). Rerunning the same command resumes where it stopped; "
                                    "several processes (torchrun / accelerate launch) share the images.")
     _add_model_args(p)
-    _add_scoring_args(p)
+    _add_scoring_args(p, temperature=False)
     g = p.add_argument_group("dataset")
     g.add_argument("--dataset", required=True,
                    help="embedded:NAME, an image folder (one subfolder per class), a save_to_disk folder, or a "
@@ -137,6 +145,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("calibrate", help="fit calibrated probabilities on a labelled evaluate run",
+                       description="Fit temperature (or vector) scaling of softmax(-error) on the labelled images of "
+                                   "an evaluate run folder (or a saved ErrorSet .npz), write calibration.json and "
+                                   "print ECE / NLL / Brier / accuracy before and after as one JSON object. Use "
+                                   "the file with `classify --calibration`. Fit on the model, schedule and "
+                                   "options you will classify with.")
+    p.add_argument("source", metavar="RUN_DIR_OR_NPZ", help="an evaluate run folder or an ErrorSet .npz")
+    p.add_argument("--method", default="temperature", choices=["temperature", "vector"],
+                   help="temperature: one T (default); vector: per-class scale and bias (L2-regularised)")
+    p.add_argument("--out", default="calibration.json", help="calibration file to write (default calibration.json)")
+    p.add_argument("--bins", type=int, default=15, help="equal-width confidence bins for ECE (default 15)")
+    p.add_argument("--l2", type=float, default=0.01, help="vector scaling: L2 weight towards temperature scaling")
+    p.add_argument("--no-normalize", action="store_true",
+                   help="do not subtract each image's lowest error (changes nothing for temperature scaling)")
+    p.add_argument("--heldout", default=None, metavar="RUN_DIR_OR_NPZ",
+                   help="also report before/after metrics on another labelled run (not used for fitting)")
+    p.add_argument("--plot", default=None, metavar="PNG", help="write a reliability diagram (before / after)")
+    p.set_defaults(func=cmd_calibrate)
     return parser
 
 
@@ -155,20 +182,50 @@ def cmd_classify(args) -> int:
                                               resolution=args.resolution, revision=args.revision,
                                               autocast=args.autocast)
     conds = clf.conditionings(_prompts_arg(args.prompts), args.labels)
+    calibrator = _load_calibrator(args, conds) if args.calibration else None
     progress = not args.no_progress and sys.stderr.isatty() or (not args.no_progress and len(args.images) > 1)
     for path in args.images:
         result = clf.classify(path, prompts=conds, schedule=args.schedule, n_trials=args.n_trials,
                               seed=args.seed, loss=args.loss, objective=args.objective, guidance=args.guidance,
                               crop=args.crop, noise=args.noise, batch_size=args.batch_size,
                               temperature=args.temperature, progress=progress)
-        if args.json:
-            print(json.dumps({"image": os.fspath(path), **result.to_dict(top=args.top)}), flush=True)
-            continue
         d = result.to_dict(top=args.top)
+        if calibrator is not None:  # "probabilities" stay the uncalibrated softmax(-error / temperature)
+            calibrated = calibrator.transform(result.class_errors)
+            d["calibrated_probabilities"] = [float(calibrated[i]) for i in d["class_indices"]]
+            d["calibration"] = {"file": os.fspath(args.calibration), "method": calibrator.method,
+                                "temperature": calibrator.temperature}
+        if args.json:
+            print(json.dumps({"image": os.fspath(path), **d}), flush=True)
+            continue
         print(f"{path}: {d['prediction_name']}  ({d['evaluations']} denoiser evaluations, {d['seconds']:.2f} s)")
         for rank, (name, err, prob) in enumerate(zip(d["classes"], d["mean_errors"], d["probabilities"]), 1):
-            print(f"  {rank:>2}. {name:<40} error {err:.6f}  p {prob:.3f}")
+            if calibrator is None:
+                print(f"  {rank:>2}. {name:<40} error {err:.6f}  p {prob:.3f}")
+            else:
+                print(f"  {rank:>2}. {name:<40} error {err:.6f}  uncalibrated p {prob:.3f}  calibrated p "
+                      f"{d['calibrated_probabilities'][rank - 1]:.3f}")
     return 0
+
+
+def _load_calibrator(args, conds):
+    """The calibration file, refused for other classes; a warning when it was fitted on other settings."""
+    from .calibration import Calibrator, source_mismatches
+    from .noise import NoiseDistribution
+    from .plan import Schedule
+
+    cal = Calibrator.load(args.calibration, n_classes=conds.n_classes, class_names=conds.class_names)
+    model = os.path.abspath(args.model) if os.path.isdir(args.model) else args.model
+    try:  # spelled as the run's config.json spells them; a bad value is reported by classify itself
+        schedule, noise = str(Schedule.parse(args.schedule, args.n_trials)), str(NoiseDistribution.parse(args.noise))
+    except DclibError:
+        schedule = noise = None
+    differ = source_mismatches(cal, model=model, schedule=schedule, n_trials=args.n_trials, loss=args.loss,
+                               objective=args.objective, guidance=float(args.guidance), crop=args.crop, noise=noise)
+    if differ:
+        print(f"dclib: warning: {args.calibration} was fitted with other settings ({'; '.join(differ)}); the error "
+              "scale depends on them, so the calibrated probabilities may be off", file=sys.stderr, flush=True)
+    return cal
 
 
 def cmd_interpret(args) -> int:
@@ -213,7 +270,8 @@ def cmd_train(args) -> int:
     from .train.run import train_embedded
 
     facts = train_embedded(args.name, out=args.out, steps=args.steps, eval_limit=args.eval_limit,
-                           eval_schedule=args.eval_schedule, progress=not args.no_progress)
+                           eval_schedule=args.eval_schedule, progress=not args.no_progress,
+                           measure_only=args.measure_only)
     print(json.dumps({k: v for k, v in facts.items() if k not in ("history", "recipe")}))
     return 0
 
@@ -244,6 +302,42 @@ def cmd_report(args) -> int:
 
     summary = runs.report(args.run_dir)
     print(json.dumps(summary) if args.json else runs.format_summary(summary), flush=True)
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .calibration import Calibrator, json_safe, load_calibration_data, plot_reliability
+
+    data = load_calibration_data(args.source)
+    cal = Calibrator(method=args.method, normalize=not args.no_normalize, l2=args.l2, n_bins=args.bins)
+    cal.fit(data.class_errors, data.labels, data.predictions, class_names=data.class_names, source=data.source)
+    cal.save(args.out)
+    if cal.fitted_on["at_bound"]:
+        print("dclib: warning: the temperature hit the search bound: the calibration set has no finite optimum (every "
+              "image right with a margin, or the errors carry no information); use more or harder images",
+              file=sys.stderr, flush=True)
+    out = {"calibration": os.fspath(args.out), "method": cal.method, "temperature": cal.temperature,
+           "n": cal.fitted_on["n"], "at_bound": cal.fitted_on["at_bound"], "before": cal.fitted_on["before"],
+           "after": cal.fitted_on["after"]}
+    if args.heldout:
+        held = load_calibration_data(args.heldout)
+        cal.check(held.class_errors.shape[1], held.class_names, source=f"the calibrator fitted on {args.source}")
+        out["heldout"] = {"source": os.fspath(args.heldout),
+                          **cal.evaluate(held.class_errors, held.labels, held.predictions)}
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        shown = held if args.heldout else data
+        before, after = cal.reliability(shown.class_errors, shown.labels, shown.predictions)
+        ax = plot_reliability(before, after, title="held-out" if args.heldout else "calibration set")
+        ax.figure.tight_layout()
+        ax.figure.savefig(args.plot, dpi=120)
+        plt.close(ax.figure)
+        out["plot"] = os.fspath(args.plot)
+    print(json.dumps(json_safe(out)), flush=True)
     return 0
 
 

@@ -55,3 +55,20 @@ def test_a_few_training_steps_reduce_the_held_out_loss(tmp_path):
     clf = DiffusionClassifier.from_pretrained(str(tmp_path / "m"))
     assert clf.adapter.null_class == 10
     assert (tmp_path / "m" / "checkpoints" / "step-00040" / "model_index.json").exists()
+
+
+def test_shipped_contrastive_model_zero_shot_and_card():
+    from dclib.contrastive import ContrastiveModel
+    from dclib.data import zero_shot_task
+
+    model = ContrastiveModel.from_pretrained("embedded:shapes-clip")
+    for task, floor in (("shape", 0.9), ("colour", 0.9)):
+        data, _, rows = zero_shot_task(task)
+        data = data.select(range(60))
+        preds = model.classify(list(data["image"]), rows).predictions
+        assert float(np.mean(np.asarray(preds) == np.asarray(data["label"]))) >= floor, task
+    facts = json.loads((EMBEDDED_DIR / "shapes-clip" / "training.json").read_text())
+    assert facts["test"]["zero_shot"]["shape"]["accuracy"] >= 0.9
+    assert {r["swap_type"] for r in facts["test"]["winoground"]} == {"attribute", "relation", "both", "all"}
+    with pytest.raises(Exception, match="CLIPModel"):
+        DiffusionClassifier.from_pretrained("embedded:shapes-clip")

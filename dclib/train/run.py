@@ -59,22 +59,29 @@ def measure_shapes(model_path: str, kind: str, limit: int = 200, wino_limit: int
         correct = int((np.asarray(preds) == np.asarray(data["label"])).sum())
         out["zero_shot"][task] = {"accuracy": correct / len(data), "ci95": clopper_pearson(correct, len(data)),
                                   "n": len(data), "prompt_example": rows[0][0]}
-    wino = wino_dataset()
-    table = winoground_table(match, wino.select(range(min(wino_limit, len(wino)))), progress=progress)
+    # every swap type and template split in equal numbers (the dataset lists them in blocks)
+    wino = wino_dataset(per_swap=max(1, wino_limit // 6))
+    table = winoground_table(match, wino, progress=progress)
     out["winoground"] = json.loads(summarize_scores(table, by=("template_split", "swap_type")).round(1)
                                    .reset_index().to_json(orient="records"))
     return out
 
 
 def train_embedded(name: str, out: str | None = None, steps: int | None = None, eval_limit: int | None = None,
-                   eval_schedule: str = "100", progress: bool = True) -> dict:
+                   eval_schedule: str = "100", progress: bool = True, measure_only: bool = False) -> dict:
+    """Train (or with ``measure_only``, re-measure an already trained folder) and write the model card."""
     from .common import write_card
 
     out_path = Path(out) if out else EMBEDDED_DIR / name
+    if measure_only and not (out_path / "training.json").exists():
+        raise FileNotFoundError(f"{out_path} holds no trained model (training.json) to measure")
     if name in ("shapes", "shapes-clip"):
         from .shapes import train_shapes, train_shapes_clip
 
-        facts = (train_shapes if name == "shapes" else train_shapes_clip)(out_path, steps=steps, progress=progress)
+        if measure_only:
+            facts = json.loads((out_path / "training.json").read_text())  # keeps the training machine
+        else:
+            facts = (train_shapes if name == "shapes" else train_shapes_clip)(out_path, steps=steps, progress=progress)
         facts["test"] = measure_shapes(str(out_path), "diffusion" if name == "shapes" else "contrastive",
                                        limit=eval_limit or 200, progress=progress)
         card = (out_path / "README.md").read_text().split("\n", 2)
@@ -83,7 +90,10 @@ def train_embedded(name: str, out: str | None = None, steps: int | None = None, 
     from .pixel import RECIPES, train
 
     recipe = RECIPES[name]
-    facts = train(recipe, out_path, steps=steps, progress=progress)
+    if measure_only:
+        facts = json.loads((out_path / "training.json").read_text())
+    else:
+        facts = train(recipe, out_path, steps=steps, progress=progress)
     facts["test"] = measure(str(out_path), TEST_SETS[name], eval_schedule, eval_limit, progress)
     body = (f"Class-conditional pixel-space DDPM (diffusers UNet2DModel, eps-prediction, T = 1000 linear betas) "
             f"trained by dclib on `embedded:{recipe.dataset}` ({recipe.resolution}x{recipe.resolution} grayscale, "
