@@ -23,9 +23,10 @@ error *gaps* to the best class.
 - ``temperature``: ``p = softmax(z / T)``, one scalar ``T > 0`` fitted by minimising the mean negative
   log-likelihood (NLL) on the calibration set. The NLL is convex in ``1 / T``, hence unimodal in ``log T``; it is
   minimised by a bounded 1-D search over ``log T`` (scipy's bounded Brent), from a data-driven starting scale
-  and over +-30 nats around it, so errors of any magnitude (SD's ~1e-1 or a tiny model's ~1e-3) work. If every
-  calibration image is right with a margin, the NLL keeps falling as ``T -> 0``; the fit then stops at the bound
-  and ``fitted_on["at_bound"]`` says so (use more or harder calibration images).
+  and over +-30 nats around it, so errors of any magnitude (SD's ~1e-1 or a tiny model's ~1e-3) work. The
+  labels are smoothed by 1 / (n + 2) by default (``smoothing``), so a calibration set the classifier gets all
+  right gives a confidence near (n + 1) / (n + 2), not certainty. With ``smoothing=0`` and every image right,
+  the NLL keeps falling as ``T -> 0``; the fit then stops at the bound and ``fitted_on["at_bound"]`` says so.
 - ``vector``: ``p = softmax(a * z + b)`` with a per-class scale ``a_k = exp(u_k) / T`` (``T`` from temperature
   scaling, so ``a_k > 0`` and a lower error always means a higher logit) and bias ``b_k``. ``u`` and ``b`` are
   fitted with L-BFGS-B on ``mean NLL + l2 / 2 * (sum u_k^2 + sum b_k^2)`` (``l2 = 0.01`` by default): light
@@ -247,15 +248,33 @@ def _initial_temperature(z: np.ndarray) -> float:
     return float(np.median(gaps)) if gaps.size else 1.0
 
 
-def fit_temperature(z: np.ndarray, labels: np.ndarray, span: float = 30.0) -> tuple[float, bool]:
-    """The temperature minimising the NLL of softmax(z / T); (T, whether the search stopped at a bound)."""
+def _smoothed_nll(logits: np.ndarray, labels: np.ndarray, alpha: float) -> float:
+    """Mean cross-entropy against labels smoothed by ``alpha`` (spread evenly over the other finite classes)."""
+    finite = np.isfinite(logits)
+    top = np.where(finite, logits, -np.inf).max(axis=1, keepdims=True)
+    shifted = np.where(finite, logits - top, -np.inf)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    rows = np.arange(len(labels))
+    true = log_p[rows, labels]
+    others = finite.copy()
+    others[rows, labels] = False
+    n_others = np.maximum(others.sum(1), 1)
+    other = np.where(others, log_p, 0.0).sum(1) / n_others
+    return float(-((1 - alpha) * true + alpha * other).mean())
+
+
+def fit_temperature(z: np.ndarray, labels: np.ndarray, span: float = 30.0, smoothing: float = 0.0
+                    ) -> tuple[float, bool]:
+    """The temperature minimising the NLL of softmax(z / T); (T, whether the search stopped at a bound).
+
+    ``smoothing`` moves that much of each label's mass evenly onto the other classes (see :class:`Calibrator`).
+    """
     from scipy.optimize import minimize_scalar
 
     center = math.log(_initial_temperature(z))
     lo, hi = center - span, center + span
-
     def nll(log_t: float) -> float:
-        return _nll_and_grad(z / math.exp(log_t), labels)[0]
+        return _smoothed_nll(z / math.exp(log_t), labels, smoothing)
 
     res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-9, "maxiter": 500})
     log_t, best = float(res.x), float(res.fun)
@@ -324,6 +343,11 @@ class Calibrator:
     normalize: bool = True
     l2: float = 0.01
     n_bins: int = DEFAULT_BINS
+    #: label smoothing of the temperature fit; None: 1 / (n + 2) (Laplace's rule of succession). With every
+    #: calibration image right, the plain NLL keeps falling as T -> 0 and would promise certainty; smoothed,
+    #: the fit stops near a confidence of (n + 1) / (n + 2), and with some errors among many images it barely
+    #: differs from the plain fit. 0 gives the plain maximum-likelihood temperature.
+    smoothing: float | None = None
     temperature: float | None = None
     scale: np.ndarray | None = None  # vector scaling: per-class multiplier of the logits (exp(u) / temperature)
     bias: np.ndarray | None = None  # vector scaling: per-class bias
@@ -361,7 +385,8 @@ class Calibrator:
         z = logits_from_errors(e, self.normalize)
         self.n_classes = int(e.shape[1])
         self.class_names = [str(v) for v in class_names] if class_names is not None else None
-        self.temperature, at_bound = fit_temperature(z, y)
+        smoothing = 1.0 / (len(y) + 2) if self.smoothing is None else float(self.smoothing)
+        self.temperature, at_bound = fit_temperature(z, y, smoothing=smoothing)
         self.scale = self.bias = None
         if self.method == "vector":
             self.scale, self.bias = fit_vector(z, y, self.temperature, self.l2)
@@ -427,7 +452,7 @@ class Calibrator:
         if not self.fitted:
             raise InputError("the calibrator is not fitted")
         return {"format": FORMAT, "method": self.method, "normalize": self.normalize, "l2": self.l2,
-                "n_bins": self.n_bins, "temperature": self.temperature,
+                "n_bins": self.n_bins, "smoothing": self.smoothing, "temperature": self.temperature,
                 "scale": None if self.scale is None else [float(v) for v in self.scale],
                 "bias": None if self.bias is None else [float(v) for v in self.bias],
                 "n_classes": self.n_classes, "class_names": self.class_names, "fitted_on": self.fitted_on}
@@ -445,7 +470,8 @@ class Calibrator:
             raise InputError(f"{source} is not a dclib calibration file (expected format {FORMAT!r})")
         try:
             cal = cls(method=d["method"], normalize=bool(d["normalize"]), l2=float(d.get("l2", 0.01)),
-                      n_bins=int(d.get("n_bins", DEFAULT_BINS)), temperature=float(d["temperature"]),
+                      n_bins=int(d.get("n_bins", DEFAULT_BINS)), smoothing=d.get("smoothing"),
+                      temperature=float(d["temperature"]),
                       scale=None if d.get("scale") is None else np.asarray(d["scale"], dtype=np.float64),
                       bias=None if d.get("bias") is None else np.asarray(d["bias"], dtype=np.float64),
                       n_classes=int(d["n_classes"]), class_names=d.get("class_names"),

@@ -30,7 +30,7 @@ def test_temperature_two_classes_analytic_optimum():
     # the optimum puts sigmoid(d / T) = 3/4, so T = d / ln 3
     errors = np.array([[0.50, 0.51]] * 3 + [[0.50, 0.51]])
     labels = np.array([0, 0, 0, 1])
-    cal = Calibrator("temperature").fit(errors, labels)
+    cal = Calibrator("temperature", smoothing=0).fit(errors, labels)
     assert cal.temperature == pytest.approx(0.01 / math.log(3), rel=1e-6)
     np.testing.assert_allclose(cal.transform(errors)[:, 0], 0.75, rtol=1e-6)
     assert cal.fitted_on["after"]["nll"] == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
@@ -44,7 +44,7 @@ def test_temperature_matches_a_brute_force_grid():
     labels = rng.integers(0, k, n)
     errors = 0.3 + 0.002 * rng.normal(size=(n, k))
     errors[np.arange(n), labels] -= 0.002  # informative but noisy
-    t = Calibrator("temperature").fit(errors, labels).temperature
+    t = Calibrator("temperature", smoothing=0).fit(errors, labels).temperature
     grid = np.exp(np.linspace(np.log(1e-5), np.log(1.0), 2001))  # steps of 0.6%
     nlls = nll_at(errors, labels, grid)
     best = grid[int(np.argmin(nlls))]
@@ -69,8 +69,13 @@ def test_normalisation_changes_nothing_for_temperature_scaling():
 
 def test_all_correct_with_a_margin_stops_at_the_bound_and_says_so():
     errors = np.array([[0.1, 0.2], [0.3, 0.1]])
-    cal = Calibrator().fit(errors, [0, 1])
+    cal = Calibrator(smoothing=0).fit(errors, [0, 1])
     assert cal.fitted_on["at_bound"] and cal.fitted_on["after"]["nll"] < 1e-6
+    # by default the labels are smoothed by 1 / (n + 2) = 1/4: confident, not certain (3/4 on average)
+    cal = Calibrator().fit(errors, [0, 1])
+    assert not cal.fitted_on["at_bound"]
+    confidence = cal.transform(errors).max(1)
+    assert np.all((confidence > 0.6) & (confidence < 0.9))
     # a 50/50 set wants T -> infinity (the uniform answer)
     t, at_bound = fit_temperature(logits_from_errors(np.array([[0.0, 1.0], [0.0, 1.0]])), np.array([0, 1]))
     assert at_bound and t > 1e6
