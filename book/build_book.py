@@ -196,7 +196,22 @@ def book_inputs_hash(notebooks: list[dict]) -> dict:
     setup = [ROOT / "_config.yml", TOC] + sorted((BOOK / "_ext").glob("*.py"))
     versions = ",".join(version(d) for d in ("jupyter-book", "sphinx", "sphinx-book-theme", "myst-nb"))
     pages = sorted(BOOK.glob("*.md")) + [EXECUTED / f"{nb['name']}.ipynb" for nb in notebooks]
-    return {"setup": _files_hash(setup) + ":" + versions, "pages": _files_hash(pages)}
+    # Every page's previous/next links show its neighbours' titles, which an incremental build does not
+    # refresh: a changed title anywhere means a full rebuild.
+    titles = sha256_bytes(*(page_title(p).encode() for p in pages))
+    return {"setup": _files_hash(setup) + ":" + versions + ":" + titles, "pages": _files_hash(pages)}
+
+
+def page_title(path: Path) -> str:
+    """The first level-1 heading of a Markdown page or of a notebook's Markdown cells ("" if none)."""
+    if not path.exists():
+        return ""
+    if path.suffix == ".ipynb":
+        cells = json.loads(path.read_text()).get("cells", [])
+        text = "\n".join("".join(c.get("source", "")) for c in cells if c.get("cell_type") == "markdown")
+    else:
+        text = path.read_text()
+    return next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), "")
 
 
 def jupyter_book_build(inputs: dict, force: bool) -> str:

@@ -88,3 +88,27 @@ def test_quick_book_builds_and_every_page_works_in_the_browser(browser):
     r = _run("book/check_site.py", str(html), timeout=600)
     assert r.returncode == 0, r.stdout[-8000:]
     assert "FAIL" not in r.stdout
+
+
+def test_a_changed_page_title_forces_a_full_rebuild(monkeypatch):
+    """Neighbouring pages show a page's title in their previous/next links, which Sphinx does not refresh on
+    an incremental build: the build stamp's "setup" part must change with any title."""
+    sys.path.insert(0, str(ROOT / "book"))
+    import build_book
+
+    tmp_path = ROOT / "_build" / "test-title"  # inside the checkout: the stamp hashes paths relative to it
+    shutil.rmtree(tmp_path, ignore_errors=True)
+    tmp_path.mkdir(parents=True)
+    nb = tmp_path / "page.ipynb"
+    write = lambda title: nb.write_text('{"cells": [{"cell_type": "markdown", "source": ["# %s\\n", "text"]}]}' % title)
+    write("Table 1: zero-shot")
+    assert build_book.page_title(nb) == "Table 1: zero-shot"
+    monkeypatch.setattr(build_book, "EXECUTED", tmp_path)
+    monkeypatch.setattr(build_book, "BOOK", tmp_path)
+    first = build_book.book_inputs_hash([{"name": "page"}])
+    nb.write_text(nb.read_text().replace("text", "other text"))
+    second = build_book.book_inputs_hash([{"name": "page"}])
+    assert second["setup"] == first["setup"] and second["pages"] != first["pages"]  # incremental
+    write("Table 1: zero-shot classification")
+    assert build_book.book_inputs_hash([{"name": "page"}])["setup"] != first["setup"]  # full
+    shutil.rmtree(tmp_path)
