@@ -2,7 +2,8 @@
 """Denoiser evaluations per second: dclib's scoring engine vs a reference loop written the way the official
 evaluation (eval_prob_adaptive.py) does it, on the same model, image, conditionings and plan, in one run.
 
-    python benchmarks/throughput.py [--models digits,mnist,tiny-sd] [--gpu-models sd2-unet,dit-xl-2]
+    python benchmarks/throughput.py [--models digits,mnist,shapes,tiny-sd] [--gpu-models sd2-unet,dit-xl-2]
+                                    [--autocast bfloat16] [--compile]
 
 Prints one JSON object: {"device": ..., "results": [{"model", "dtype", "dclib_evals_per_s",
 "reference_evals_per_s", "ratio", "max_abs_error_diff", "same_predictions", ...}, ...]}.
@@ -154,7 +155,7 @@ def gpu_models(names, device, dtype):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="digits,mnist,tiny-sd")
+    parser.add_argument("--models", default="digits,mnist,shapes,tiny-sd")
     parser.add_argument("--gpu-models", default="sd2-unet,dit-xl-2")
     parser.add_argument("--timesteps", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=None, help="dclib batch size (default: 500 CPU, 250 GPU)")
@@ -178,6 +179,11 @@ def main():
             tiny_sd_pipeline().save_pretrained(folder)
             clf = DiffusionClassifier.from_pretrained(folder, torch_dtype=dtype, device=device)
             cond = clf.adapter.encode_conditions([f"a photo of a {w}" for w in ["dog", "cat", "car", "bird", "circle"]])
+        elif name == "shapes":  # the text-to-image embedded model, prompted with the zero-shot shape prompts
+            from dclib.data import zero_shot_prompts
+
+            clf = DiffusionClassifier.from_pretrained("embedded:shapes", torch_dtype=dtype, device=device)
+            cond = clf.adapter.encode_conditions([row[0] for row in zero_shot_prompts("shape")])
         else:
             clf = DiffusionClassifier.from_pretrained(f"embedded:{name}", torch_dtype=dtype, device=device)
             cond = clf.adapter.encode_conditions(list(range(len(clf.adapter.class_names))))
