@@ -16,6 +16,18 @@ EPILOG = """examples:
 """
 
 
+
+def _batch_size(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("batch size must be >= 1")
+    return value
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True,
@@ -53,7 +65,8 @@ def _add_scoring_args(p: argparse.ArgumentParser, temperature: bool = True) -> N
     g.add_argument("--noise", default="normal",
                    help="normal, zero, expected_norm, truncated:LOW,HIGH (Table 12)")
     g.add_argument("--seed", type=int, default=0, help="noise seed (noise is keyed by seed and image)")
-    g.add_argument("--batch-size", type=int, default=64, help="denoiser batch size")
+    g.add_argument("--batch-size", type=_batch_size, default=64,
+                   help="(conditioning, sample) pairs per denoiser call, or auto (from free GPU memory; 256 on CPU)")
     if temperature:  # evaluate stores errors and predictions, not probabilities: calibrate the run afterwards
         g.add_argument("--temperature", type=float, default=1.0,
                        help="temperature of the uncalibrated posterior softmax(-error / T) (default 1)")

@@ -745,8 +745,8 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, s
 
     if out is None or dataset is None or (model is None and classifier is None):
         raise InputError("evaluate needs a model, a dataset and an output folder")
-    if batch_size < 1:
-        raise InputError("batch_size must be >= 1")
+    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+        raise InputError("batch_size must be a positive integer or 'auto'")
     # Cheap validation first: a typo fails before any loading.
     sched = Schedule.parse(schedule, n_trials)
     options = ScoreOptions(loss=loss, objective=objective, guidance=guidance, crop=crop)
@@ -771,6 +771,10 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, s
             classifier = DiffusionClassifier.from_pretrained(model, torch_dtype=dtype, device=device,
                                                              resolution=resolution, revision=revision, **extra)
         adapter = classifier.adapter
+        if batch_size == "auto":
+            from .scoring import auto_batch_size
+
+            batch_size = auto_batch_size(adapter)
         model = model if model is not None else adapter.model_id
         if model is not None and os.path.isdir(os.fspath(model)):
             model = os.path.abspath(os.fspath(model))  # the same folder, whatever the working directory

@@ -64,15 +64,58 @@ def crop_map(x: torch.Tensor, crop: int) -> torch.Tensor:
     return x[..., crop:-crop, crop:-crop]
 
 
+#: CPU batch size for ``batch_size="auto"``: CPU throughput stops growing well before this many pairs
+#: (benchmarks/throughput.py), and larger batches slow attention layers down.
+AUTO_CPU_BATCH = 256
+
+
+def batch_from_memory(free_bytes: float, per_pair_bytes: float, cap: int = 1024, fraction: float = 0.8,
+                      multiple: int = 8) -> int:
+    """The largest batch (a multiple of ``multiple``, at most ``cap``) whose activations fit ``fraction`` of the
+    free memory, at ``per_pair_bytes`` per (conditioning, sample) pair; at least 1."""
+    fits = int(fraction * free_bytes / max(per_pair_bytes, 1.0))
+    if fits >= multiple:
+        fits -= fits % multiple
+    return max(1, min(cap, fits))
+
+
+def auto_batch_size(adapter: DiffusionAdapter, cap: int = 1024) -> int:
+    """A batch size from the accelerator's free memory, measured once per adapter with a 4-pair probe.
+
+    On CUDA: peak memory of one denoiser call on 4 pairs -> bytes per pair -> :func:`batch_from_memory`. On
+    CPU: :data:`AUTO_CPU_BATCH` (memory is rarely the limit there; speed is flat beyond it).
+    """
+    if adapter.device.type != "cuda":
+        return AUTO_CPU_BATCH
+    cached = getattr(adapter, "_auto_batch_size", None)
+    if cached:
+        return cached
+    probe = 4
+    cond = adapter.encode_conditions(["" if adapter.text_conditioned else 0])
+    x_t = torch.zeros(probe, *adapter.sample_shape, device=adapter.device)
+    t = torch.full((probe,), adapter.num_train_timesteps // 2, device=adapter.device, dtype=torch.long)
+    torch.cuda.synchronize(adapter.device)
+    torch.cuda.reset_peak_memory_stats(adapter.device)
+    base = torch.cuda.memory_allocated(adapter.device)
+    adapter.predict(x_t, t, cond.expand(probe, *cond.shape[1:]))
+    torch.cuda.synchronize(adapter.device)
+    per_pair = (torch.cuda.max_memory_allocated(adapter.device) - base) / probe
+    free, _ = torch.cuda.mem_get_info(adapter.device)
+    adapter._auto_batch_size = batch_from_memory(free, per_pair, cap)
+    return adapter._auto_batch_size
+
+
 class Scorer:
     """Scores one clean sample x0 against many conditionings on a shared set of (t, eps) samples."""
 
-    def __init__(self, adapter: DiffusionAdapter, options: ScoreOptions | None = None, batch_size: int = 64,
+    def __init__(self, adapter: DiffusionAdapter, options: ScoreOptions | None = None, batch_size: "int | str" = 64,
                  progress: "bool | tqdm" = False):
         self.adapter = adapter
         self.options = options or ScoreOptions()
-        if batch_size < 1:
-            raise InputError("batch_size must be >= 1")
+        if batch_size == "auto":
+            batch_size = auto_batch_size(adapter)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
         self.batch_size = batch_size
         self.progress = progress
         if getattr(adapter, "compiled", False):

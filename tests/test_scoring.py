@@ -188,3 +188,26 @@ def test_same_seed_same_errors_whatever_the_batch_size(classifiers, rgb_image, n
     assert torch.equal(again, runs[1])
     other_seed = clf.score(x0, conds, plan, seed=8, image_id=image_id, batch_size=7).errors
     assert not torch.allclose(other_seed, runs[1])
+
+
+def test_auto_batch_size():
+    from dclib.scoring import batch_from_memory
+
+    # 10 GB free, 30 MB per pair, 80% usable -> 266 pairs -> 264 (a multiple of 8)
+    assert batch_from_memory(10e9, 30e6) == 264
+    assert batch_from_memory(10e9, 1e3) == 1024  # capped
+    assert batch_from_memory(1e6, 30e6) == 1  # always at least one pair
+    assert batch_from_memory(5 * 30e6 / 0.8, 30e6) == 5  # below one multiple: not rounded down to 0
+
+
+def test_auto_batch_size_on_cpu_and_through_the_api(classifiers, rgb_image):
+    from dclib.errors import InputError
+    from dclib.scoring import AUTO_CPU_BATCH, Scorer
+
+    clf = classifiers["pixel"]
+    assert Scorer(clf.adapter, batch_size="auto").batch_size == AUTO_CPU_BATCH
+    with pytest.raises(InputError, match="auto"):
+        Scorer(clf.adapter, batch_size="big")
+    a = clf.classify(rgb_image, schedule=5, batch_size="auto")
+    b = clf.classify(rgb_image, schedule=5, batch_size=AUTO_CPU_BATCH)
+    assert np.array_equal(a.errors, b.errors)
