@@ -76,3 +76,39 @@ def summarize_scores(table: pd.DataFrame, by=("swap_type",)) -> pd.DataFrame:
         overall.index = pd.MultiIndex.from_tuples([("all",) * len(by)], names=list(by)) if len(by) > 1 else \
             pd.Index(["all"], name=by[0])
     return 100 * pd.concat(parts + [overall])
+
+
+def load_pairs(spec: str = "embedded:shapes-wino", split: str = "test", per_swap: int | None = None):
+    """An image-caption-pair dataset in the schema :func:`winoground_table` reads (image_0, image_1,
+    caption_0, caption_1, and swap_type when known).
+
+    ``spec``: ``embedded:shapes-wino`` (the procedural pairs; ``per_swap`` pairs per swap type), a folder
+    written by ``Dataset.save_to_disk``, or a Hugging Face dataset id such as ``facebook/winoground`` (gated:
+    accept its terms and log in once; it is read from the local cache when offline). Winoground's ``tag``
+    (object / relation / both) becomes ``swap_type``.
+    """
+    import os
+
+    from .errors import InputError
+
+    if spec in ("embedded:shapes-wino", "shapes-wino"):
+        from .data import wino_dataset
+
+        return wino_dataset() if per_swap is None else wino_dataset(per_swap)
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(spec) if os.path.isdir(spec) else datasets.load_dataset(spec, split=split)
+    except Exception as err:  # offline without a cache, gated without a token, a typo
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"cannot load image-caption pairs {spec!r}: {first}") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise InputError(f"{spec!r} has no split {split!r} (splits: {', '.join(ds)})")
+        ds = ds[split]
+    missing = [c for c in ("image_0", "image_1", "caption_0", "caption_1") if c not in ds.column_names]
+    if missing:
+        raise InputError(f"{spec!r} lacks the columns {missing} (need image_0, image_1, caption_0, caption_1)")
+    if "swap_type" not in ds.column_names and "tag" in ds.column_names:
+        ds = ds.rename_column("tag", "swap_type")
+    return ds
