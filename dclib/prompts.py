@@ -121,7 +121,13 @@ def resolve_conditionings(prompts=None, class_labels=None, class_names: Sequence
             if str(prompts).lower().endswith((".csv", ".txt")):
                 raise InputError(f"prompt file not found: {prompts}")
             return Conditionings.from_prompts([p.strip() for p in str(prompts).split("|") if p.strip()])
-        return Conditionings.from_prompts(list(prompts))
+        prompts = list(prompts)
+        if prompts and all(isinstance(p, (tuple, list)) and len(p) == 3 for p in prompts):
+            return Conditionings.from_rows(prompts)  # (prompt, class name, class index) rows, as in a prompt CSV
+        bad = [p for p in prompts if not isinstance(p, str)]
+        if bad:
+            raise InputError(f"prompts must be strings or (prompt, class name, class index) rows; got {bad[0]!r}")
+        return Conditionings.from_prompts(prompts)
     names = list(class_names or [])
     if prompts is not None and class_labels is None:
         class_labels = prompts

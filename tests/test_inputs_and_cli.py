@@ -144,3 +144,14 @@ def test_cli_help_documents_every_command():
     out = run_cli("classify", "--help")
     for flag in ["--model", "--prompts", "--schedule", "--loss", "--guidance", "--crop", "--noise", "--json"]:
         assert flag in out.stdout
+
+
+def test_prompt_rows_and_non_string_prompts():
+    from dclib.prompts import resolve_conditionings
+
+    rows = [("a photo of a red object.", "red", 0), ("a photo of a blue object.", "blue", 1)]
+    conds = resolve_conditionings(rows)
+    assert conds.values == ("a photo of a red object.", "a photo of a blue object.")  # not str(tuple)
+    assert conds.class_names == ("red", "blue") and conds.class_idx == (0, 1)
+    with pytest.raises(InputError, match="strings"):
+        resolve_conditionings(["a cat", 3])
