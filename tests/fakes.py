@@ -1,4 +1,6 @@
-"""A hand-checkable adapter: eps_pred = a * x_t + b_c, with b_c a per-conditioning constant."""
+"""Test doubles: a hand-checkable adapter (eps_pred = a * x_t + b_c, b_c a per-conditioning constant) and a
+score callback replaying a fixed error matrix."""
+import numpy as np
 import torch
 
 from dclib.adapters.base import DiffusionAdapter
@@ -44,3 +46,16 @@ class LinearAdapter(DiffusionAdapter):
         if self.learned_variance:
             return torch.cat([eps, torch.full_like(eps, self.var_value)], 1)
         return eps
+
+
+def replay(matrix):
+    """A score callback that reads a fixed matrix [n_cond, n_samples], column by plan position; also returns
+    the list of plans it was called with."""
+    calls = []
+
+    def score(indices, plan):
+        start = sum(len(p) for p in calls)
+        calls.append(plan)
+        return matrix[np.ix_(indices, range(start, start + len(plan)))]
+
+    return score, calls

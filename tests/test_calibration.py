@@ -14,6 +14,7 @@ from dclib.cli import main
 from dclib.decide import class_errors, decide, mean_errors, posterior
 from dclib.errors import InputError
 from dclib.experiments import ErrorSet
+from fakes import replay
 
 
 def nll_at(errors, labels, t):
@@ -153,24 +154,13 @@ def test_vector_scaling_l2_pulls_towards_temperature_scaling():
 
 
 # ------------------------------------------------------------------------------------------ pruned classes
-def replay(matrix):
-    calls = []
-
-    def score(indices, plan):
-        start = sum(len(p) for p in calls)
-        calls.append(plan)
-        return matrix[np.ix_(indices, range(start, start + len(plan)))]
-
-    return score
-
-
 def test_pruned_classes_get_their_partial_estimate_never_zero():
     conds = Conditionings.from_rows([("a", "a", 0), ("b", "b", 1), ("c", "c", 2), ("d", "d", 3)])
     m = np.array([[0.50, 0.50, 0.50, 0.50],
                   [0.52, 0.52, 0.52, 0.52],
                   [0.60, 0.60, 0.60, 0.60],   # pruned after 2 samples
                   [0.70, 0.70, 0.70, 0.70]])  # pruned after 2 samples
-    result = decide(replay(m), conds, Schedule((2, 1), (2, 4)), 1000)
+    result = decide(replay(m)[0], conds, Schedule((2, 1), (2, 4)), 1000)
     assert np.isnan(result.errors[2:, 2:]).all() and result.n_samples.tolist() == [4, 4, 2, 2]
     np.testing.assert_allclose(result.class_errors, [0.5, 0.52, 0.6, 0.7])  # partial means
     assert (result.probabilities > 0).all()  # decide already keeps them
@@ -188,7 +178,7 @@ def test_class_errors_from_results_and_error_sets_reuse_decide():
     conds = Conditionings.from_rows([("a", "x", 0), ("a2", "x", 0), ("b", "y", 1)])
     m1 = np.array([[0.3, 0.3], [0.2, 0.4], [0.5, 0.5]])
     m2 = np.array([[0.1, 0.1], [0.6, 0.6], [0.2, 0.2]])
-    results = [decide(replay(m), conds, Schedule((1,), (2,)), 1000) for m in (m1, m2)]
+    results = [decide(replay(m)[0], conds, Schedule((1,), (2,)), 1000) for m in (m1, m2)]
     np.testing.assert_allclose(class_errors_from_classifications(results), [[0.3, 0.5], [0.1, 0.2]])
     errors = np.stack([m1, m2])
     errors[1, 2, 1] = np.nan  # an unscored sample is skipped, as in the decision

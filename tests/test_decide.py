@@ -4,18 +4,7 @@ import pytest
 
 from dclib import Conditionings, Plan, Schedule
 from dclib.decide import decide, posterior, run_schedule
-
-
-def replay(matrix):
-    """A score callback that reads a fixed matrix [n_cond, n_samples], column by plan position."""
-    calls = []
-
-    def score(indices, plan):
-        start = sum(len(p) for p in calls)
-        calls.append(plan)
-        return matrix[np.ix_(indices, range(start, start + len(plan)))]
-
-    return score, calls
+from fakes import replay
 
 
 def test_algorithm_2_keeps_the_lowest_mean_errors_and_scores_survivors_only():
