@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from dclib import DiffusionClassifier  # noqa: E402
 from dclib.experiments import cached, score_dataset  # noqa: E402
-from dclib.plan import even_plan  # noqa: E402
+from dclib.plan import even_plan, strided_positions  # noqa: E402
 from dclib.pruning import replay, top_k_candidates  # noqa: E402
 
 CACHE = Path(__file__).parent / ".cache"
@@ -98,8 +98,7 @@ def main() -> None:
         for n in map(int, ALGORITHM_1):
             # n strided points of the saved 100-grid, the way the official adaptive code takes a stage's
             # timesteps (the official even grid of n itself is not a subset: 100, 300, ... vs 105, 305, ...)
-            stride = GRID // n
-            acc, low, high = errors.accuracy_ci(list(range(stride // 2, GRID, stride))[:n])
+            acc, low, high = errors.accuracy_ci(strided_positions(GRID, n))
             results.append({"task": task, "method": f"Algorithm 1, {n} timesteps", "schedule": f"{n} of {GRID}",
                             "accuracy": acc, "ci_low": low, "ci_high": high,
                             "evaluations_per_image": float(n * errors.errors.shape[1]), "n": errors.n_images})
@@ -121,8 +120,7 @@ def main() -> None:
         # live confirmation: the same predictions and evaluation counts from real model calls
         sample = errors.n_images if args.live < 0 else min(args.live, errors.n_images)
         for schedule in list(PAPER) + PAIRED:
-            sub = type(errors)(errors.errors[:sample], errors.timesteps[:sample], errors.labels[:sample],
-                               errors.class_idx, errors.ids[:sample])
+            sub = errors.select(slice(0, sample))
             replayed = replay(sub, schedule, None, clf.adapter.num_train_timesteps, details=True)
             correct, evals, preds = 0, [], []
             for i in range(sample):

@@ -59,6 +59,12 @@ class ErrorSet:
         low, high = clopper_pearson(correct, self.n_images, confidence)
         return correct / self.n_images, low, high
 
+    def select(self, rows: slice | Sequence[int]) -> "ErrorSet":
+        """The images ``rows`` (a slice or indices), as ``datasets.Dataset.select`` picks rows."""
+        idx = np.arange(self.n_images)[rows] if isinstance(rows, slice) else np.asarray(list(rows), dtype=int)
+        return ErrorSet(self.errors[idx], self.timesteps[idx], self.labels[idx], self.class_idx,
+                        [self.ids[i] for i in idx], dict(self.meta))
+
     def save(self, path: str | Path) -> None:
         np.savez_compressed(path, errors=self.errors, timesteps=self.timesteps, labels=self.labels,
                             class_idx=self.class_idx, ids=np.array(self.ids), meta=np.array(repr(self.meta)))

@@ -71,6 +71,16 @@ def even_timesteps(n: int, num_train_timesteps: int = 1000) -> list[int]:
     return list(range(start, num_train_timesteps, step))[:n]
 
 
+def strided_positions(grid_size: int, n: int) -> list[int]:
+    """Positions of ``n`` evenly strided points of a grid of ``grid_size``, the way the official adaptive
+    evaluation takes a stage's timesteps from its grid (stride ``grid_size // n``, starting half a stride in).
+    """
+    if not 1 <= n <= grid_size:
+        raise InputError(f"cannot take {n} strided points of a grid of {grid_size}")
+    stride = grid_size // n
+    return list(range(stride // 2, grid_size, stride))[:n]
+
+
 def even_plan(n_timesteps: int, num_train_timesteps: int = 1000, n_trials: int = 1) -> Plan:
     """Algorithm 1 with ``n_timesteps`` evenly spaced timesteps, each tried with ``n_trials`` noises."""
     ts = even_timesteps(n_timesteps, num_train_timesteps)
@@ -186,8 +196,7 @@ class Schedule:
         done: set[int] = set()
         stages = []
         for n in self.trials:
-            stride = len(grid) // n
-            chosen = grid[stride // 2::stride][:n]
+            chosen = [grid[i] for i in strided_positions(len(grid), n)]
             new = [t for t in chosen if t not in done]
             done.update(new)
             stages.append(new)

@@ -84,6 +84,17 @@ def test_effective_robustness_on_a_line():
     assert gain == pytest.approx(0.05, abs=1e-9)
 
 
+def test_error_set_select_keeps_rows_aligned():
+    n = 5
+    errors = np.arange(n * 2 * 3, dtype=float).reshape(n, 2, 3)
+    es = ErrorSet(errors, np.arange(n * 3).reshape(n, 3), np.arange(n) % 2, np.array([0, 1]), [f"i{i}" for i in range(n)])
+    for rows, picked in [(slice(1, 3), [1, 2]), ([4, 0], [4, 0]), (range(2), [0, 1])]:
+        sub = es.select(rows)
+        assert sub.ids == [f"i{i}" for i in picked] and sub.n_images == len(picked)
+        assert np.array_equal(sub.errors, errors[picked]) and np.array_equal(sub.labels, es.labels[picked])
+        assert np.array_equal(sub.timesteps, es.timesteps[picked]) and np.array_equal(sub.class_idx, es.class_idx)
+
+
 def test_paired_verdict():
     from dclib.reporting import paired_verdict
 

@@ -44,6 +44,17 @@ def test_adaptive_stages_match_the_official_code(trials):
     assert sorted(t for s in stages for t in s) == sorted(official_stage_timesteps((trials[-1],))[0])
 
 
+def test_strided_positions_of_a_grid():
+    from dclib.plan import strided_positions
+
+    assert strided_positions(100, 10) == [5, 15, 25, 35, 45, 55, 65, 75, 85, 95]
+    assert strided_positions(100, 3) == [16, 49, 82]  # stride 33, half a stride in
+    assert strided_positions(7, 7) == list(range(7))
+    for bad in [(10, 0), (10, 11)]:
+        with pytest.raises(InputError):
+            strided_positions(*bad)
+
+
 def test_schedule_parsing_and_evaluation_counts():
     s = Schedule.parse("5,1:25,250")
     assert s.keep == (5, 1) and s.trials == (25, 250)
