@@ -182,3 +182,15 @@ def test_tokenizer_makes_every_listed_word_one_token():
     for w in words:
         assert len(tok(w).input_ids) == 3, w  # <bos> word <eos>
     assert len(tok("zebra").input_ids) > 3  # unknown words still tokenize, by bytes
+
+
+def test_sd_prompts_are_encoded_in_chunks_with_the_same_result(classifiers):
+    adapter = classifiers["sd"].adapter
+    prompts = [f"a photo of a thing number {i}" for i in range(7)]
+    whole = adapter._encode_conditions(prompts)
+    adapter.encode_batch_size = 3  # 3 + 3 + 1 prompts per text-encoder call
+    try:
+        chunked = adapter._encode_conditions(prompts)
+    finally:
+        del adapter.encode_batch_size
+    assert chunked.shape == whole.shape and torch.allclose(chunked, whole, atol=1e-6)
