@@ -23,10 +23,11 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-# Unit and integration tests, then every notebook executed by nbval (outputs of cells tagged
-# nbval-check-output compared with the stored ones).
+# Every notebook executed by nbval (outputs of cells tagged nbval-check-output compared with the stored
+# ones; notebooks/conftest.py keeps the executed copies for the quick book build), then the unit,
+# integration and site tests.
 test: $(STAMP) browser
-	$(PY) -m pytest -q tests notebooks --nbval-lax -p no:cacheprovider
+	$(PY) -m pytest -q notebooks tests --nbval-lax -p no:cacheprovider
 
 book: $(STAMP) browser
 	$(PY) book/build_book.py --preset book

@@ -123,6 +123,28 @@ def kernel_env() -> dict:
     return env
 
 
+def notebook_stamp(nb: dict, params: dict, preset: str, code_hash: str) -> dict:
+    """What an executed copy was made from; the copy is reused while this stays the same."""
+    stamp = {"notebook_sha256": sha256_bytes(nb["source"].read_bytes()),
+             "parameters": params, "preset": preset, "dclib_sha256": code_hash, "kernel": KERNEL}
+    if nb.get("reads_results"):
+        verdicts = sorted((ROOT / "results" / "verdicts").glob("*.json"))
+        stamp["results_sha256"] = _files_hash(verdicts) if verdicts else ""
+    return stamp
+
+
+def save_executed(name: str, notebook_text: str, stamp: dict) -> None:
+    """Store an executed copy and its stamp (the stamp last: a copy without one is never reused)."""
+    EXECUTED.mkdir(parents=True, exist_ok=True)
+    stamp_path = EXECUTED / f"{name}.stamp.json"
+    stamp_path.unlink(missing_ok=True)
+    tmp = EXECUTED / f".{name}.saving.ipynb"
+    tmp.write_text(notebook_text)
+    tmp.replace(EXECUTED / f"{name}.ipynb")
+    (EXECUTED / f"{name}.failed.ipynb").unlink(missing_ok=True)
+    stamp_path.write_text(json.dumps(stamp, indent=1, sort_keys=True) + "\n")
+
+
 def is_current(name: str, stamp: dict) -> bool:
     out, stamp_path = EXECUTED / f"{name}.ipynb", EXECUTED / f"{name}.stamp.json"
     if not (out.exists() and stamp_path.exists()):
@@ -160,9 +182,8 @@ def execute(nb: dict, params: dict, stamp: dict, force: bool) -> str:
         tail = "\n".join(lines[start + 1:][-40:] if start is not None else lines[-40:])
         raise BuildError(f"notebook {name!r} ({src_shown}) failed; partial output in "
                          f"{failed.relative_to(ROOT)}\n{tail}")
-    tmp.replace(out)
-    (EXECUTED / f"{name}.failed.ipynb").unlink(missing_ok=True)
-    stamp_path.write_text(json.dumps(stamp, indent=1, sort_keys=True) + "\n")
+    save_executed(name, tmp.read_text(), stamp)
+    tmp.unlink()
     return "executed"
 
 
@@ -286,11 +307,7 @@ def main(argv=None) -> int:
                     failures.append(name)
                 continue
             p = parameters_for(name, args.preset, params)
-            stamp = {"notebook_sha256": sha256_bytes(nb["source"].read_bytes()),
-                     "parameters": p, "preset": args.preset, "dclib_sha256": code_hash, "kernel": KERNEL}
-            if nb.get("reads_results"):
-                verdicts = sorted((ROOT / "results" / "verdicts").glob("*.json"))
-                stamp["results_sha256"] = _files_hash(verdicts) if verdicts else ""
+            stamp = notebook_stamp(nb, p, args.preset, code_hash)
             t0 = time.monotonic()
             try:
                 state = execute(nb, p, stamp, args.force)
