@@ -188,9 +188,15 @@ def test_sd_prompts_are_encoded_in_chunks_with_the_same_result(classifiers):
     adapter = classifiers["sd"].adapter
     prompts = [f"a photo of a thing number {i}" for i in range(7)]
     whole = adapter._encode_conditions(prompts)
+    calls = []
+    adapter._cond_cache.clear()
     adapter.encode_batch_size = 3  # 3 + 3 + 1 prompts per text-encoder call
+    encode = adapter._encode_conditions
+    adapter._encode_conditions = lambda chunk: calls.append(len(chunk)) or encode(chunk)
     try:
-        chunked = adapter._encode_conditions(prompts)
+        chunked = adapter.encode_conditions(prompts)
     finally:
-        del adapter.encode_batch_size
+        del adapter.encode_batch_size, adapter._encode_conditions
+        adapter._cond_cache.clear()
+    assert calls == [3, 3, 1]
     assert chunked.shape == whole.shape and torch.allclose(chunked, whole, atol=1e-6)

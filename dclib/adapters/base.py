@@ -28,6 +28,9 @@ class DiffusionAdapter:
     #: Pixel resolution and channels the model's images are prepared at.
     resolution: int
     image_channels: int = 3
+    #: Conditionings per ``_encode_conditions`` call (None: all at once). Text models set it so that peak
+    #: memory stays that of one chunk of prompts however many classes there are.
+    encode_batch_size: int | None = None
     #: Names of the classes for class-conditional models (None for free-text models).
     class_names: list[str] | None = None
     #: Whether conditionings are free text (True) or class indices (False).
@@ -91,9 +94,10 @@ class DiffusionAdapter:
     def encode_conditions(self, conditions: Sequence) -> torch.Tensor:
         """Conditionings (prompts or class indices) -> a tensor whose rows the model takes; cached."""
         missing = [c for c in dict.fromkeys(conditions) if c not in self._cond_cache]
-        if missing:
-            encoded = self._encode_conditions(missing)
-            for c, row in zip(missing, encoded):
+        step = self.encode_batch_size or max(len(missing), 1)
+        for start in range(0, len(missing), step):
+            chunk = missing[start:start + step]
+            for c, row in zip(chunk, self._encode_conditions(chunk)):
                 self._cond_cache[c] = row
         return torch.stack([self._cond_cache[c] for c in conditions])
 

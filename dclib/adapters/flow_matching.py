@@ -124,14 +124,10 @@ class StableDiffusion3Adapter(FlowMatchingAdapter):
 
     @torch.inference_mode()
     def _encode_conditions(self, prompts: Sequence[str]) -> torch.Tensor:
-        rows = []
-        for start in range(0, len(prompts), self.encode_batch_size):
-            chunk = list(prompts[start:start + self.encode_batch_size])
-            embeds, _, pooled, _ = self.pipe.encode_prompt(
-                prompt=chunk, prompt_2=None, prompt_3=None, device=self.device, do_classifier_free_guidance=False,
-                max_sequence_length=self.max_sequence_length)
-            rows.append(torch.cat([embeds.flatten(1), pooled], 1).to(self.dtype))
-        return torch.cat(rows)
+        embeds, _, pooled, _ = self.pipe.encode_prompt(
+            prompt=list(prompts), prompt_2=None, prompt_3=None, device=self.device, do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length)
+        return torch.cat([embeds.flatten(1), pooled], 1).to(self.dtype)
 
     def unpack_condition(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows of ``encode_conditions`` -> (prompt embeds [B, L, D], pooled embeds [B, P])."""

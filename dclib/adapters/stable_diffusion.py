@@ -10,8 +10,7 @@ from .base import DiffusionAdapter, latent_from_vae, place
 
 class StableDiffusionAdapter(DiffusionAdapter):
     text_conditioned = True
-    #: Prompts per text-encoder call: peak memory stays that of 32 prompts however many classes there are.
-    encode_batch_size = 32
+    encode_batch_size = 32  # prompts per text-encoder call
 
     def __init__(self, pipe, device="cpu", dtype=torch.float32, resolution: int | None = None,
                  id2label: dict | None = None):
@@ -36,12 +35,9 @@ class StableDiffusionAdapter(DiffusionAdapter):
 
     @torch.inference_mode()
     def _encode_conditions(self, prompts: Sequence[str]) -> torch.Tensor:
-        rows = []
-        for start in range(0, len(prompts), self.encode_batch_size):
-            tokens = self.tokenizer(list(prompts[start:start + self.encode_batch_size]), padding="max_length",
-                                    max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt")
-            rows.append(self.text_encoder(tokens.input_ids.to(self.device))[0].to(self.dtype))
-        return torch.cat(rows)
+        tokens = self.tokenizer(list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length,
+                                truncation=True, return_tensors="pt")
+        return self.text_encoder(tokens.input_ids.to(self.device))[0].to(self.dtype)
 
     def null_condition(self):
         return self.encode_conditions([""])
