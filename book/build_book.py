@@ -133,14 +133,12 @@ def notebook_stamp(nb: dict, params: dict, preset: str, code_hash: str) -> dict:
     return stamp
 
 
-def save_executed(name: str, notebook_text: str, stamp: dict) -> None:
-    """Store an executed copy and its stamp (the stamp last: a copy without one is never reused)."""
-    EXECUTED.mkdir(parents=True, exist_ok=True)
+def save_executed(name: str, finished: Path, stamp: dict) -> None:
+    """Move a finished executed copy (a file in EXECUTED) into place, then write its stamp (last: a copy
+    without one is never reused)."""
     stamp_path = EXECUTED / f"{name}.stamp.json"
     stamp_path.unlink(missing_ok=True)
-    tmp = EXECUTED / f".{name}.saving.ipynb"
-    tmp.write_text(notebook_text)
-    tmp.replace(EXECUTED / f"{name}.ipynb")
+    finished.replace(EXECUTED / f"{name}.ipynb")
     (EXECUTED / f"{name}.failed.ipynb").unlink(missing_ok=True)
     stamp_path.write_text(json.dumps(stamp, indent=1, sort_keys=True) + "\n")
 
@@ -182,8 +180,7 @@ def execute(nb: dict, params: dict, stamp: dict, force: bool) -> str:
         tail = "\n".join(lines[start + 1:][-40:] if start is not None else lines[-40:])
         raise BuildError(f"notebook {name!r} ({src_shown}) failed; partial output in "
                          f"{failed.relative_to(ROOT)}\n{tail}")
-    save_executed(name, tmp.read_text(), stamp)
-    tmp.unlink()
+    save_executed(name, tmp, stamp)
     return "executed"
 
 

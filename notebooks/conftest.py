@@ -49,8 +49,10 @@ def pytest_runtest_makereport(item, call):
         run["ok"] = False
     if report.when == "call" and report.passed:
         run["outputs"][item.cell_num] = item.test_outputs
+    if report.when != "teardown":
+        return
     n_code = sum(c.cell_type == "code" for c in item.parent.nb.cells)
-    if report.when == "teardown" and item.cell_num == n_code - 1:
+    if item.cell_num == n_code - 1:
         _runs.pop(path)
         if run["ok"] and len(run["outputs"]) == n_code:
             _save_executed_copy(path, item.parent.nb, run["outputs"])
@@ -72,4 +74,7 @@ def _save_executed_copy(path: Path, nb, outputs: dict) -> None:
                     out.execution_count = count
     nbformat.validate(executed)
     stamp = build_book.notebook_stamp(entry, {}, "small", build_book.dclib_source_hash())
-    build_book.save_executed(entry["name"], nbformat.writes(executed), stamp)
+    build_book.EXECUTED.mkdir(parents=True, exist_ok=True)
+    finished = build_book.EXECUTED / f".{entry['name']}.saving.ipynb"
+    nbformat.write(executed, finished)
+    build_book.save_executed(entry["name"], finished, stamp)
