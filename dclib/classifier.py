@@ -40,6 +40,8 @@ class DiffusionClassifier:
         """Load a hub id, a local diffusers folder or ``embedded:NAME`` (safetensors only).
 
         ``autocast="bfloat16"`` runs the denoiser under mixed precision (errors are still computed in float32).
+        The default (``None``, "auto") does so on CUDA with float32 weights and not on CPU, where float32 keeps
+        results bitwise independent of the batch size; ``autocast="none"`` turns it off.
         ``compile=True`` compiles the denoiser with ``torch.compile`` (slow first call, faster long runs).
         """
         return cls(load_adapter(model, torch_dtype=torch_dtype, device=device, resolution=resolution,
@@ -106,7 +108,9 @@ class DiffusionClassifier:
 
         def score(indices: list[int], plan: Plan) -> np.ndarray:
             eps = make_noise(plan, x0.shape, seed, image_id, dist)
-            result = scorer.score(x0, encoded[indices], torch.tensor(plan.timesteps), eps)
+            # every conditioning (a first stage) is scored from the encoded tensor itself, not a gathered copy
+            rows = encoded if list(indices) == list(range(len(encoded))) else encoded[indices]
+            result = scorer.score(x0, rows, torch.tensor(plan.timesteps), eps)
             unconditional[0] += result.evaluations - len(indices) * len(plan)
             return result.errors.numpy().astype(np.float64)
 
