@@ -38,8 +38,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resolution", type=int, default=None,
                    help="image size in pixels (default: the model's native resolution)")
     g.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
-    g.add_argument("--autocast", default=None, choices=["bfloat16", "float16"],
-                   help="run the denoiser under mixed precision (errors stay float32)")
+    g.add_argument("--autocast", default=None, choices=["auto", "none", "bfloat16", "float16"],
+                   help="run the denoiser under mixed precision (errors stay float32); default auto: bf16 on "
+                        "CUDA, off on CPU")
 
 
 def _add_scoring_args(p: argparse.ArgumentParser, temperature: bool = True) -> None:

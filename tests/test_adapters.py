@@ -200,3 +200,19 @@ def test_sd_prompts_are_encoded_in_chunks_with_the_same_result(classifiers):
         adapter._cond_cache.clear()
     assert calls == [3, 3, 1]
     assert chunked.shape == whole.shape and torch.allclose(chunked, whole, atol=1e-6)
+
+
+def test_autocast_default_is_bf16_on_cuda_and_off_on_cpu(monkeypatch):
+    from dclib.adapters.loading import resolve_autocast
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_autocast(None, cpu, torch.float32) is None
+    assert resolve_autocast("auto", cuda, torch.float32) is torch.bfloat16
+    assert resolve_autocast(None, cuda, torch.float16) is None  # half weights need no autocast
+    assert resolve_autocast("none", cuda, torch.float32) is None
+    assert resolve_autocast("bfloat16", cpu, torch.float32) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_autocast(None, cuda, torch.float32) is torch.float16
+    with pytest.raises(InputError):
+        resolve_autocast("int8", cpu, torch.float32)

@@ -41,6 +41,20 @@ def resolve_dtype(dtype) -> torch.dtype:
         raise InputError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}") from None
 
 
+def resolve_autocast(autocast, device: torch.device, dtype: torch.dtype) -> torch.dtype | None:
+    """The denoiser's autocast dtype. ``None``/``"auto"``: on CUDA with float32 weights, bf16 (fp16 where the
+    GPU lacks bf16), the fast path as fp16 is in the official evaluation; on CPU off, because float32 keeps
+    every result bitwise independent of the batch size (bf16 is opt-in there: ``autocast="bfloat16"``).
+    ``"none"`` turns it off everywhere."""
+    if autocast in ("none", "", False):
+        return None
+    if autocast in (None, "auto"):
+        if device.type == "cuda" and dtype == torch.float32:
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None
+    return resolve_dtype(autocast)
+
+
 def resolve_device(device) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -139,7 +153,7 @@ def load_adapter(model: str, torch_dtype=None, device=None, resolution: int | No
     adapter = ADAPTERS[class_name](pipe, device=dev, dtype=dtype, resolution=resolution,
                                    id2label=index.get("id2label"))
     adapter.model_id = model
-    adapter.autocast = None if autocast in (None, "none", "") else resolve_dtype(autocast)
+    adapter.autocast = resolve_autocast(autocast, dev, dtype)
     if compile:
         adapter.compile()
     return adapter
