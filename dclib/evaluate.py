@@ -50,12 +50,12 @@ def summarize(predictions, labels, evaluations=None, seconds=None) -> Evaluation
         seconds_per_image=float(np.mean(seconds)) if seconds is not None and len(seconds) else 0.0)
 
 
-def evaluate_dataset(classifier, dataset, limit: int | None = None, progress: bool = True, **classify_kwargs
-                     ) -> EvaluationSummary:
+def evaluate_dataset(classifier, dataset, limit: int | None = None, progress: bool = True, desc: str = "evaluate",
+                     **classify_kwargs) -> EvaluationSummary:
     """Classify every row of a Hugging Face dataset with ``image``/``label``/``id`` columns."""
     n = len(dataset) if limit is None else min(limit, len(dataset))
     preds, labels, evals, secs = [], [], [], []
-    for i in tqdm(range(n), desc="evaluate", disable=not progress):
+    for i in tqdm(range(n), desc=desc, disable=not progress):
         row = dataset[i]
         started = time.perf_counter()
         result = classifier.classify(row["image"], image_id=row.get("id", i), **classify_kwargs)

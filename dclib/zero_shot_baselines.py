@@ -134,7 +134,7 @@ def zero_shot_comparison(task: str, model: str = "embedded:shapes", contrastive:
     from .classifier import DiffusionClassifier
     from .data import zero_shot_task
     from .data.shapes import labelled_scenes
-    from .evaluate import clopper_pearson
+    from .evaluate import clopper_pearson, evaluate_dataset
 
     data, names, rows = zero_shot_task(task)
     data = data.select(range(min(n_images, len(data))))
@@ -142,9 +142,9 @@ def zero_shot_comparison(task: str, model: str = "embedded:shapes", contrastive:
     side = np.asarray(images[0]).shape[0]
     clf = DiffusionClassifier.from_pretrained(model)
     preds = {}
-    preds["Diffusion Classifier"] = np.array([
-        clf.classify(r["image"], prompts=rows, schedule=schedule, seed=seed, image_id=r["id"], batch_size=500).prediction
-        for r in tqdm(data, desc=f"{task}: Diffusion Classifier", disable=not progress)])
+    preds["Diffusion Classifier"] = evaluate_dataset(clf, data, progress=progress, desc=f"{task}: Diffusion Classifier",
+                                                     prompts=rows, schedule=schedule, seed=seed,
+                                                     batch_size=500).predictions
     if contrastive:
         from .contrastive import ContrastiveModel
 
