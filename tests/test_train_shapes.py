@@ -6,8 +6,8 @@ import torch
 
 from dclib.data import captions as cap
 from dclib.train.shapes import (ClipRecipe, ShapesRecipe, build_word_tokenizer, caption_truth, caption_words,
-                                hard_negatives, longest_caption_tokens, multi_positive_nce, tokenize,
-                                train_shapes, train_shapes_clip)
+                                build_scheduler, hard_negatives, longest_caption_tokens, multi_positive_nce, tokenize,
+                                train_shapes, train_shapes_clip, training_target)
 
 TINY_SD = dict(n_scenes=64, n_val=16, vae_channels=(8, 16), vae_steps=3, vae_batch=8, vae_warmup=1,
                text_layers=1, text_intermediate=64, unet_channels=(32, 32), heads=(1, 1), batch_size=8, warmup=1,
@@ -95,6 +95,34 @@ def test_train_shapes_tiny_saves_a_loadable_pipeline(tmp_path):
 
     with safe_open(str(out / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
         assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float16
+
+
+def test_training_targets_match_diffusers():
+    sched = build_scheduler(ShapesRecipe(prediction_type="v_prediction"))
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
+    t = torch.tensor([0, 500, 999])
+    abar = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+    torch.testing.assert_close(training_target("v_prediction", x0, eps, abar), sched.get_velocity(x0, eps, t))
+    assert training_target("epsilon", x0, eps, abar) is eps
+    with pytest.raises(ValueError, match="prediction_type"):
+        training_target("sample", x0, eps, abar)
+    with pytest.raises(ValueError, match="prediction_type"):
+        build_scheduler(ShapesRecipe(prediction_type="x0"))
+
+
+def test_v_prediction_recipe_saves_a_v_scheduler_that_the_adapter_reads(tmp_path):
+    from dclib import DiffusionClassifier
+
+    out = tmp_path / "shapes-v"
+    train_shapes(out, steps=2, progress=False, recipe=ShapesRecipe(**{**TINY_SD, "checkpoints": ()},
+                                                                   prediction_type="v_prediction",
+                                                                   beta_schedule="linear", beta_start=1e-4,
+                                                                   beta_end=0.02))
+    clf = DiffusionClassifier.from_pretrained(str(out))
+    assert clf.adapter.prediction_type == "v_prediction"
+    # the model's own schedule (linear 1e-4..0.02 here) is what the scorer uses
+    assert float(clf.adapter.betas[0]) == pytest.approx(1e-4) and float(clf.adapter.betas[-1]) == pytest.approx(0.02)
 
 
 def test_train_shapes_clip_tiny_loads_and_scores(tmp_path):
