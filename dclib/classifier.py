@@ -40,8 +40,8 @@ class DiffusionClassifier:
         """Load a hub id, a local diffusers folder or ``embedded:NAME`` (safetensors only).
 
         ``autocast="bfloat16"`` runs the denoiser under mixed precision (errors are still computed in float32).
-        The default (``None``, "auto") does so on CUDA with float32 weights and not on CPU, where float32 keeps
-        results bitwise independent of the batch size; ``autocast="none"`` turns it off.
+        The default (``None``, "auto") does so on CUDA with float32 weights and not on CPU (where bf16 is fast
+        only with native bf16 instructions); ``autocast="none"`` turns it off.
         ``compile=True`` compiles the denoiser with ``torch.compile`` (slow first call, faster long runs).
         """
         return cls(load_adapter(model, torch_dtype=torch_dtype, device=device, resolution=resolution,

@@ -43,8 +43,8 @@ def resolve_dtype(dtype) -> torch.dtype:
 
 def resolve_autocast(autocast, device: torch.device, dtype: torch.dtype) -> torch.dtype | None:
     """The denoiser's autocast dtype. ``None``/``"auto"``: on CUDA with float32 weights, bf16 (fp16 where the
-    GPU lacks bf16), the fast path as fp16 is in the official evaluation; on CPU off, because float32 keeps
-    every result bitwise independent of the batch size (bf16 is opt-in there: ``autocast="bfloat16"``).
+    GPU lacks bf16), the fast path as fp16 is in the official evaluation. On CPU off: bf16 is fast only with
+    native bf16 instructions and shifts every error by bf16 rounding (opt in with ``autocast="bfloat16"``).
     ``"none"`` turns it off everywhere."""
     if autocast in ("none", "", False):
         return None

@@ -153,6 +153,9 @@ class ScenePool:
 # Measured later on 2 threads with nothing else running: the whole embedded:shapes recipe took 1297 s (render
 #   12 s, VAE 219 s, encoding 33 s, UNet 1028 s = 0.26 s/step incl. evaluations), final val losses equal to the
 #   shipped run's to 4 digits (weights differ by float rounding order: not bitwise the same as the 1-thread run).
+# And embedded:shapes-clip on 2 threads, nothing else running: 591 s wall for `python -m dclib train shapes-clip`
+#   (training 584 s incl. rendering, loop 0.48 s/step; then start-up and the accuracy measurement), peak RSS
+#   4.2 GB.
 
 
 @dataclass
@@ -407,7 +410,8 @@ def train_shapes(out: Path, steps: int | None = None, progress: bool = True, rec
     @torch.inference_mode()
     def val_losses(m) -> dict:
         m.eval()
-        res = {k: float(F.mse_loss(m["unet"](val_xt, val_t, encoder_hidden_states=m["text"](ids)[0]).sample, val_target))
+        res = {k: float(F.mse_loss(m["unet"](val_xt, val_t, encoder_hidden_states=m["text"](ids)[0]).sample,
+                                   val_target))
                for k, ids in val_ids.items()}
         return res
 
@@ -492,8 +496,8 @@ A Stable Diffusion pipeline in miniature, trained from scratch by dclib on CPU (
   with the UNet from scratch; `CLIPTokenizer` whose every caption word is one token, model_max_length {max_length}.
 - UNet: `UNet2DConditionModel` {unet_channels}, {layers_per_block} layer(s) per block; transformer blocks (self-attn
   + cross-attention to every text token) at the levels marked {attention_levels} (16x16, 8x8) and in the mid block;
-  {prediction_type} prediction, DDPM {beta_schedule} betas {beta_start}..{beta_end}, T = 1000. {steps_run} steps of batch
-  {batch_size}, AdamW lr {lr} ({warmup} warm-up steps, cosine), bf16 autocast = {bf16}, grad clip {grad_clip},
+  {prediction_type} prediction, DDPM {beta_schedule} betas {beta_start}..{beta_end}, T = 1000. {steps_run} steps
+  of batch {batch_size}, AdamW lr {lr} ({warmup} warm-up steps, cosine), bf16 autocast = {bf16}, grad clip {grad_clip},
   EMA {ema_decay} (the shipped weights). Weights stored as fp16; dclib loads them as float32.
 - Validation losses use fixed (t, eps) on {n_val} other scenes: `val_train` (TRAIN wording), `val_heldout`
   (HELD-OUT wording), `val_shuffled` (another scene's caption), `val_null` (empty prompt). The gap between
