@@ -32,10 +32,13 @@ def load_text_to_image_pipeline(model: str, device: str = "cpu"):
 
 @torch.inference_mode()
 def generate_images(pipe, prompts, n_per_prompt: int, steps: int = 25, guidance: float = 3.0, seed: int = 0,
-                    batch_size: int = 64, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                    batch_size: int = 64, progress: bool = True, shared_noise: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """``n_per_prompt`` samples of every prompt: (uint8 images [n, H, W, 3], prompt index [n]).
 
     Sample j of prompt p uses a generator seeded by (seed, p, j), so the set does not depend on the batch size.
+    ``shared_noise=True`` seeds by (seed, j) only: sample j of every prompt starts from the same noise, so the
+    prompts' effect on the picture can be seen side by side.
     """
     jobs = [(p, j) for p in range(len(prompts)) for j in range(n_per_prompt)]
     side = pipe.unet.config.sample_size * pipe.vae_scale_factor
@@ -43,8 +46,8 @@ def generate_images(pipe, prompts, n_per_prompt: int, steps: int = 25, guidance:
     images = []
     for i in tqdm(range(0, len(jobs), batch_size), desc="generating", disable=not progress):
         chunk = jobs[i:i + batch_size]
-        latents = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed * 1_000_003 + p * 10_007 + j))
-                               for p, j in chunk])
+        latents = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(
+            seed * 1_000_003 + (0 if shared_noise else p * 10_007) + j)) for p, j in chunk])
         out = pipe([prompts[p] for p, _ in chunk], num_inference_steps=steps, guidance_scale=guidance,
                    height=side, width=side, latents=latents.to(pipe.device), output_type="np")
         images.append((np.clip(out.images, 0, 1) * 255).round().astype(np.uint8))

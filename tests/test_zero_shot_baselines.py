@@ -17,6 +17,16 @@ def test_generation_is_seeded_per_sample_not_per_batch(tiny_models):
     assert not np.array_equal(a[0], a[1])  # different samples of one prompt differ
 
 
+def test_shared_noise_starts_every_prompt_from_the_same_noise(tiny_models):
+    pipe = load_text_to_image_pipeline(tiny_models["sd"])
+    # the same prompt twice: only the noise can make the two rows differ
+    shared, _ = generate_images(pipe, ["a cat", "a cat"], 2, steps=2, progress=False, shared_noise=True)
+    own, _ = generate_images(pipe, ["a cat", "a cat"], 2, steps=2, progress=False)
+    assert np.array_equal(shared[:2], shared[2:])
+    assert not np.array_equal(own[:2], own[2:])
+    assert np.array_equal(own[:2], shared[:2])  # prompt 0 keeps its noise either way
+
+
 def test_synthetic_data_baseline_trains_on_generated_images(tiny_models):
     rows = [("a cat", "cat", 0), ("a dog", "dog", 1)]
     clf, images, labels = synthetic_data_baseline(tiny_models["sd"], rows, n_per_prompt=4, steps=2, epochs=1,
