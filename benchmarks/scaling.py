@@ -70,22 +70,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = os.path.join(tmp, "tiny-sd")
         tiny_sd_pipeline().save_pretrained(model_dir, safe_serialization=True)
+
+        def child(n: int, **env) -> dict:
+            out = subprocess.run([sys.executable, __file__, "--child", str(n), "--timesteps", str(args.timesteps),
+                                  "--batch-size", str(args.batch_size), "--model-dir", model_dir],
+                                 check=True, capture_output=True, text=True,
+                                 env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
+            return json.loads(out.stdout.strip().splitlines()[-1])
+
         results = []
         for n in map(int, args.classes.split(",")):
-            row = {}
+            row = child(n)
             # glibc raises its mmap threshold after large frees, so freed UNet activations stay in the heap and
             # the process's peak grows with the number of batches. A second run with the threshold pinned
             # separates that allocator effect from what the engine itself keeps.
-            for pinned in (False, True):
-                env = {**os.environ, "HF_HUB_OFFLINE": "1", **({"MALLOC_MMAP_THRESHOLD_": "65536"} if pinned else {})}
-                out = subprocess.run([sys.executable, __file__, "--child", str(n), "--timesteps", str(args.timesteps),
-                                      "--batch-size", str(args.batch_size), "--model-dir", model_dir],
-                                     check=True, capture_output=True, text=True, env=env)
-                child = json.loads(out.stdout.strip().splitlines()[-1])
-                if pinned:
-                    row["peak_rss_mb_mmap_threshold_pinned"] = child["peak_rss_mb"]
-                else:
-                    row = child
+            row["peak_rss_mb_mmap_threshold_pinned"] = child(n, MALLOC_MMAP_THRESHOLD_="65536")["peak_rss_mb"]
             results.append(row)
     print(json.dumps({"device": f"cpu {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
                       "model": "tiny StableDiffusionPipeline (dclib.testing.tiny_sd_pipeline)",

@@ -145,9 +145,9 @@ def zero_shot_comparison(task: str, model: str = "embedded:shapes", contrastive:
     side = np.asarray(images[0]).shape[0]
     clf = DiffusionClassifier.from_pretrained(model)
     preds = {}
-    preds["Diffusion Classifier"] = evaluate_dataset(clf, data, progress=progress, desc=f"{task}: Diffusion Classifier",
-                                                     prompts=rows, schedule=schedule, seed=seed,
-                                                     batch_size=500).predictions
+    preds["Diffusion Classifier"] = evaluate_dataset(
+        clf, data, progress=progress, desc=f"{task}: Diffusion Classifier", prompts=rows, schedule=schedule, seed=seed,
+        batch_size=500).predictions
     if contrastive:
         from .contrastive import ContrastiveModel
 

@@ -265,20 +265,24 @@ def build_scheduler(recipe: ShapesRecipe | None = None):
     from diffusers import DDPMScheduler
 
     recipe = recipe or ShapesRecipe()
-    if recipe.prediction_type not in ("epsilon", "v_prediction"):
-        raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {recipe.prediction_type!r}")
+    _check_prediction_type(recipe.prediction_type)
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule=recipe.beta_schedule, beta_start=recipe.beta_start,
                          beta_end=recipe.beta_end, prediction_type=recipe.prediction_type, clip_sample=False,
                          steps_offset=1)
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+def _check_prediction_type(prediction_type: str) -> None:
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+
+
 def training_target(prediction_type: str, x0: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
     """What the UNet learns to output: eps, or v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022)."""
-    if prediction_type == "epsilon":
-        return eps
-    if prediction_type == "v_prediction":
-        return abar.sqrt() * eps - (1 - abar).sqrt() * x0
-    raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
+    _check_prediction_type(prediction_type)
+    return eps if prediction_type == "epsilon" else abar.sqrt() * eps - (1 - abar).sqrt() * x0
 
 
 def build_pipeline(vae, text_encoder, tokenizer, unet, recipe: ShapesRecipe | None = None):
