@@ -26,8 +26,10 @@ from dclib import DiffusionClassifier, ScoreOptions, Scorer, even_plan, make_noi
 from dclib.adapters.base import DiffusionAdapter  # noqa: E402
 
 
-def reference_errors(adapter, x0, cond, timesteps, noise, batch_size=32):
-    """The official loop: per prompt and timestep, tuples in Python lists, batches of 32, one call each."""
+def reference_errors(adapter, x0, cond, timesteps, noise, batch_size=32, forward=None):
+    """The official loop: per prompt and timestep, tuples in Python lists, batches of 32, one call each
+    (through ``forward``, the eager denoiser call, when dclib's is compiled)."""
+    forward = forward or adapter._forward
     ts, noise_idxs, cond_idxs = [], [], []
     for c in range(len(cond)):
         for s, t in enumerate(timesteps.tolist()):
@@ -44,20 +46,28 @@ def reference_errors(adapter, x0, cond, timesteps, noise, batch_size=32):
             eps = noise[noise_idxs[i:i + batch_size]]
             a = abar[bt.to(adapter.device)].view(-1, 1, 1, 1)
             xt = x0 * a ** 0.5 + eps * (1 - a) ** 0.5
-            pred = adapter._forward(xt, bt.to(adapter.device), cond[cond_idxs[i:i + batch_size]])
+            pred = forward(xt, bt.to(adapter.device), cond[cond_idxs[i:i + batch_size]])
             pred = adapter.to_eps(pred[:, : x0.shape[0]].float(), xt.float(), bt.to(adapter.device))
             errors[i:i + len(bt)] = F.mse_loss(eps.float(), pred, reduction="none").mean((1, 2, 3)).cpu()
     return errors.view(len(cond), len(timesteps))
 
 
-def timed(fn, repeats, sync):
-    fn()  # warm-up (allocations, cuDNN autotuning, compilation)
-    sync()
-    start = time.perf_counter()
+def timed_pair(reference_fn, dclib_fn, repeats, sync):
+    """Median seconds per run of each, the two runs interleaved so that drift in the machine's speed (other
+    tenants, clocks) falls on both alike."""
+    times = {reference_fn: [], dclib_fn: []}
+    out = {}
+    for fn in (reference_fn, dclib_fn):
+        fn()  # warm-up (allocations, cuDNN autotuning)
     for _ in range(repeats):
-        out = fn()
-    sync()
-    return out, (time.perf_counter() - start) / repeats
+        for fn in (reference_fn, dclib_fn):
+            sync()
+            start = time.perf_counter()
+            out[fn] = fn()
+            sync()
+            times[fn].append(time.perf_counter() - start)
+    median = lambda v: sorted(v)[len(v) // 2]
+    return out[reference_fn], median(times[reference_fn]), out[dclib_fn], median(times[dclib_fn])
 
 
 def bench(name, adapter, x0, cond, n_timesteps, batch_size, repeats, flops_per_eval=None, peak=None,
@@ -66,8 +76,7 @@ def bench(name, adapter, x0, cond, n_timesteps, batch_size, repeats, flops_per_e
     t = torch.tensor(plan.timesteps)
     noise = make_noise(plan, x0.shape, seed=0, image_id="bench")
     sync = torch.cuda.synchronize if adapter.device.type == "cuda" else (lambda: None)
-    # the reference runs first, on the eager model (the official code does not compile)
-    ref, ref_s = timed(lambda: reference_errors(adapter, x0, cond, t, noise), repeats, sync)
+    eager = adapter._forward  # the reference always runs eager (the official code does not compile)
     compile_s = None
     if compile:
         adapter.compile()
@@ -76,7 +85,8 @@ def bench(name, adapter, x0, cond, n_timesteps, batch_size, repeats, flops_per_e
         sync()
         compile_s = round(time.perf_counter() - started, 1)
     scorer = Scorer(adapter, ScoreOptions(), batch_size=batch_size)
-    ours, ours_s = timed(lambda: scorer.score(x0, cond, t, noise).errors, repeats, sync)
+    ref, ref_s, ours, ours_s = timed_pair(lambda: reference_errors(adapter, x0, cond, t, noise, forward=eager),
+                                          lambda: scorer.score(x0, cond, t, noise).errors, repeats, sync)
     n_evals = len(cond) * len(t)
     row = {"model": name, "dtype": str(adapter.dtype).replace("torch.", ""),
            "autocast": str(adapter.autocast).replace("torch.", "") if adapter.autocast else None,
@@ -157,9 +167,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="digits,mnist,shapes,tiny-sd")
     parser.add_argument("--gpu-models", default="sd2-unet,dit-xl-2")
-    parser.add_argument("--timesteps", type=int, default=50)
+    parser.add_argument("--timesteps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=None, help="dclib batch size (default: 500 CPU, 250 GPU)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs of each (median reported)")
     parser.add_argument("--autocast", default=None, choices=[None, "bfloat16"], help="CPU autocast for dclib")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile dclib's denoiser (compilation time reported apart, not in evals/s)")
