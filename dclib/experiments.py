@@ -113,6 +113,23 @@ def score_dataset(classifier, dataset, plan: Plan | Callable[[int], Plan], condi
                      "noise": str(dist)})
 
 
+def separation_by_timestep(adapter, x0_a: torch.Tensor, x0_b: torch.Tensor) -> np.ndarray:
+    """How far apart two clean samples stay once noised, at every timestep of the model's schedule: the
+    distance between the means of x_t given x0_a and given x0_b, in units of the noise's standard deviation
+    (an ideal observer's d'; sqrt(abar_t / (1 - abar_t)) * ||x0_a - x0_b|| for DDPM schedules).
+
+    x0_a, x0_b: clean samples [n, ...] (``adapter.encode_images``). Returns [n, T]. Where it is well above
+    1, x_t alone shows which of the two it came from, and a conditioning that tells them apart barely
+    changes the best noise prediction.
+    """
+    t = torch.arange(adapter.num_train_timesteps, device=adapter.device)
+    one = torch.ones(len(t), 1, device=adapter.device)
+    signal = adapter.q_sample(one, torch.zeros_like(one), t).cpu()  # sqrt(abar_t), or 1 - sigma_t
+    noise_sd = adapter.q_sample(torch.zeros_like(one), one, t).cpu()  # sqrt(1 - abar_t), or sigma_t
+    distance = (x0_a.float() - x0_b.float()).flatten(1).norm(dim=1).cpu()
+    return (distance[:, None] * (signal / noise_sd).T).numpy()
+
+
 def cached(path: Path, compute: Callable[[], ErrorSet]) -> ErrorSet:
     """Load an ErrorSet saved by an earlier run with the same parameters, or compute and save it."""
     path = Path(path)

@@ -226,6 +226,24 @@ def test_zero_shot_tasks(task, attr, names, tmp_path):
     assert [(p, c, int(i)) for p, c, i in rows[1:]] == prompts
 
 
+@pytest.mark.parametrize("task, attr, names", [("colour", "colour1", COLOUR_NAMES), ("position", "pos1", POSITIONS)])
+def test_attribute_variants_change_only_the_attribute(task, attr, names):
+    from dclib.data.shapes_render import render_scene
+
+    variants = shapes.attribute_variants(task, 3, seed=7)
+    assert variants.shape == (3, len(names), 32, 32, 3) and variants.dtype == np.uint8
+    scenes = shapes.sample_scenes(3, 7, p_single=1.0)
+    for scene, rendered in zip(scenes, variants):
+        # the variant of the scene's own class is the scene itself, and every class looks different
+        assert np.array_equal(rendered[names.index(scene[attr])], render_scene(scene))
+        assert len({v.tobytes() for v in rendered}) == len(names)
+        if task == "colour":  # same object, same place: the pixels that differ are the same for every colour
+            changed = [np.any(v != rendered[0], -1) for v in rendered[1:]]
+            assert all(np.array_equal(changed[0], c) for c in changed[1:])
+    with pytest.raises(ValueError, match="unknown zero-shot task"):
+        shapes.attribute_variants("size", 2)
+
+
 # --- Winoground-style pairs ---------------------------------------------------------------------------
 
 def test_wino_pairs():

@@ -6,7 +6,8 @@ from PIL import Image
 
 from dclib import Plan, ScoreOptions, even_plan
 from dclib.evaluate import clopper_pearson, effective_robustness, summarize
-from dclib.experiments import ErrorSet, cached, compare_settings, paired_difference, score_dataset
+from dclib.experiments import (ErrorSet, cached, compare_settings, paired_difference, score_dataset,
+                               separation_by_timestep)
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +110,22 @@ def test_paired_verdict():
     assert paired_verdict([(bad, good)]) == "no"
     assert paired_verdict([(good, good)]) == "partial"
     assert paired_verdict([(good, bad), (good, good)]) == "partial"
+
+
+def test_separation_by_timestep_is_the_ideal_observers_d_prime():
+    import torch
+
+    from fakes import LinearAdapter
+
+    adapter = LinearAdapter([0.0])
+    a, b = torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 4)
+    b[0, 0, 0, :2] = 3.0  # ||a - b|| = sqrt(18)
+    b[1] = 0.5  # ||a - b|| = 0.5 * 4 = 2
+    d = separation_by_timestep(adapter, a, b)
+    abar = adapter.alphas_cumprod.double()
+    snr_sqrt = (abar / (1 - abar)).sqrt().numpy()
+    assert d.shape == (2, 1000)
+    np.testing.assert_allclose(d[0], np.sqrt(18) * snr_sqrt, rtol=1e-5)
+    np.testing.assert_allclose(d[1], 2 * snr_sqrt, rtol=1e-5)
+    assert np.all(np.diff(d[1]) < 0)  # noisier timesteps hide the difference more
+    assert separation_by_timestep(adapter, a, a).max() == 0

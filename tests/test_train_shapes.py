@@ -6,8 +6,8 @@ import torch
 
 from dclib.data import captions as cap
 from dclib.train.shapes import (ClipRecipe, ShapesRecipe, build_word_tokenizer, caption_truth, caption_words,
-                                build_scheduler, hard_negatives, longest_caption_tokens, multi_positive_nce, tokenize,
-                                train_shapes, train_shapes_clip, training_target)
+                                TimestepLossBalance, build_scheduler, hard_negatives, longest_caption_tokens,
+                                multi_positive_nce, tokenize, train_shapes, train_shapes_clip, training_target)
 
 TINY_SD = dict(n_scenes=64, n_val=16, vae_channels=(8, 16), vae_steps=3, vae_batch=8, vae_warmup=1,
                text_layers=1, text_intermediate=64, unet_channels=(32, 32), heads=(1, 1), batch_size=8, warmup=1,
@@ -123,6 +123,33 @@ def test_v_prediction_recipe_saves_a_v_scheduler_that_the_adapter_reads(tmp_path
     assert clf.adapter.prediction_type == "v_prediction"
     # the model's own schedule (linear 1e-4..0.02 here) is what the scorer uses
     assert float(clf.adapter.betas[0]) == pytest.approx(1e-4) and float(clf.adapter.betas[-1]) == pytest.approx(0.02)
+
+
+def test_timestep_loss_balance_makes_every_noise_level_count_alike():
+    balance = TimestepLossBalance(n_bins=2, num_timesteps=1000, decay=0.5)
+    t = torch.tensor([100, 200, 600, 900])
+    loss = torch.tensor([4.0, 4.0, 1.0, 1.0])  # the low-noise bin's loss is 4x the high-noise bin's
+    for _ in range(20):
+        weights = balance(t, loss)
+    torch.testing.assert_close(weights, torch.tensor([0.625, 0.625, 2.5, 2.5]))  # mean running loss 2.5
+    weighted = weights * loss
+    assert weighted[0] == pytest.approx(weighted[2])
+    # a bin seen for the first time takes its batch mean, and unseen bins do not enter the mean
+    fresh = TimestepLossBalance(n_bins=4)
+    assert fresh(torch.tensor([0, 10]), torch.tensor([2.0, 4.0])).tolist() == [1.0, 1.0]
+
+
+def test_latent_scale_and_loss_weighting_reach_the_saved_pipeline(tmp_path):
+    out = tmp_path / "shapes-scaled"
+    base = {**TINY_SD, "checkpoints": (), "vae_steps": 0}
+    facts = train_shapes(out, steps=2, progress=False, recipe=ShapesRecipe(**base, latent_scale=0.25,
+                                                                           loss_weighting="per-timestep"))
+    reference = train_shapes(tmp_path / "ref", steps=0, progress=False, recipe=ShapesRecipe(**base))
+    # the same untrained VAE (same seed): the scaling factor is a quarter of the unit-variance one
+    assert facts["scaling_factor"] == pytest.approx(reference["scaling_factor"] / 4, rel=1e-5)
+    assert np.isfinite(facts["final_train_loss"])
+    with pytest.raises(ValueError, match="loss_weighting"):
+        train_shapes(tmp_path / "bad", steps=1, progress=False, recipe=ShapesRecipe(**base, loss_weighting="snr"))
 
 
 def test_train_shapes_clip_tiny_loads_and_scores(tmp_path):

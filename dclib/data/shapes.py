@@ -23,6 +23,7 @@ from dclib.data.shapes_render import (BACKGROUNDS, COLOUR_NAMES, POSITIONS, RELA
 
 TRAIN_SEED, TEST_SEED, WINO_SEED = 1, 2, 3
 FEATURE_TRAIN_SEED = 4  # labelled scenes for the "model features" baseline (the diffusion validation set uses 11)
+VARIANT_SEED = 5  # scenes re-rendered once per value of one attribute (attribute_variants)
 TRAIN_SIZE = 50_000
 TEST_SIZE = 1_000
 WINO_PER_SWAP = 200
@@ -143,6 +144,18 @@ def labelled_scenes(task: str, n: int, seed: int = FEATURE_TRAIN_SEED) -> tuple[
     images, scenes = render_scenes(n, seed, p_single=1.0)
     attr, names = _TASK_ATTR[task]
     return images, np.array([names.index(s[attr]) for s in scenes], np.int64)
+
+
+def attribute_variants(task: str, n: int, seed: int = VARIANT_SEED) -> np.ndarray:
+    """uint8 [n, n_classes, 32, 32, 3]: ``n`` one-object scenes, each rendered once per class of ``task``
+    with everything else (the other attributes, jitter, colour noise, background) unchanged; what
+    telling the task's classes apart means in pixels."""
+    if task not in _TASK_ATTR:
+        raise ValueError(f"unknown zero-shot task {task!r}; valid: {', '.join(ZERO_SHOT_TASKS)}")
+    attr, names = _TASK_ATTR[task]
+    scenes = sample_scenes(n, seed, p_single=1.0)
+    return np.stack([np.stack([render_scene({**s, attr: value}) for value in names]) for s in scenes]) if scenes \
+        else np.zeros((0, len(names), 32, 32, 3), np.uint8)
 
 
 def zero_shot_prompts(task: str) -> list[tuple[str, str, int]]:
