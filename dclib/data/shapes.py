@@ -125,13 +125,18 @@ def test_split(n: int = TEST_SIZE) -> ImageSplit:
 _TASK_ATTR = {"shape": ("shape1", SHAPES), "colour": ("colour1", COLOUR_NAMES), "position": ("pos1", POSITIONS)}
 
 
+def _task_attr(task: str) -> tuple[str, tuple[str, ...]]:
+    """(scene attribute, class names) of a zero-shot task; a clear error for an unknown one."""
+    if task not in _TASK_ATTR:
+        raise ValueError(f"unknown zero-shot task {task!r}; valid: {', '.join(ZERO_SHOT_TASKS)}")
+    return _TASK_ATTR[task]
+
+
 @lru_cache(maxsize=None)
 def zero_shot_split(task: str) -> ImageSplit:
     """The shapes test scenes labelled by one attribute (task in shape, colour, position)."""
-    if task not in _TASK_ATTR:
-        raise ValueError(f"unknown zero-shot task {task!r}; valid: {', '.join(ZERO_SHOT_TASKS)}")
+    attr, names = _task_attr(task)
     base = test_split()
-    attr, names = _TASK_ATTR[task]
     return ImageSplit(images=base.images, labels=np.array([names.index(v) for v in base.extra[attr]], np.int64),
                       ids=base.ids, class_names=names, extra=dict(base.extra))
 
@@ -139,10 +144,8 @@ def zero_shot_split(task: str) -> ImageSplit:
 def labelled_scenes(task: str, n: int, seed: int = FEATURE_TRAIN_SEED) -> tuple[np.ndarray, np.ndarray]:
     """``n`` one-object scenes (uint8 [n, 32, 32, 3]) labelled for ``task``, from a seed no other split uses:
     labelled real training images for the non-zero-shot "model features" baseline of Table 1."""
-    if task not in _TASK_ATTR:
-        raise ValueError(f"unknown zero-shot task {task!r}; valid: {', '.join(ZERO_SHOT_TASKS)}")
+    attr, names = _task_attr(task)
     images, scenes = render_scenes(n, seed, p_single=1.0)
-    attr, names = _TASK_ATTR[task]
     return images, np.array([names.index(s[attr]) for s in scenes], np.int64)
 
 
@@ -150,9 +153,7 @@ def attribute_variants(task: str, n: int, seed: int = VARIANT_SEED) -> np.ndarra
     """uint8 [n, n_classes, 32, 32, 3]: ``n`` one-object scenes, each rendered once per class of ``task``
     with everything else (the other attributes, jitter, colour noise, background) unchanged; what
     telling the task's classes apart means in pixels."""
-    if task not in _TASK_ATTR:
-        raise ValueError(f"unknown zero-shot task {task!r}; valid: {', '.join(ZERO_SHOT_TASKS)}")
-    attr, names = _TASK_ATTR[task]
+    attr, names = _task_attr(task)
     scenes = sample_scenes(n, seed, p_single=1.0)
     return np.stack([np.stack([render_scene({**s, attr: value}) for value in names]) for s in scenes]) if scenes \
         else np.zeros((0, len(names), 32, 32, 3), np.uint8)
@@ -160,8 +161,7 @@ def attribute_variants(task: str, n: int, seed: int = VARIANT_SEED) -> np.ndarra
 
 def zero_shot_prompts(task: str) -> list[tuple[str, str, int]]:
     """(prompt, class name, class index) rows for a task, worded with its HELD-OUT template."""
-    if task not in _TASK_ATTR:
-        raise ValueError(f"unknown zero-shot task {task!r}; valid: {', '.join(ZERO_SHOT_TASKS)}")
+    _task_attr(task)
     template = cap.TEMPLATE_BY_ID[cap.ZERO_SHOT_TEMPLATE_IDS[task]]
     slot, names = {"shape": ("shape1", SHAPES), "colour": ("colour1", COLOUR_NAMES),
                    "position": ("where1", POSITIONS)}[task]

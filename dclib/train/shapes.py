@@ -297,6 +297,28 @@ def training_target(prediction_type: str, x0: torch.Tensor, eps: torch.Tensor, a
     return eps if prediction_type == "epsilon" else abar.sqrt() * eps - (1 - abar).sqrt() * x0
 
 
+LOSS_WEIGHTINGS = ("none", "per-timestep", "per-timestep-boost")
+
+
+class TimestepLossBalance:
+    """Weights that make every noise level count alike: mean running loss / running loss of the sample's
+    timestep bin (exponential moving averages over training); ``floor`` clamps them from below."""
+
+    def __init__(self, n_bins: int = 20, num_timesteps: int = 1000, decay: float = 0.99, floor: float | None = None):
+        self.n_bins, self.num_timesteps, self.decay, self.floor = n_bins, num_timesteps, decay, floor
+        self.running = torch.full((n_bins,), float("nan"))
+
+    def __call__(self, t: torch.Tensor, per_sample_loss: torch.Tensor) -> torch.Tensor:
+        bins = (t * self.n_bins) // self.num_timesteps
+        for b in bins.unique().tolist():
+            batch_mean = per_sample_loss[bins == b].mean()
+            old = self.running[b]
+            self.running[b] = batch_mean if torch.isnan(old) else self.decay * old + (1 - self.decay) * batch_mean
+        seen = ~torch.isnan(self.running)
+        weights = self.running[seen].mean() / self.running[bins]
+        return weights if self.floor is None else weights.clamp(min=self.floor)
+
+
 def build_pipeline(vae, text_encoder, tokenizer, unet, recipe: ShapesRecipe | None = None):
     from diffusers import StableDiffusionPipeline
 
@@ -319,28 +341,6 @@ def _autocast(enabled: bool):
 
 
 # ----------------------------------------------------------------------------------------------- VAE stage
-
-
-LOSS_WEIGHTINGS = ("none", "per-timestep", "per-timestep-boost")
-
-
-class TimestepLossBalance:
-    """Weights that make every noise level count alike: mean running loss / running loss of the sample's
-    timestep bin (exponential moving averages over training); ``floor`` clamps them from below."""
-
-    def __init__(self, n_bins: int = 20, num_timesteps: int = 1000, decay: float = 0.99, floor: float | None = None):
-        self.n_bins, self.num_timesteps, self.decay, self.floor = n_bins, num_timesteps, decay, floor
-        self.running = torch.full((n_bins,), float("nan"))
-
-    def __call__(self, t: torch.Tensor, per_sample_loss: torch.Tensor) -> torch.Tensor:
-        bins = (t * self.n_bins) // self.num_timesteps
-        for b in bins.unique().tolist():
-            batch_mean = per_sample_loss[bins == b].mean()
-            old = self.running[b]
-            self.running[b] = batch_mean if torch.isnan(old) else self.decay * old + (1 - self.decay) * batch_mean
-        seen = ~torch.isnan(self.running)
-        weights = self.running[seen].mean() / self.running[bins]
-        return weights if self.floor is None else weights.clamp(min=self.floor)
 
 
 def train_vae(recipe: ShapesRecipe, pool: ScenePool, gen: torch.Generator, steps: int | None = None,
@@ -392,6 +392,8 @@ def train_shapes(out: Path, steps: int | None = None, progress: bool = True, rec
     from transformers import CLIPTextModel
 
     recipe = recipe or ShapesRecipe()
+    if recipe.loss_weighting not in LOSS_WEIGHTINGS:  # before minutes of VAE training, not after
+        raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {recipe.loss_weighting!r}")
     steps = recipe.steps if steps is None else steps
     vae_steps = recipe.vae_steps if vae_steps is None else vae_steps
     out = Path(out)
@@ -456,8 +458,6 @@ def train_shapes(out: Path, steps: int | None = None, progress: bool = True, rec
     def save(path: Path) -> None:
         save_pipeline(vae, ema.model["text"], tokenizer, ema.model["unet"], path, recipe)
 
-    if recipe.loss_weighting not in LOSS_WEIGHTINGS:
-        raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {recipe.loss_weighting!r}")
     balance = None if recipe.loss_weighting == "none" else \
         TimestepLossBalance(floor=1.0 if recipe.loss_weighting == "per-timestep-boost" else None)
     history, losses, saved = [], [], []
