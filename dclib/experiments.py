@@ -6,7 +6,7 @@ another strategy) is then a cheap reduction, and every subset sees exactly the n
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .errors import InputError
 from .evaluate import clopper_pearson
 from .noise import NoiseDistribution, make_noise
 from .plan import Plan
@@ -85,12 +86,29 @@ def score_dataset(classifier, dataset, plan: Plan | Callable[[int], Plan], condi
     ``plan`` may be a function of the image index (e.g. uniform random timesteps drawn per image).
     ``shared_noise=False`` gives each conditioning its own noise (an ablation: the paper shares it).
     """
+    options = options or ScoreOptions()
+    return score_dataset_by_loss(classifier, dataset, plan, (options.loss,), conditionings, n_images, seed, options,
+                                 noise, shared_noise, batch_size, label_column, progress)[options.loss]
+
+
+def score_dataset_by_loss(classifier, dataset, plan: Plan | Callable[[int], Plan], losses: Sequence[str],
+                          conditionings: Conditionings | None = None, n_images: int | None = None, seed: int = 0,
+                          options: ScoreOptions | None = None, noise: str | NoiseDistribution | None = None,
+                          shared_noise: bool = True, batch_size: int = 1000, label_column: str = "label",
+                          progress: bool = True) -> dict[str, ErrorSet]:
+    """:func:`score_dataset` for several losses at once, {loss: ErrorSet}: one denoiser pass, every loss
+    measured on the same predictions (``options.loss`` is replaced by each loss in turn)."""
+    losses = tuple(dict.fromkeys(losses))
+    if not losses:
+        raise InputError("no losses to score")
+    options = replace(options or ScoreOptions(), loss=losses[0])
     conds = conditionings or classifier.conditionings()
     n = len(dataset) if n_images is None else min(n_images, len(dataset))
     scorer = Scorer(classifier.adapter, options, batch_size=batch_size)
     encoded = classifier.adapter.encode_conditions(list(conds.values))
     dist = NoiseDistribution.parse(noise)
-    errors, timesteps, labels, ids = [], [], [], []
+    errors = {loss: [] for loss in losses}
+    timesteps, labels, ids = [], [], []
     for i in tqdm(range(n), desc="scoring images", disable=not progress):
         row = dataset[i]
         image_plan = plan(i) if callable(plan) else plan
@@ -99,18 +117,21 @@ def score_dataset(classifier, dataset, plan: Plan | Callable[[int], Plan], condi
         t = torch.tensor(image_plan.timesteps)
         if shared_noise:
             eps = make_noise(image_plan, x0.shape, seed, image_id, dist)
-            e = scorer.score(x0, encoded, t, eps).errors
+            results = [scorer.score(x0, encoded, t, eps, losses=losses[1:])]
         else:
-            e = torch.cat([scorer.score(x0, encoded[c:c + 1], t,
-                                        make_noise(image_plan, x0.shape, seed, f"{image_id}|cond{c}", dist)).errors
-                           for c in range(len(conds))])
-        errors.append(e.numpy())
+            results = [scorer.score(x0, encoded[c:c + 1], t,
+                                    make_noise(image_plan, x0.shape, seed, f"{image_id}|cond{c}", dist),
+                                    losses=losses[1:])
+                       for c in range(len(conds))]
+        for loss in losses:
+            errors[loss].append(torch.cat([r.by_loss[loss] if r.by_loss else r.errors for r in results]).numpy())
         timesteps.append(np.array(image_plan.timesteps))
         labels.append(int(row[label_column]))
         ids.append(str(image_id))
-    return ErrorSet(np.stack(errors), np.stack(timesteps), np.array(labels), np.array(conds.class_idx), ids,
-                    {"seed": seed, "shared_noise": shared_noise, "options": (options or ScoreOptions()).to_dict(),
-                     "noise": str(dist)})
+    return {loss: ErrorSet(np.stack(errors[loss]), np.stack(timesteps), np.array(labels), np.array(conds.class_idx),
+                           ids, {"seed": seed, "shared_noise": shared_noise,
+                                 "options": replace(options, loss=loss).to_dict(), "noise": str(dist)})
+            for loss in losses}
 
 
 def separation_by_timestep(adapter, x0_a: torch.Tensor, x0_b: torch.Tensor) -> np.ndarray:
@@ -149,16 +170,26 @@ def compare_settings(classifier, dataset, settings: dict[str, dict], plan: Plan,
 
     ``settings`` maps a name to keyword arguments of :func:`score_dataset` (``options``, ``noise``,
     ``shared_noise``). Every setting sees the same images, timesteps and noise keys, so differences are paired.
+    Settings that differ only in ``options.loss`` share one denoiser pass (:func:`score_dataset_by_loss`).
     Returns (table, {name: ErrorSet}).
     """
     import pandas as pd
 
-    sets, rows = {}, []
+    groups: dict[str, tuple[dict, dict[str, str]]] = {}  # everything but the loss -> (kwargs, {name: loss})
     for name, kwargs in settings.items():
-        errors = score_dataset(classifier, dataset, plan, n_images=n_images, seed=seed, batch_size=batch_size,
-                               progress=progress, **kwargs)
+        options = kwargs.get("options") or ScoreOptions()
+        rest = {**kwargs, "options": replace(options, loss="l2")}
+        key = repr(sorted(rest.items()))
+        groups.setdefault(key, (rest, {}))[1][name] = options.loss
+    by_name = {}
+    for rest, losses in groups.values():
+        scored = score_dataset_by_loss(classifier, dataset, plan, list(losses.values()), n_images=n_images, seed=seed,
+                                       batch_size=batch_size, progress=progress, **rest)
+        by_name.update({name: scored[loss] for name, loss in losses.items()})
+    sets, rows = {}, []
+    for name in settings:
+        errors = sets[name] = by_name[name]
         acc, low, high = errors.accuracy_ci()
-        sets[name] = errors
         rows.append({"setting": name, "accuracy": acc, "ci_low": low, "ci_high": high, "n": errors.n_images})
     return pd.DataFrame(rows), sets
 

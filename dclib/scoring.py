@@ -54,6 +54,7 @@ class ScoreResult:
     errors: torch.Tensor  # [n_conditionings, n_samples], float32 on the CPU
     maps: torch.Tensor | None = None  # [n_conditionings, n_samples, H, W] (channel mean), when asked for
     evaluations: int = 0  # denoiser calls, including the unconditional ones for guidance
+    by_loss: dict[str, torch.Tensor] | None = None  # {loss: errors} from the same predictions, when asked for
 
 
 def crop_map(x: torch.Tensor, crop: int) -> torch.Tensor:
@@ -143,7 +144,7 @@ class Scorer:
 
     @torch.inference_mode()
     def score(self, x0: torch.Tensor, conditions: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor,
-              return_maps: bool = False) -> ScoreResult:
+              return_maps: bool = False, losses: tuple[str, ...] = ()) -> ScoreResult:
         """Errors of every conditioning on every sample.
 
         Args:
@@ -151,7 +152,16 @@ class Scorer:
             conditions: encoded conditionings [n_cond, ...] (``adapter.encode_conditions``).
             timesteps: integer timesteps [n_samples] in [0, T).
             noise: eps [n_samples, C, H, W], one per timestep, shared by every conditioning.
+            losses: further losses (``l2``, ``l1``, ``huber``) to measure on the same predictions, returned in
+                ``by_loss`` beside ``options.loss``: a loss comparison paired down to the denoiser's output, for
+                the price of one pass (uniform objective only).
         """
+        losses = tuple(dict.fromkeys((self.options.loss, *losses))) if losses else ()
+        if losses and self.options.objective != "uniform":
+            raise InputError(f"several losses need the uniform objective, not {self.options.objective!r}")
+        for loss in losses:
+            if loss not in LOSSES:
+                raise InputError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
         adapter, device = self.adapter, self.adapter.device
         timesteps = torch.as_tensor(timesteps, dtype=torch.long)
         n_cond, n_samples = len(conditions), len(timesteps)
@@ -166,6 +176,7 @@ class Scorer:
         xt_all = adapter.q_sample(x0.expand(n_samples, *x0.shape), eps_all, t_all)
         target_all = adapter.target(x0.expand(n_samples, *x0.shape), eps_all, t_all)  # eps itself, or eps - x0
         errors = torch.empty(n_cond, n_samples)
+        by_loss = {loss: torch.empty(n_cond, n_samples) for loss in losses[1:]}
         maps = None
         evaluations = 0
 
@@ -196,6 +207,9 @@ class Scorer:
             terms = crop_map(self._terms(x0.expand_as(x_t), x_t, t, target, pred, var_values),
                              self.options.crop)
             errors[c_idx, s_idx] = terms.flatten(1).mean(1).float().cpu()
+            for loss, out in by_loss.items():
+                other = crop_map(loss_terms(target, pred, loss), self.options.crop)
+                out[c_idx, s_idx] = other.flatten(1).mean(1).float().cpu()
             if return_maps:
                 if maps is None:
                     maps = torch.empty(n_cond, n_samples, *terms.shape[-2:])
@@ -204,4 +218,6 @@ class Scorer:
             bar.update(len(pair))
         if own_bar:
             bar.close()
-        return ScoreResult(errors, maps, evaluations)
+        if losses:
+            by_loss = {losses[0]: errors, **by_loss}
+        return ScoreResult(errors, maps, evaluations, by_loss or None)

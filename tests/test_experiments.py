@@ -67,6 +67,25 @@ def test_compare_settings_and_paired_test(classifiers, tiny_dataset):
     assert d == {"only_first_right": 0, "only_second_right": 0, "p_value": 1.0}
 
 
+@pytest.mark.parametrize("shared_noise", [True, False])
+def test_losses_scored_in_one_pass_equal_separate_runs(classifiers, tiny_dataset, monkeypatch, shared_noise):
+    clf = classifiers["pixel"]
+    plan = even_plan(3)
+    calls = []
+    predict = clf.adapter.predict
+    monkeypatch.setattr(clf.adapter, "predict", lambda *a, **k: calls.append(1) or predict(*a, **k))
+    settings = {name: {"options": ScoreOptions(loss=loss), "shared_noise": shared_noise}
+                for name, loss in [("squared", "l2"), ("absolute", "l1"), ("huber", "huber")]}
+    table, sets = compare_settings(clf, tiny_dataset, settings, plan)
+    one_pass = len(calls)
+    for name, kwargs in settings.items():
+        alone = score_dataset(clf, tiny_dataset, plan, progress=False, **kwargs)
+        np.testing.assert_allclose(sets[name].errors, alone.errors, rtol=1e-6)
+        assert sets[name].meta["options"]["loss"] == kwargs["options"].loss
+    assert len(calls) == 4 * one_pass  # the three separate runs called the denoiser three times as often
+    assert list(table.setting) == list(settings)
+
+
 def test_clopper_pearson_known_values():
     low, high = clopper_pearson(0, 10)
     assert low == 0 and high == pytest.approx(0.3084971, abs=1e-6)

@@ -82,6 +82,26 @@ def test_error_map_cropping(crop):
         Scorer(adapter, ScoreOptions(crop=2)).score(x0, cond, torch.tensor(plan.timesteps), noise)
 
 
+@pytest.mark.parametrize("w, crop", [(0.0, 0), (1.5, 1)])
+def test_several_losses_from_one_pass_match_hand_computation(w, crop):
+    adapter, x0, plan, noise = setup()
+    cond = adapter.encode_conditions([0, 1, 2])
+    result = Scorer(adapter, ScoreOptions(loss="l1", guidance=w, crop=crop)).score(
+        x0, cond, torch.tensor(plan.timesteps), noise, losses=("huber", "l2", "l1"))
+    assert list(result.by_loss) == ["l1", "huber", "l2"] and result.by_loss["l1"] is result.errors
+    for loss, errors in result.by_loss.items():
+        np.testing.assert_allclose(errors.numpy(), expected(adapter, x0, plan, noise, loss, w=w, crop=crop),
+                                   rtol=1e-5, atol=1e-6)
+    # the denoiser ran once per pair, not once per loss
+    assert result.evaluations == 3 * len(plan) + (len(plan) if w else 0)
+    assert Scorer(adapter).score(x0, cond, torch.tensor(plan.timesteps), noise).by_loss is None
+    with pytest.raises(InputError, match="unknown loss"):
+        Scorer(adapter).score(x0, cond, torch.tensor(plan.timesteps), noise, losses=("l3",))
+    with pytest.raises(InputError, match="uniform objective"):
+        Scorer(adapter, ScoreOptions(objective="elbo")).score(x0, cond, torch.tensor(plan.timesteps), noise,
+                                                              losses=("l1",))
+
+
 @pytest.mark.parametrize("batch_size", [1, 7, 64])
 def test_batched_equals_looped(batch_size):
     adapter, x0, plan, noise = setup()
