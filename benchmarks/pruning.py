@@ -40,7 +40,7 @@ PAIRED = ["paired:100,alpha=0.001", "paired:100,alpha=0.01", "paired:100,alpha=0
 
 
 def task_setup(task: str, n_images: int, seed: int):
-    """(classifier, dataset, conditionings or None, weak class probabilities [n, K], weak model name)."""
+    """(classifier, dataset, conditionings or None, weak class scores [n, K] (higher = likelier), weak model name)."""
     from dclib.data import embedded_arrays, load_embedded
 
     if task in ("digits", "mnist"):
@@ -63,7 +63,8 @@ def task_setup(task: str, n_images: int, seed: int):
         data = data.select(range(min(n_images, len(data))))
         clf = DiffusionClassifier.from_pretrained("embedded:shapes")
         weak = ContrastiveModel.from_pretrained("embedded:shapes-clip")
-        return clf, data, Conditionings.from_rows(rows), weak.classify(list(data["image"]), rows).probabilities, \
+        # class scores rank the classes as probabilities would: top-k and argmax need nothing more
+        return clf, data, Conditionings.from_rows(rows), weak.classify(list(data["image"]), rows).class_scores, \
             "embedded:shapes-clip"
     raise SystemExit(f"unknown task {task!r}")
 
@@ -76,13 +77,14 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--cache", type=Path, default=CACHE, help="folder of the saved full error matrices")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     results, live, targets = [], [], []
     for task in args.tasks.split(","):
         clf, data, conds, weak_probs, weak_name = task_setup(task, args.n_images, args.seed)
         started = time.perf_counter()
-        errors = cached(CACHE / f"{task}-even{GRID}-n{len(data)}-seed{args.seed}.npz",
+        errors = cached(args.cache / f"{task}-even{GRID}-n{len(data)}-seed{args.seed}.npz",
                         lambda: score_dataset(clf, data, even_plan(GRID, clf.adapter.num_train_timesteps),
                                               conditionings=conds, seed=args.seed, batch_size=args.batch_size))
         score_seconds = time.perf_counter() - started

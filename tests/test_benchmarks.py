@@ -1,0 +1,48 @@
+"""Every benchmark runs end to end at a tiny size and prints the JSON its docstring promises (timings are not
+checked here: speed is measured by running the benchmarks, never by tests)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(name, *args):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *map(str, args)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+def test_throughput_reports_both_loops_and_their_agreement():
+    report = run_benchmark("throughput", "--models", "digits", "--timesteps", 3, "--repeats", 1, "--batch-size", 8)
+    (row,) = report["results"]
+    assert row["model"] == "digits" and row["evaluations"] == 30
+    assert row["dclib_evals_per_s"] > 0 and row["reference_evals_per_s"] > 0
+    assert row["same_predictions"] and row["max_abs_error_diff"] < 1e-4
+
+
+@pytest.mark.parametrize("task", ["digits", "shapes-shape"])
+def test_pruning_replays_every_method_and_confirms_it_live(task, tmp_path):
+    report = run_benchmark("pruning", "--tasks", task, "--n-images", 3, "--live", 1, "--cache", tmp_path)
+    methods = {r["method"] for r in report["results"]}
+    assert {"Algorithm 1, 5 timesteps", "Algorithm 1, 100 timesteps"} <= methods
+    assert any(m.startswith("Algorithm 2") for m in methods) and any(m.startswith("paired pruning") for m in methods)
+    assert any("top-3" in m for m in methods)
+    for r in report["results"]:
+        if "accuracy" in r:
+            assert 0 <= r["accuracy"] <= 1 and 0 < r["evaluations_per_image"] <= 100 * 10
+    assert report["live_check"] and all(c["same_predictions"] and c["same_evaluations"] for c in report["live_check"])
+    assert {t["task"] for t in report["targets"]} == {task}
+    assert list(tmp_path.glob("*.npz"))  # the full error matrix was saved for the next run
+
+
+def test_scaling_reports_time_and_memory_per_class_count():
+    report = run_benchmark("scaling", "--classes", "2,4", "--timesteps", 1, "--batch-size", 8)
+    assert [r["classes"] for r in report["results"]] == [2, 4]
+    for r in report["results"]:
+        assert r["evaluations"] == r["classes"] and r["seconds"] > 0
+        assert r["peak_rss_mb"] >= r["rss_before_classify_mb"] > 0
