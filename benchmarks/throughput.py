@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from dclib import DiffusionClassifier, ScoreOptions, Scorer, even_plan, make_noise  # noqa: E402
 from dclib.adapters.base import DiffusionAdapter  # noqa: E402
+from dclib.scoring import auto_batch_size  # noqa: E402
 
 
 def reference_errors(adapter, x0, cond, timesteps, noise, batch_size=32, forward=None):
@@ -168,7 +169,8 @@ def main():
     parser.add_argument("--models", default="digits,mnist,shapes,tiny-sd")
     parser.add_argument("--gpu-models", default="sd2-unet,dit-xl-2")
     parser.add_argument("--timesteps", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=None, help="dclib batch size (default: 500 CPU, 250 GPU)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="dclib batch size (default: dclib's own, batch_size=\"auto\")")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs of each (median reported)")
     parser.add_argument("--autocast", default=None, choices=[None, "bfloat16"], help="CPU autocast for dclib")
     parser.add_argument("--compile", action="store_true",
@@ -199,11 +201,12 @@ def main():
             cond = clf.adapter.encode_conditions(list(range(len(clf.adapter.class_names))))
         clf.adapter.autocast = torch.bfloat16 if args.autocast == "bfloat16" else None
         x0, _ = clf.encode_image(image)
-        results.append(bench(name, clf.adapter, x0, cond, args.timesteps, args.batch_size or (250 if cuda else 500),
-                             args.repeats, compile=args.compile))
+        batch_size = args.batch_size or auto_batch_size(clf.adapter)
+        results.append(bench(name, clf.adapter, x0, cond, args.timesteps, batch_size, args.repeats, compile=args.compile))
     if cuda:
         peak = matmul_peak(device)
         for name, (adapter, x0, cond) in gpu_models(args.gpu_models.split(","), device, dtype).items():
+            # bare denoisers without a conditioning encoder: a fixed batch rather than the memory probe
             results.append(bench(name, adapter, x0, cond, args.timesteps, args.batch_size or 250, args.repeats,
                                  flops_of(adapter, x0, cond), peak, compile=args.compile))
     print(json.dumps({"device": torch.cuda.get_device_name() if cuda else f"CPU ({platform.machine()}, "

@@ -60,7 +60,7 @@ class DiffusionClassifier:
     def score(self, x0: torch.Tensor, conditionings: Conditionings, plan: Plan | None = None, *,
               timesteps: torch.Tensor | None = None, noise: torch.Tensor | None = None, seed: int = 0,
               image_id: str | int = 0, noise_distribution: str | NoiseDistribution | None = None,
-              options: ScoreOptions | None = None, batch_size: "int | str" = 64, return_maps: bool = False,
+              options: ScoreOptions | None = None, batch_size: "int | str" = "auto", return_maps: bool = False,
               progress: bool = False) -> ScoreResult:
         """Low level: errors [n_conditionings, n_samples] for a plan, or for explicit timesteps and noise."""
         scorer = Scorer(self.adapter, options, batch_size=batch_size, progress=progress)
@@ -80,7 +80,7 @@ class DiffusionClassifier:
                  schedule: str | int | Schedule = 100, *, n_trials: int = 1, seed: int = 0,
                  image_id: str | int | None = None, loss: str = "l2", objective: str = "uniform",
                  guidance: float = 0.0, crop: int = 0, noise: str | NoiseDistribution | None = "normal",
-                 batch_size: "int | str" = 64, temperature: float = 1.0, progress: bool = False) -> Classification:
+                 batch_size: "int | str" = "auto", temperature: float = 1.0, progress: bool = False) -> Classification:
         """Classify one image.
 
         Args:

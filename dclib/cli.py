@@ -66,7 +66,7 @@ def _add_scoring_args(p: argparse.ArgumentParser, temperature: bool = True) -> N
     g.add_argument("--noise", default="normal",
                    help="normal, zero, expected_norm, truncated:LOW,HIGH (Table 12)")
     g.add_argument("--seed", type=int, default=0, help="noise seed (noise is keyed by seed and image)")
-    g.add_argument("--batch-size", type=_batch_size, default=64,
+    g.add_argument("--batch-size", type=_batch_size, default="auto",
                    help="(conditioning, sample) pairs per denoiser call, or auto (from free GPU memory; 256 on CPU)")
     if temperature:  # evaluate stores errors and predictions, not probabilities: calibrate the run afterwards
         g.add_argument("--temperature", type=float, default=1.0,

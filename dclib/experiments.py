@@ -79,7 +79,7 @@ class ErrorSet:
 
 def score_dataset(classifier, dataset, plan: Plan | Callable[[int], Plan], conditionings: Conditionings | None = None,
                   n_images: int | None = None, seed: int = 0, options: ScoreOptions | None = None,
-                  noise: str | NoiseDistribution | None = None, shared_noise: bool = True, batch_size: int = 1000,
+                  noise: str | NoiseDistribution | None = None, shared_noise: bool = True, batch_size: "int | str" = "auto",
                   label_column: str = "label", progress: bool = True) -> ErrorSet:
     """Errors of every conditioning on every sample of a plan, for the first ``n_images`` rows of a dataset.
 
@@ -94,7 +94,7 @@ def score_dataset(classifier, dataset, plan: Plan | Callable[[int], Plan], condi
 def score_dataset_by_loss(classifier, dataset, plan: Plan | Callable[[int], Plan], losses: Sequence[str],
                           conditionings: Conditionings | None = None, n_images: int | None = None, seed: int = 0,
                           options: ScoreOptions | None = None, noise: str | NoiseDistribution | None = None,
-                          shared_noise: bool = True, batch_size: int = 1000, label_column: str = "label",
+                          shared_noise: bool = True, batch_size: "int | str" = "auto", label_column: str = "label",
                           progress: bool = True) -> dict[str, ErrorSet]:
     """:func:`score_dataset` for several losses at once, {loss: ErrorSet}: one denoiser pass, every loss
     measured on the same predictions (``options.loss`` is replaced by each loss in turn)."""
@@ -165,7 +165,7 @@ def cached(path: Path, compute: Callable[[], ErrorSet]) -> ErrorSet:
 
 
 def compare_settings(classifier, dataset, settings: dict[str, dict], plan: Plan, n_images: int | None = None,
-                     seed: int = 0, batch_size: int = 1000, progress: bool = False):
+                     seed: int = 0, batch_size: "int | str" = "auto", progress: bool = False):
     """Accuracy (with 95% Clopper-Pearson intervals) of the same images under several scoring settings.
 
     ``settings`` maps a name to keyword arguments of :func:`score_dataset` (``options``, ``noise``,

@@ -720,7 +720,7 @@ def _distributed_state(device):
 
 def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, schedule: str | int = 100,
              n_trials: int = 1, loss: str = "l2", objective: str = "uniform", guidance: float = 0.0, crop: int = 0,
-             noise: str = "normal", seed: int = 0, batch_size: int = 64, dtype: str = "float32",
+             noise: str = "normal", seed: int = 0, batch_size: "int | str" = "auto", dtype: str = "float32",
              device: str | None = "auto", resolution: int | None = None, revision: str | None = None,
              autocast: str | None = None, split: str | None = None, subset=None, subset_seed: int = 0,
              limit: int | None = None,

@@ -53,8 +53,9 @@ class DiffusionAdapter:
     def compile(self, mode: str | None = None, backend: str = "inductor") -> "DiffusionAdapter":
         """``torch.compile`` the denoiser call for long runs (minutes of compilation, then faster calls).
 
-        Batches are padded to one static size (the scorer's batch size), so a smaller last batch does not
-        trigger a recompilation. Errors agree with the eager model to float tolerance, not bitwise.
+        Batches are padded to one static size per workload (``scoring.balanced_batch``: the fewest calls of at
+        most the scorer's batch size, all alike), so a smaller last batch does not trigger a recompilation; each
+        new workload size compiles once. Errors agree with the eager model to float tolerance, not bitwise.
         """
         if not self.compiled:
             self._forward = torch.compile(self._forward, mode=mode, backend=backend, dynamic=False)
