@@ -202,7 +202,8 @@ def main():
         clf.adapter.autocast = torch.bfloat16 if args.autocast == "bfloat16" else None
         x0, _ = clf.encode_image(image)
         batch_size = args.batch_size or auto_batch_size(clf.adapter)
-        results.append(bench(name, clf.adapter, x0, cond, args.timesteps, batch_size, args.repeats, compile=args.compile))
+        results.append(bench(name, clf.adapter, x0, cond, args.timesteps, batch_size, args.repeats,
+                             compile=args.compile))
     if cuda:
         peak = matmul_peak(device)
         for name, (adapter, x0, cond) in gpu_models(args.gpu_models.split(","), device, dtype).items():

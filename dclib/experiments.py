@@ -79,8 +79,8 @@ class ErrorSet:
 
 def score_dataset(classifier, dataset, plan: Plan | Callable[[int], Plan], conditionings: Conditionings | None = None,
                   n_images: int | None = None, seed: int = 0, options: ScoreOptions | None = None,
-                  noise: str | NoiseDistribution | None = None, shared_noise: bool = True, batch_size: "int | str" = "auto",
-                  label_column: str = "label", progress: bool = True) -> ErrorSet:
+                  noise: str | NoiseDistribution | None = None, shared_noise: bool = True,
+                  batch_size: "int | str" = "auto", label_column: str = "label", progress: bool = True) -> ErrorSet:
     """Errors of every conditioning on every sample of a plan, for the first ``n_images`` rows of a dataset.
 
     ``plan`` may be a function of the image index (e.g. uniform random timesteps drawn per image).

@@ -120,8 +120,8 @@ def auto_batch_size(adapter: DiffusionAdapter, cap: int = 1024) -> int:
 class Scorer:
     """Scores one clean sample x0 against many conditionings on a shared set of (t, eps) samples."""
 
-    def __init__(self, adapter: DiffusionAdapter, options: ScoreOptions | None = None, batch_size: "int | str" = "auto",
-                 progress: "bool | tqdm" = False):
+    def __init__(self, adapter: DiffusionAdapter, options: ScoreOptions | None = None,
+                 batch_size: "int | str" = "auto", progress: "bool | tqdm" = False):
         self.adapter = adapter
         self.options = options or ScoreOptions()
         if batch_size == "auto":
@@ -197,9 +197,9 @@ class Scorer:
         if w != 0 and n_samples:
             null = adapter.null_condition()
             pred_uncond = torch.empty_like(xt_all)
-            step = balanced_batch(n_samples, self.batch_size) if compiled else self.batch_size
+            step = self.batch_size
             if compiled:
-                adapter.static_batch = step
+                step = adapter.static_batch = balanced_batch(n_samples, self.batch_size)
             for start in range(0, n_samples, step):
                 sl = slice(start, start + step)
                 size = len(t_all[sl])
