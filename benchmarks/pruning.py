@@ -82,14 +82,14 @@ def main() -> None:
     torch.manual_seed(args.seed)
     results, live, targets = [], [], []
     for task in args.tasks.split(","):
-        clf, data, conds, weak_probs, weak_name = task_setup(task, args.n_images, args.seed)
+        clf, data, conds, weak_scores, weak_name = task_setup(task, args.n_images, args.seed)
         started = time.perf_counter()
         errors = cached(args.cache / f"{task}-even{GRID}-n{len(data)}-seed{args.seed}.npz",
                         lambda: score_dataset(clf, data, even_plan(GRID, clf.adapter.num_train_timesteps),
                                               conditionings=conds, seed=args.seed, batch_size=args.batch_size))
         score_seconds = time.perf_counter() - started
-        top = top_k_candidates(weak_probs, args.top_k)
-        weak_acc = float((weak_probs.argmax(1) == errors.labels).mean())
+        top = top_k_candidates(weak_scores, args.top_k)
+        weak_acc = float((weak_scores.argmax(1) == errors.labels).mean())
         weak_topk = float(np.mean([label in t for label, t in zip(errors.labels, top)]))
 
         def add(method, schedule, candidates=None, **extra):

@@ -161,10 +161,9 @@ def attribute_variants(task: str, n: int, seed: int = VARIANT_SEED) -> np.ndarra
 
 def zero_shot_prompts(task: str) -> list[tuple[str, str, int]]:
     """(prompt, class name, class index) rows for a task, worded with its HELD-OUT template."""
-    _task_attr(task)
+    attr, names = _task_attr(task)
     template = cap.TEMPLATE_BY_ID[cap.ZERO_SHOT_TEMPLATE_IDS[task]]
-    slot, names = {"shape": ("shape1", SHAPES), "colour": ("colour1", COLOUR_NAMES),
-                   "position": ("where1", POSITIONS)}[task]
+    slot = "where1" if attr == "pos1" else attr  # captions word a position as a phrase ("on the left")
     rows = []
     for idx, name in enumerate(names):
         value = cap.WHERE[name] if slot == "where1" else name
