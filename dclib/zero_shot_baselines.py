@@ -102,15 +102,19 @@ class UNetFeatures:
         cond = a.null_condition() if self.condition is None else a.encode_conditions([self.condition])
         plan = Plan((self.t,), (0,))
         feats = []
-        for i in tqdm(range(0, len(images), batch_size), desc="UNet features", disable=not progress):
-            pixels = torch.stack([a.preprocess(im) for im in images[i:i + batch_size]])
-            x0 = a.encode_images(pixels)
-            eps = torch.cat([make_noise(plan, x0.shape[1:], self.seed, image_key(p)) for p in pixels])
-            t = torch.full((len(x0),), self.t, dtype=torch.long)
-            x_t = a.q_sample(x0, eps.to(x0.device), t.to(x0.device))
-            self._captured.clear()
-            a.predict(x_t, t.to(x0.device), cond.expand(len(x0), *cond.shape[1:]))
-            feats.append(self._captured[-1].cpu())
+        workers, a.cpu_workers = a.cpu_workers, 1  # the mid-block hook must see each batch in one call
+        try:
+            for i in tqdm(range(0, len(images), batch_size), desc="UNet features", disable=not progress):
+                pixels = torch.stack([a.preprocess(im) for im in images[i:i + batch_size]])
+                x0 = a.encode_images(pixels)
+                eps = torch.cat([make_noise(plan, x0.shape[1:], self.seed, image_key(p)) for p in pixels])
+                t = torch.full((len(x0),), self.t, dtype=torch.long)
+                x_t = a.q_sample(x0, eps.to(x0.device), t.to(x0.device))
+                self._captured.clear()
+                a.predict(x_t, t.to(x0.device), cond.expand(len(x0), *cond.shape[1:]))
+                feats.append(self._captured[-1].cpu())
+        finally:
+            a.cpu_workers = workers
         return torch.cat(feats).numpy()
 
 

@@ -14,6 +14,7 @@ import torch
 
 from ..errors import InputError
 from ..images import ImageInput, preprocess
+from .cpu_threads import cpu_workers, map_rows
 
 
 class DiffusionAdapter:
@@ -49,13 +50,17 @@ class DiffusionAdapter:
         #: With ``compile()``: every denoiser call is padded to this many rows (one static shape, one graph).
         self.static_batch: int | None = None
         self.compiled = False
+        #: CPU worker threads for denoiser calls, each running its own rows (None: torch's intra-op thread
+        #: count; 1: the batch in one call, as before).
+        self.cpu_workers: int | None = None
 
     def compile(self, mode: str | None = None, backend: str = "inductor") -> "DiffusionAdapter":
         """``torch.compile`` the denoiser call for long runs (minutes of compilation, then faster calls).
 
         Batches are padded to one static size per workload (``scoring.balanced_batch``: the fewest calls of at
         most the scorer's batch size, all alike), so a smaller last batch does not trigger a recompilation; each
-        new workload size compiles once. Errors agree with the eager model to float tolerance, not bitwise.
+        new workload size compiles once. Errors agree with the eager model to float tolerance, not bitwise. On
+        CPU a compiled graph runs on torch's intra-op threads, not on the row-parallel workers of eager calls.
         """
         if not self.compiled:
             self._forward = torch.compile(self._forward, mode=mode, backend=backend, dynamic=False)
@@ -129,7 +134,11 @@ class DiffusionAdapter:
             # repeat the last row: the padded rows are computed and dropped
             pad = lambda v: torch.cat([v, v[-1:].expand(self.static_batch - n, *v.shape[1:])])
             x_t, t, cond = pad(x_t), pad(t), pad(cond)
-        if self.autocast is not None:
+        if self.device.type == "cpu" and not self.compiled:
+            # one slice of rows per core (see cpu_threads); a compiled graph parallelises inside its own kernels
+            out = map_rows(self._forward, (x_t.to(self.dtype), t, cond), cpu_workers(self.cpu_workers),
+                           self.autocast)
+        elif self.autocast is not None:
             with torch.autocast(self.device.type, dtype=self.autocast):
                 out = self._forward(x_t.to(self.dtype), t, cond).float()
         else:
