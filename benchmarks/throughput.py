@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from dclib import DiffusionClassifier, ScoreOptions, Scorer, even_plan, make_noise  # noqa: E402
 from dclib.adapters.base import DiffusionAdapter  # noqa: E402
+from dclib.adapters.cpu_threads import plan_workers  # noqa: E402
 from dclib.scoring import auto_batch_size  # noqa: E402
 
 
@@ -96,6 +97,8 @@ def bench(name, adapter, x0, cond, n_timesteps, batch_size, repeats, flops_per_e
            "ratio": round(ref_s / ours_s, 3), "max_abs_error_diff": float((ours - ref).abs().max()),
            "same_predictions": bool(torch.equal(ours.mean(1).argmin(), ref.mean(1).argmin())),
            "compiled": compile, "compile_seconds": compile_s}
+    if adapter.device.type == "cpu" and not compile:  # dclib's row-parallel workers (dclib.adapters.cpu_threads)
+        row["cpu_workers"], row["cpu_threads_per_worker"] = plan_workers(min(batch_size, n_evals), adapter.cpu_workers)
     if flops_per_eval:
         row["dclib_tflops"] = round(flops_per_eval * n_evals / ours_s / 1e12, 2)
         row["reference_tflops"] = round(flops_per_eval * n_evals / ref_s / 1e12, 2)
@@ -151,7 +154,8 @@ def gpu_models(names, device, dtype):
         sched = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
         a = UNetOnly(unet, sched, device, dtype, lambda m, x, t, c: m(x, t, encoder_hidden_states=c).sample,
                      (4, 64, 64))
-        out["sd2-unet (64x64 latents)"] = (a, torch.randn(4, 64, 64), torch.randn(10, 77, 1024, device=device, dtype=dtype))
+        out["sd2-unet (64x64 latents)"] = (a, torch.randn(4, 64, 64),
+                                           torch.randn(10, 77, 1024, device=device, dtype=dtype))
     if "dit-xl-2" in names:
         for side in (32, 64):
             dit = DiTTransformer2DModel(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8,

@@ -23,6 +23,7 @@ def test_throughput_reports_both_loops_and_their_agreement():
     assert row["model"] == "digits" and row["evaluations"] == 30
     assert row["dclib_evals_per_s"] > 0 and row["reference_evals_per_s"] > 0
     assert row["same_predictions"] and row["max_abs_error_diff"] < 1e-4
+    assert row["cpu_workers"] >= 1 and row["cpu_threads_per_worker"] >= 1
 
 
 @pytest.mark.parametrize("task", ["digits", "shapes-shape"])

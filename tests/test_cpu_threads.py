@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dclib import DiffusionClassifier, ScoreOptions, Scorer, even_plan, make_noise
-from dclib.adapters.cpu_threads import chunk_bounds, map_rows
+from dclib.adapters.cpu_threads import MIN_CHUNK_ROWS, chunk_bounds, map_rows, plan_workers
 
 
 @pytest.mark.parametrize("rows,workers,chunk", [(256, 2, 64), (200, 2, 64), (7, 2, 64), (1, 4, 64), (130, 3, 16),
@@ -21,6 +21,16 @@ def test_chunks_cover_the_rows_in_order_in_a_multiple_of_the_workers(rows, worke
         sizes = [hi - lo for lo, hi in bounds]
         assert max(sizes) - min(sizes) <= 1
     assert chunk_bounds(256, 2, 64) == [(0, 64), (64, 128), (128, 192), (192, 256)]
+
+
+def test_worker_plan_keeps_chunks_large_and_shares_the_threads(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert plan_workers(256) == (2, 1) and plan_workers(2 * MIN_CHUNK_ROWS) == (2, 1)
+    assert plan_workers(2 * MIN_CHUNK_ROWS - 1) == (1, 2)  # too few rows for two workers: one call, two threads
+    assert plan_workers(256, max_workers=1) == (1, 2) and plan_workers(0) == (1, 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 64)
+    assert plan_workers(256) == (16, 4)  # 16 rows each, 4 intra-op threads each
+    assert plan_workers(4096) == (64, 1)
 
 
 @pytest.mark.parametrize("family", ["pixel", "sd"])
@@ -73,7 +83,8 @@ def test_scores_do_not_depend_on_the_worker_count(classifiers):
 
 def test_worker_threads_leave_the_callers_thread_count_alone():
     before = torch.get_num_threads()
-    out = map_rows(lambda v: v * 2 + torch.get_num_threads(), (torch.zeros(10, 1),), workers=2, chunk_rows=4)
+    out = map_rows(lambda v: v * 2 + torch.get_num_threads(), (torch.zeros(10, 1),), max_workers=2, chunk_rows=4,
+                   min_rows=1)
     assert out.flatten().tolist() == [1.0] * 10  # every chunk ran on a worker with one intra-op thread
     seen = []
     fresh = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
@@ -86,4 +97,18 @@ def test_a_worker_error_reaches_the_caller():
         raise ValueError("bad rows")
 
     with pytest.raises(ValueError, match="bad rows"):
-        map_rows(fail, (torch.zeros(8, 1),), workers=2, chunk_rows=2)
+        map_rows(fail, (torch.zeros(8, 1),), max_workers=2, chunk_rows=2, min_rows=1)
+
+
+def test_a_forked_child_gets_its_own_workers():
+    import multiprocessing
+
+    map_rows(lambda v: v + 1, (torch.zeros(8, 1),), max_workers=2, chunk_rows=2, min_rows=1)  # the parent's pool
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        assert pool.apply_async(_sum_in_workers, (8,)).get(timeout=60) == 8.0  # a hang would time out
+
+
+def _sum_in_workers(rows):
+    return float(map_rows(lambda v: v + 1, (torch.zeros(rows, 1),), max_workers=2, chunk_rows=2, min_rows=1)
+                 .sum())

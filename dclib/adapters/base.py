@@ -14,7 +14,7 @@ import torch
 
 from ..errors import InputError
 from ..images import ImageInput, preprocess
-from .cpu_threads import cpu_workers, map_rows
+from .cpu_threads import map_rows
 
 
 class DiffusionAdapter:
@@ -50,8 +50,8 @@ class DiffusionAdapter:
         #: With ``compile()``: every denoiser call is padded to this many rows (one static shape, one graph).
         self.static_batch: int | None = None
         self.compiled = False
-        #: CPU worker threads for denoiser calls, each running its own rows (None: torch's intra-op thread
-        #: count; 1: the batch in one call, as before).
+        #: Most CPU worker threads per denoiser call, each running its own rows with a share of torch's
+        #: intra-op threads (None: one per intra-op thread; 1: the batch in one call). See ``cpu_threads``.
         self.cpu_workers: int | None = None
 
     def compile(self, mode: str | None = None, backend: str = "inductor") -> "DiffusionAdapter":
@@ -136,8 +136,7 @@ class DiffusionAdapter:
             x_t, t, cond = pad(x_t), pad(t), pad(cond)
         if self.device.type == "cpu" and not self.compiled:
             # one slice of rows per core (see cpu_threads); a compiled graph parallelises inside its own kernels
-            out = map_rows(self._forward, (x_t.to(self.dtype), t, cond), cpu_workers(self.cpu_workers),
-                           self.autocast)
+            out = map_rows(self._forward, (x_t.to(self.dtype), t, cond), self.cpu_workers, self.autocast)
         elif self.autocast is not None:
             with torch.autocast(self.device.type, dtype=self.autocast):
                 out = self._forward(x_t.to(self.dtype), t, cond).float()
