@@ -3,7 +3,7 @@
 evaluation (eval_prob_adaptive.py) does it, on the same model, image, conditionings and plan, in one run.
 
     python benchmarks/throughput.py [--models digits,mnist,shapes,tiny-sd] [--gpu-models sd2-unet,dit-xl-2]
-                                    [--autocast bfloat16] [--compile]
+                                    [--autocast bfloat16] [--compile] [--cpu-workers N]
 
 Prints one JSON object: {"device": ..., "results": [{"model", "dtype", "dclib_evals_per_s",
 "reference_evals_per_s", "ratio", "max_abs_error_diff", "same_predictions", ...}, ...]}.
@@ -177,6 +177,8 @@ def main():
                         help="dclib batch size (default: dclib's own, batch_size=\"auto\")")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs of each (median reported)")
     parser.add_argument("--autocast", default=None, choices=[None, "bfloat16"], help="CPU autocast for dclib")
+    parser.add_argument("--cpu-workers", type=int, default=None,
+                        help="most row-parallel CPU workers per denoiser call (default: one per thread; 1: off)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile dclib's denoiser (compilation time reported apart, not in evals/s)")
     args = parser.parse_args()
@@ -204,6 +206,7 @@ def main():
             clf = DiffusionClassifier.from_pretrained(f"embedded:{name}", torch_dtype=dtype, device=device)
             cond = clf.adapter.encode_conditions(list(range(len(clf.adapter.class_names))))
         clf.adapter.autocast = torch.bfloat16 if args.autocast == "bfloat16" else None
+        clf.adapter.cpu_workers = args.cpu_workers
         x0, _ = clf.encode_image(image)
         batch_size = args.batch_size or auto_batch_size(clf.adapter)
         results.append(bench(name, clf.adapter, x0, cond, args.timesteps, batch_size, args.repeats,

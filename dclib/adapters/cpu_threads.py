@@ -4,11 +4,12 @@ A small diffusion model on a few CPU cores spends much of each layer waiting at 
 the layers are too small to split well across cores. Giving every core its own rows instead (one worker
 thread per core, one intra-op thread each, a chunk of at most ``CPU_CHUNK_ROWS`` rows per call, which keeps
 a chunk's activations in cache; with more cores than ``MIN_CHUNK_ROWS``-row chunks, the workers share the
-intra-op threads) took dclib's float32 engine from 0.9-1.2x to 1.0-1.4x the evaluations/s of the official
-loop (batches of 32, both cores in each call) on two cores, and to 1.6-2.1x under bf16 autocast
-(``benchmarks/throughput.py``). A row's output does not depend on which thread computes it; it
-can depend, by float rounding, on the chunk's size (as on any batch size), so results are as reproducible as
-before: the same call gives the same bits (``tests/test_cpu_threads.py``).
+intra-op threads) made dclib's float32 engine some 15-20% faster on two cores: 1.0-1.35x the evaluations/s
+of the official loop (batches of 32, both cores in each call) on the mnist, shapes and tiny SD models, where
+one call ran 0.9-1.0x, and 1.6-2.2x under bf16 autocast (``benchmarks/throughput.py --cpu-workers``).
+A row's output does not depend on which thread computes it; it can depend, by float rounding, on the chunk's
+size (as on any batch size), so results are as reproducible as before: the same call gives the same bits
+(``tests/test_cpu_threads.py``).
 """
 from __future__ import annotations
 
