@@ -16,15 +16,21 @@ LOSSES = ("l2", "l1", "huber")
 OBJECTIVES = ("uniform", "elbo", "vlb", "uniform+vlb")
 
 
+def check_loss(loss: str) -> str:
+    """``loss`` itself when it is one of :data:`LOSSES`, else a clear error."""
+    if loss not in LOSSES:
+        raise InputError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
+    return loss
+
+
 def loss_terms(eps: torch.Tensor, eps_pred: torch.Tensor, loss: str) -> torch.Tensor:
     """Elementwise loss between the true and predicted noise: squared error, absolute error or Huber (delta 1)."""
+    check_loss(loss)
     if loss == "l2":
         return F.mse_loss(eps_pred, eps, reduction="none")
     if loss == "l1":
         return F.l1_loss(eps_pred, eps, reduction="none")
-    if loss == "huber":
-        return F.huber_loss(eps_pred, eps, reduction="none", delta=1.0)
-    raise InputError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
+    return F.huber_loss(eps_pred, eps, reduction="none", delta=1.0)
 
 
 def elbo_weights(betas: torch.Tensor) -> torch.Tensor:

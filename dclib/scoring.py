@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from .adapters.base import DiffusionAdapter
 from .errors import InputError
-from .objectives import LOSSES, OBJECTIVES, GaussianPosterior, elbo_weights, loss_terms
+from .objectives import OBJECTIVES, GaussianPosterior, check_loss, elbo_weights, loss_terms
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,7 @@ class ScoreOptions:
     crop: int = 0
 
     def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise InputError(f"unknown loss {self.loss!r}: use one of {', '.join(LOSSES)}")
+        check_loss(self.loss)
         if self.objective not in OBJECTIVES:
             raise InputError(f"unknown objective {self.objective!r}: use one of {', '.join(OBJECTIVES)}")
         if self.crop < 0:
@@ -171,8 +170,7 @@ class Scorer:
         if losses and self.options.objective != "uniform":
             raise InputError(f"several losses need the uniform objective, not {self.options.objective!r}")
         for loss in losses:
-            if loss not in LOSSES:
-                raise InputError(f"unknown loss {loss!r}: use one of {', '.join(LOSSES)}")
+            check_loss(loss)
         adapter, device = self.adapter, self.adapter.device
         timesteps = torch.as_tensor(timesteps, dtype=torch.long)
         n_cond, n_samples = len(conditions), len(timesteps)
