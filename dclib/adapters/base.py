@@ -8,6 +8,7 @@ scheduler (``alphas_cumprod``, or the flow-matching sigmas).
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Sequence
 
 import torch
@@ -137,11 +138,10 @@ class DiffusionAdapter:
         if self.device.type == "cpu" and not self.compiled:
             # one slice of rows per core (see cpu_threads); a compiled graph parallelises inside its own kernels
             out = map_rows(self._forward, (x_t.to(self.dtype), t, cond), self.cpu_workers, self.autocast)
-        elif self.autocast is not None:
-            with torch.autocast(self.device.type, dtype=self.autocast):
-                out = self._forward(x_t.to(self.dtype), t, cond).float()
         else:
-            out = self._forward(x_t.to(self.dtype), t, cond).float()
+            mixed = nullcontext() if self.autocast is None else torch.autocast(self.device.type, dtype=self.autocast)
+            with mixed:
+                out = self._forward(x_t.to(self.dtype), t, cond).float()
         out, x_t, t = out[:n], x_t[:n], t[:n]
         channels = x_t.shape[1]
         var_values = None
