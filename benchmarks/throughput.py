@@ -3,7 +3,8 @@
 evaluation (eval_prob_adaptive.py) does it, on the same model, image, conditionings and plan, in one run.
 
     python benchmarks/throughput.py [--models digits,mnist,shapes,tiny-sd] [--gpu-models sd2-unet,dit-xl-2]
-                                    [--autocast bfloat16] [--compile] [--cpu-workers N]
+                                    [--autocast bfloat16] [--compile] [--compile-mode reduce-overhead]
+                                    [--cpu-workers N]
 
 Prints one JSON object: {"device": ..., "results": [{"model", "dtype", "dclib_evals_per_s",
 "reference_evals_per_s", "ratio", "max_abs_error_diff", "same_predictions", ...}, ...]}.
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from dclib import DiffusionClassifier, ScoreOptions, Scorer, even_plan, make_noise  # noqa: E402
-from dclib.adapters.base import DiffusionAdapter  # noqa: E402
+from dclib.adapters.base import COMPILE_MODES, DiffusionAdapter  # noqa: E402
 from dclib.adapters.cpu_threads import plan_workers  # noqa: E402
 from dclib.scoring import auto_batch_size  # noqa: E402
 
@@ -81,7 +82,7 @@ def bench(name, adapter, x0, cond, n_timesteps, batch_size, repeats, flops_per_e
     eager = adapter._forward  # the reference always runs eager (the official code does not compile)
     compile_s = None
     if compile:
-        adapter.compile()
+        adapter.compile(compile)
         started = time.perf_counter()
         Scorer(adapter, ScoreOptions(), batch_size=batch_size).score(x0, cond, t, noise)  # compiles
         sync()
@@ -96,7 +97,7 @@ def bench(name, adapter, x0, cond, n_timesteps, batch_size, repeats, flops_per_e
            "dclib_evals_per_s": round(n_evals / ours_s, 1), "reference_evals_per_s": round(n_evals / ref_s, 1),
            "ratio": round(ref_s / ours_s, 3), "max_abs_error_diff": float((ours - ref).abs().max()),
            "same_predictions": bool(torch.equal(ours.mean(1).argmin(), ref.mean(1).argmin())),
-           "compiled": compile, "compile_seconds": compile_s}
+           "compiled": adapter.compile_mode, "compile_seconds": compile_s}
     if adapter.device.type == "cpu" and not compile:  # dclib's row-parallel workers (dclib.adapters.cpu_threads)
         row["cpu_workers"], row["cpu_threads_per_worker"] = plan_workers(min(batch_size, n_evals), adapter.cpu_workers)
     if flops_per_eval:
@@ -181,6 +182,8 @@ def main():
                         help="most row-parallel CPU workers per denoiser call (default: one per thread; 1: off)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile dclib's denoiser (compilation time reported apart, not in evals/s)")
+    parser.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,
+                        help="torch.compile mode, implies --compile (reduce-overhead: CUDA graphs on a GPU)")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
@@ -210,13 +213,13 @@ def main():
         x0, _ = clf.encode_image(image)
         batch_size = args.batch_size or auto_batch_size(clf.adapter)
         results.append(bench(name, clf.adapter, x0, cond, args.timesteps, batch_size, args.repeats,
-                             compile=args.compile))
+                             compile=args.compile_mode or args.compile))
     if cuda:
         peak = matmul_peak(device)
         for name, (adapter, x0, cond) in gpu_models(args.gpu_models.split(","), device, dtype).items():
             # bare denoisers without a conditioning encoder: a fixed batch rather than the memory probe
             results.append(bench(name, adapter, x0, cond, args.timesteps, args.batch_size or 250, args.repeats,
-                                 flops_of(adapter, x0, cond), peak, compile=args.compile))
+                                 flops_of(adapter, x0, cond), peak, compile=args.compile_mode or args.compile))
     print(json.dumps({"device": torch.cuda.get_device_name() if cuda else f"CPU ({platform.machine()}, "
                       f"{torch.get_num_threads()} threads)", "torch": torch.__version__, "results": results}))
 

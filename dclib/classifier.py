@@ -36,13 +36,15 @@ class DiffusionClassifier:
 
     @classmethod
     def from_pretrained(cls, model: str, torch_dtype=None, device=None, resolution: int | None = None,
-                        revision: str | None = None, autocast=None, compile: bool = False) -> "DiffusionClassifier":
+                        revision: str | None = None, autocast=None, compile: bool | str = False
+                        ) -> "DiffusionClassifier":
         """Load a hub id, a local diffusers folder or ``embedded:NAME`` (safetensors only).
 
         ``autocast="bfloat16"`` runs the denoiser under mixed precision (errors are still computed in float32).
         The default (``None``, "auto") does so on CUDA with float32 weights and not on CPU (where bf16 is fast
         only with native bf16 instructions); ``autocast="none"`` turns it off.
-        ``compile=True`` compiles the denoiser with ``torch.compile`` (slow first call, faster long runs).
+        ``compile=True`` compiles the denoiser with ``torch.compile`` (slow first call, faster long runs);
+        ``compile="reduce-overhead"`` also replays it as CUDA graphs on a GPU (see ``DiffusionAdapter.compile``).
         """
         return cls(load_adapter(model, torch_dtype=torch_dtype, device=device, resolution=resolution,
                                 revision=revision, autocast=autocast, compile=compile))

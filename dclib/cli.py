@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+from .adapters.base import COMPILE_MODES
 from .errors import DclibError
 
 EPILOG = """examples:
@@ -41,6 +42,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--autocast", default=None, choices=["auto", "none", "bfloat16", "float16"],
                    help="run the denoiser under mixed precision (errors stay float32); default auto: bf16 on "
                         "CUDA, off on CPU")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the denoiser for long runs (minutes of compilation first)")
+    g.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,
+                   help="torch.compile mode, implies --compile (reduce-overhead: CUDA graphs on a GPU)")
+
+
+def _compile_arg(args) -> bool | str:
+    return args.compile_mode or args.compile  # --compile-mode implies --compile
 
 
 def _add_scoring_args(p: argparse.ArgumentParser, temperature: bool = True) -> None:
@@ -194,7 +203,7 @@ def cmd_classify(args) -> int:
 
     clf = DiffusionClassifier.from_pretrained(args.model, torch_dtype=args.dtype, device=args.device,
                                               resolution=args.resolution, revision=args.revision,
-                                              autocast=args.autocast)
+                                              autocast=args.autocast, compile=_compile_arg(args))
     conds = clf.conditionings(_prompts_arg(args.prompts), args.labels)
     calibrator = _load_calibrator(args, conds) if args.calibration else None
     progress = not args.no_progress and sys.stderr.isatty() or (not args.no_progress and len(args.images) > 1)
@@ -252,7 +261,8 @@ def cmd_interpret(args) -> int:
     from .interpret import invert_and_reconstruct, to_image
 
     clf = DiffusionClassifier.from_pretrained(args.model, torch_dtype=args.dtype, device=args.device,
-                                              resolution=args.resolution, revision=args.revision)
+                                              resolution=args.resolution, revision=args.revision,
+                                              autocast=args.autocast, compile=_compile_arg(args))
     conds = clf.conditionings(_prompts_arg(args.prompts), args.labels)
     x0, _ = clf.encode_image(args.image)
     if args.invert_with is None:
@@ -298,7 +308,7 @@ def cmd_evaluate(args) -> int:
         schedule=args.schedule, n_trials=args.n_trials, loss=args.loss, objective=args.objective,
         guidance=args.guidance, crop=args.crop, noise=args.noise, seed=args.seed, batch_size=args.batch_size,
         dtype=args.dtype, device=args.device, resolution=args.resolution, revision=args.revision,
-        autocast=getattr(args, "autocast", None), split=args.split,
+        autocast=args.autocast, compile=_compile_arg(args), split=args.split,
         subset=args.subset, subset_seed=args.subset_seed, limit=args.limit, image_column=args.image_column,
         label_column=args.label_column, save_errors=args.save_errors, retry_failed=args.retry_failed,
         flush_rows=args.flush_rows, flush_seconds=args.flush_seconds, progress=not args.no_progress)

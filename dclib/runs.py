@@ -722,7 +722,8 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, s
              n_trials: int = 1, loss: str = "l2", objective: str = "uniform", guidance: float = 0.0, crop: int = 0,
              noise: str = "normal", seed: int = 0, batch_size: "int | str" = "auto", dtype: str = "float32",
              device: str | None = "auto", resolution: int | None = None, revision: str | None = None,
-             autocast: str | None = None, split: str | None = None, subset=None, subset_seed: int = 0,
+             autocast: str | None = None, compile: bool | str = False, split: str | None = None, subset=None,
+             subset_seed: int = 0,
              limit: int | None = None,
              image_column: str | None = None, label_column: str | None = None, save_errors: bool = False,
              retry_failed: bool = False, flush_rows: int = 16, flush_seconds: float = 30.0,
@@ -767,9 +768,9 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, s
         if classifier is None:
             if world > 1 and device in (None, "auto", "cuda"):
                 device = str(state.device)
-            extra = {"autocast": autocast} if autocast not in (None, "none", "") else {}
             classifier = DiffusionClassifier.from_pretrained(model, torch_dtype=dtype, device=device,
-                                                             resolution=resolution, revision=revision, **extra)
+                                                             resolution=resolution, revision=revision,
+                                                             autocast=autocast, compile=compile)
         adapter = classifier.adapter
         if batch_size == "auto":
             from .scoring import auto_batch_size
@@ -812,7 +813,9 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, s
             "noise": str(dist),
             **options.to_dict(),
             "save_errors": bool(save_errors),
-            "runtime": {"batch_size": batch_size, "device": str(adapter.device)},
+            # how, not what: a resumed run may change these (a warning says its last bits may differ)
+            "runtime": {"batch_size": batch_size, "device": str(adapter.device),
+                        "compile": getattr(adapter, "compile_mode", None)},
             "versions": versions(),
         }
         if isinstance(subset, str) and os.path.isfile(subset):

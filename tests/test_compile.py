@@ -1,4 +1,5 @@
 """torch.compile path: static-shape padding and agreement with the eager model."""
+import pytest
 import torch
 
 from dclib import DiffusionClassifier, ScoreOptions, Scorer, even_plan, make_noise
@@ -43,3 +44,47 @@ def test_balanced_batch():
             size = balanced_batch(total, cap)
             assert size <= cap and size % 8 == 0 or size == cap
             assert -(-total // size) == -(-total // cap)  # never more calls than plain batching
+
+
+def test_compile_mode_is_checked_before_anything_loads():
+    from dclib import InputError
+
+    with pytest.raises(InputError, match="unknown compile mode 'fastest': use one of default, reduce-overhead"):
+        DiffusionClassifier.from_pretrained("/no/such/folder", compile="fastest")
+
+
+def test_cuda_graph_replays_get_a_new_step_and_their_outputs_are_copied(tiny_models, monkeypatch):
+    """Under CUDA graphs each replay writes into the same output buffer: predict must mark a new step before
+    the call and copy the output, or the errors of one batch would be overwritten by the next batch's."""
+    clf = DiffusionClassifier.from_pretrained(tiny_models["pixel"])
+    adapter = clf.adapter
+    forward = adapter._forward
+    buffer = {}
+
+    def graph_like(x, t, c):  # a replay: the result lands in one preallocated buffer
+        out = forward(x, t, c)
+        buffer.setdefault("out", torch.empty_like(out)).copy_(out)
+        return buffer["out"]
+
+    adapter._forward = graph_like
+    adapter.compile(mode="reduce-overhead", backend="eager")
+    assert adapter.compile_mode == "reduce-overhead" and not adapter._cuda_graphs  # CPU: no graphs captured
+    adapter._cuda_graphs = True  # as on a GPU
+    steps = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: steps.append(1))
+    x = torch.randn(4, *adapter.sample_shape)
+    t = torch.tensor([10, 200, 500, 900])
+    cond = adapter.encode_conditions([0, 1, 2, 3])
+    first, _ = adapter.predict(x, t, cond)
+    expected = forward(x, t, cond).clone()
+    second, _ = adapter.predict(x.flip(0), t, cond)
+    assert len(steps) == 2
+    torch.testing.assert_close(first, expected)  # not overwritten by the second call
+
+
+def test_unknown_compile_mode_on_the_command_line_is_one_line(tiny_models, capsys):
+    from dclib.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["classify", "x.png", "--model", tiny_models["pixel"], "--compile-mode", "fastest"])
+    assert exc.value.code == 2 and "invalid choice: 'fastest'" in capsys.readouterr().err

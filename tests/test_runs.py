@@ -271,6 +271,34 @@ def test_changed_configuration_is_refused_versions_only_warn(tiny_models, pixel,
     assert not stale.exists()
 
 
+def test_cli_compile_and_autocast_reach_the_model_and_the_run_config(fast_reference, tiny_models, folder, tmp_path,
+                                                                      monkeypatch, capsys):
+    import dclib.adapters.loading as loading
+
+    compiled, autocasts = [], []
+    real_compile, real_autocast = torch.compile, loading.resolve_autocast
+    # dynamo without code generation (inductor takes ~20 s per model here); the mode is what is checked
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: (compiled.append(kw["mode"]),
+                                                            real_compile(fn, **{**kw, "backend": "eager"}))[1])
+    monkeypatch.setattr(loading, "resolve_autocast", lambda a, *rest: (autocasts.append(a), real_autocast(a, *rest))[1])
+    out = tmp_path / "run"
+    args = ["evaluate", "--model", tiny_models["pixel"], "--dataset", folder, "--schedule", FAST, "--limit", "3",
+            "--out", str(out), "--no-progress"]
+    assert main(args + ["--compile-mode", "reduce-overhead", "--autocast", "none"]) == 0
+    assert compiled == ["reduce-overhead"] and autocasts == ["none"]  # "none" used to arrive as the default
+    config = json.loads((out / runs.CONFIG).read_text())
+    assert config["runtime"]["compile"] == "reduce-overhead" and config["autocast"] is None
+    df = runs.load_results(out)
+    ref = fast_reference[fast_reference["index"].isin(df["index"])]
+    assert df.prediction.tolist() == ref.prediction.tolist()
+    np.testing.assert_allclose(np.stack(df.mean_errors), np.stack(ref.mean_errors), rtol=1e-5)
+    before = table_bytes(out)
+    capsys.readouterr()
+    assert main(args) == 0  # resumed eager: how it runs may change, with a warning; nothing is recomputed
+    assert 'runtime.compile ("reduce-overhead" -> null)' in capsys.readouterr().err
+    assert table_bytes(out) == before and compiled == ["reduce-overhead"]
+
+
 def test_unwritable_output_fails_before_any_work(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -18,6 +18,20 @@ from ..images import ImageInput, preprocess
 from .cpu_threads import map_rows
 
 
+#: torch.compile modes accepted by ``DiffusionAdapter.compile`` (``--compile MODE``).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: The modes under which inductor captures CUDA graphs on a GPU.
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def check_compile_mode(mode) -> str:
+    """``compile=`` as given (True/None: "default") -> one of ``COMPILE_MODES``, or a clear error."""
+    mode = "default" if mode in (None, True) else mode
+    if mode not in COMPILE_MODES:
+        raise InputError(f"unknown compile mode {mode!r}: use one of {', '.join(COMPILE_MODES)}")
+    return mode
+
+
 class DiffusionAdapter:
     """Base class. Subclasses set the attributes below and implement ``_encode`` and ``_forward``."""
 
@@ -51,6 +65,9 @@ class DiffusionAdapter:
         #: With ``compile()``: every denoiser call is padded to this many rows (one static shape, one graph).
         self.static_batch: int | None = None
         self.compiled = False
+        #: The ``torch.compile`` mode once compiled ("default", "reduce-overhead", ...); None when eager.
+        self.compile_mode: str | None = None
+        self._cuda_graphs = False
         #: Most CPU worker threads per denoiser call, each running its own rows with a share of torch's
         #: intra-op threads (None: one per intra-op thread; 1: the batch in one call). See ``cpu_threads``.
         self.cpu_workers: int | None = None
@@ -58,14 +75,20 @@ class DiffusionAdapter:
     def compile(self, mode: str | None = None, backend: str = "inductor") -> "DiffusionAdapter":
         """``torch.compile`` the denoiser call for long runs (minutes of compilation, then faster calls).
 
-        Batches are padded to one static size per workload (``scoring.balanced_batch``: the fewest calls of at
-        most the scorer's batch size, all alike), so a smaller last batch does not trigger a recompilation; each
-        new workload size compiles once. Errors agree with the eager model to float tolerance, not bitwise. On
-        CPU a compiled graph runs on torch's intra-op threads, not on the row-parallel workers of eager calls.
+        ``mode`` is torch.compile's: "default" (or None), "reduce-overhead" (CUDA graphs on a GPU: one replay
+        per call instead of a kernel launch per op), "max-autotune" (also searches GEMM/conv kernels; CUDA
+        graphs too) or "max-autotune-no-cudagraphs". Batches are padded to one static size per workload
+        (``scoring.balanced_batch``: the fewest calls of at most the scorer's batch size, all alike), so a
+        smaller last batch does not trigger a recompilation, and a CUDA graph is captured once per workload
+        size. Errors agree with the eager model to float tolerance, not bitwise. On CPU a compiled graph runs
+        on torch's intra-op threads, not on the row-parallel workers of eager calls.
         """
+        mode = check_compile_mode(mode)
         if not self.compiled:
-            self._forward = torch.compile(self._forward, mode=mode, backend=backend, dynamic=False)
-            self.compiled = True
+            self._forward = torch.compile(self._forward, mode=None if mode == "default" else mode, backend=backend,
+                                          dynamic=False)
+            self.compiled, self.compile_mode = True, mode
+            self._cuda_graphs = self.device.type == "cuda" and mode in CUDA_GRAPH_MODES
         return self
 
     def _set_noise_schedule(self, scheduler) -> None:
@@ -140,8 +163,12 @@ class DiffusionAdapter:
             out = map_rows(self._forward, (x_t.to(self.dtype), t, cond), self.cpu_workers, self.autocast)
         else:
             mixed = nullcontext() if self.autocast is None else torch.autocast(self.device.type, dtype=self.autocast)
+            if self._cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()  # a new step: the last replay's buffers may be reused
             with mixed:
                 out = self._forward(x_t.to(self.dtype), t, cond).float()
+            if self._cuda_graphs:
+                out = out.clone()  # the graph's output buffer is overwritten by the next replay
         out, x_t, t = out[:n], x_t[:n], t[:n]
         channels = x_t.shape[1]
         var_values = None

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError, ModelNotFoundError
-from .base import DiffusionAdapter
+from .base import DiffusionAdapter, check_compile_mode
 from .dit import DiTAdapter
 from .flow_matching import StableDiffusion3Adapter
 from .pixel_unet import PixelUNetAdapter
@@ -125,10 +125,12 @@ def quiet_hf_logging():
 
 
 def load_adapter(model: str, torch_dtype=None, device=None, resolution: int | None = None,
-                 revision: str | None = None, autocast=None, compile: bool = False) -> DiffusionAdapter:
+                 revision: str | None = None, autocast=None, compile: bool | str = False) -> DiffusionAdapter:
     """Load a diffusers pipeline with ``from_pretrained`` (safetensors only) behind its adapter.
 
-    ``compile=True`` wraps the denoiser in ``torch.compile`` (static batch shapes; worth it for long runs)."""
+    ``compile=True`` (or a torch.compile mode such as "reduce-overhead" for CUDA graphs) wraps the denoiser in
+    ``torch.compile`` (static batch shapes; worth it for long runs)."""
+    compile_mode = check_compile_mode(compile) if compile else None  # a typo fails before any loading
     path = resolve_model_path(model)
     index = read_model_index(path, revision)
     class_name = index.get("_class_name")
@@ -154,6 +156,6 @@ def load_adapter(model: str, torch_dtype=None, device=None, resolution: int | No
                                    id2label=index.get("id2label"))
     adapter.model_id = model
     adapter.autocast = resolve_autocast(autocast, dev, dtype)
-    if compile:
-        adapter.compile()
+    if compile_mode:
+        adapter.compile(compile_mode)
     return adapter
