@@ -215,6 +215,37 @@ class DiffusionAdapter:
         }
 
 
+class VAELatents:
+    """For adapters whose denoiser works on VAE latents (SD, DiT, SD3): x0 is the VAE's scaled mean latent."""
+
+    vae: Any
+    latent_channels: int
+
+    def _set_vae(self, vae, latent_side: int, resolution: int | None) -> None:
+        """The VAE, its downsampling factor and the pixel resolution (default: the denoiser's native latent
+        side times that factor)."""
+        self.vae = vae
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.resolution = resolution or latent_side * self.vae_scale_factor
+
+    @property
+    def sample_shape(self):
+        side = self.resolution // self.vae_scale_factor
+        return (self.latent_channels, side, side)
+
+    def _encode(self, pixels):
+        return latent_from_vae(self.vae, pixels)
+
+
+def class_index_tensor(labels: Sequence[int], num_classes: int, device: torch.device) -> torch.Tensor:
+    """Class-conditional models' conditionings: the indices themselves, checked against the class count."""
+    labels = [int(v) for v in labels]
+    bad = [v for v in labels if not 0 <= v < num_classes]
+    if bad:
+        raise InputError(f"class indices must be in [0, {num_classes}); got {bad[:5]}")
+    return torch.tensor(labels, device=device)
+
+
 def latent_from_vae(vae, pixels: torch.Tensor) -> torch.Tensor:
     """x0 = (posterior mean - shift_factor) * scaling_factor, both read from the VAE config."""
     posterior = vae.encode(pixels.to(vae.dtype)).latent_dist

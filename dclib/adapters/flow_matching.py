@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 
 from ..errors import InputError
-from .base import DiffusionAdapter, latent_from_vae, place
+from .base import DiffusionAdapter, VAELatents, place
 
 
 def flow_sigmas(scheduler, image_seq_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,7 +80,7 @@ class FlowMatchingAdapter(DiffusionAdapter):
                 "sigma_range": [float(self.sigmas[0]), float(self.sigmas[-1])]}
 
 
-class StableDiffusion3Adapter(FlowMatchingAdapter):
+class StableDiffusion3Adapter(VAELatents, FlowMatchingAdapter):
     """SD3 / SD3.5: MMDiT transformer on VAE latents, prompts through CLIP-L, CLIP-G (pooled) and optional T5.
 
     A prompt's conditioning is one row: its token embeddings [L, D] flattened, then its pooled embedding [P].
@@ -97,10 +97,9 @@ class StableDiffusion3Adapter(FlowMatchingAdapter):
                  id2label: dict | None = None):
         super().__init__(pipe.scheduler, device, dtype)
         self.pipe = pipe  # for encode_prompt, the pipeline's own text encoding
-        self.transformer, self.vae = pipe.transformer, pipe.vae
+        self.transformer = pipe.transformer
         cfg = self.transformer.config
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.resolution = resolution or cfg.sample_size * self.vae_scale_factor
+        self._set_vae(pipe.vae, cfg.sample_size, resolution)  # x0 = (mean - shift_factor) * scaling_factor
         self.latent_channels = cfg.in_channels
         self.patch_size = cfg.patch_size
         if self.resolution % (self.vae_scale_factor * self.patch_size):
@@ -113,14 +112,6 @@ class StableDiffusion3Adapter(FlowMatchingAdapter):
                 place(module, self.device, self.dtype)
         side = self.resolution // self.vae_scale_factor
         self._set_sigmas(image_seq_len=(side // self.patch_size) ** 2)
-
-    @property
-    def sample_shape(self):
-        side = self.resolution // self.vae_scale_factor
-        return (self.latent_channels, side, side)
-
-    def _encode(self, pixels):
-        return latent_from_vae(self.vae, pixels)  # (mean - shift_factor) * scaling_factor
 
     @torch.inference_mode()
     def _encode_conditions(self, prompts: Sequence[str]) -> torch.Tensor:

@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 
 from ..errors import InputError
-from .base import DiffusionAdapter, id2label_of, place
+from .base import DiffusionAdapter, class_index_tensor, id2label_of, place
 
 
 class PixelUNetAdapter(DiffusionAdapter):
@@ -41,11 +41,7 @@ class PixelUNetAdapter(DiffusionAdapter):
         return (self.image_channels, self.resolution, self.resolution)
 
     def _encode_conditions(self, labels: Sequence[int]) -> torch.Tensor:
-        labels = [int(v) for v in labels]
-        bad = [v for v in labels if not 0 <= v < self.num_classes]
-        if bad:
-            raise InputError(f"class indices must be in [0, {self.num_classes}); got {bad[:5]}")
-        return torch.tensor(labels, device=self.device)
+        return class_index_tensor(labels, self.num_classes, self.device)
 
     def null_condition(self):
         if self.null_class is None:

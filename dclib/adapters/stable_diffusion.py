@@ -5,33 +5,24 @@ from typing import Sequence
 
 import torch
 
-from .base import DiffusionAdapter, latent_from_vae, place
+from .base import DiffusionAdapter, VAELatents, place
 
 
-class StableDiffusionAdapter(DiffusionAdapter):
+class StableDiffusionAdapter(VAELatents, DiffusionAdapter):
     text_conditioned = True
     encode_batch_size = 32  # prompts per text-encoder call
 
     def __init__(self, pipe, device="cpu", dtype=torch.float32, resolution: int | None = None,
                  id2label: dict | None = None):
         super().__init__(pipe.scheduler, device, dtype)
-        self.unet, self.vae = pipe.unet, pipe.vae
+        self.unet = pipe.unet
         self.text_encoder, self.tokenizer = pipe.text_encoder, pipe.tokenizer
         self.prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.resolution = resolution or self.unet.config.sample_size * self.vae_scale_factor
+        self._set_vae(pipe.vae, self.unet.config.sample_size, resolution)
         self.latent_channels = self.unet.config.in_channels
         self.learned_variance = self.unet.config.out_channels == 2 * self.unet.config.in_channels
         for module in (self.unet, self.vae, self.text_encoder):
             place(module, self.device, self.dtype)
-
-    @property
-    def sample_shape(self):
-        side = self.resolution // self.vae_scale_factor
-        return (self.latent_channels, side, side)
-
-    def _encode(self, pixels):
-        return latent_from_vae(self.vae, pixels)
 
     @torch.inference_mode()
     def _encode_conditions(self, prompts: Sequence[str]) -> torch.Tensor:
