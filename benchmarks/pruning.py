@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from dclib import DiffusionClassifier  # noqa: E402
 from dclib.experiments import cached, score_dataset  # noqa: E402
 from dclib.plan import even_plan, strided_positions  # noqa: E402
-from dclib.pruning import replay, top_k_candidates  # noqa: E402
+from dclib.pruning import live_check, replay, top_k_candidates  # noqa: E402
 
 CACHE = Path(__file__).parent / ".cache"
 GRID = 100
@@ -122,22 +122,8 @@ def main() -> None:
         # live confirmation: the same predictions and evaluation counts from real model calls
         sample = errors.n_images if args.live < 0 else min(args.live, errors.n_images)
         for schedule in list(PAPER) + PAIRED:
-            sub = errors.select(slice(0, sample))
-            replayed = replay(sub, schedule, None, clf.adapter.num_train_timesteps, details=True)
-            correct, evals, preds = 0, [], []
-            for i in range(sample):
-                row = data[i]
-                r = clf.classify(row["image"], prompts=conds, image_id=row.get("id", i), schedule=schedule,
-                                 seed=args.seed, batch_size=args.batch_size)
-                correct += int(r.prediction == row["label"])
-                evals.append(r.evaluations)
-                preds.append(r.prediction)
-            live.append({"task": task, "schedule": schedule, "images": sample,
-                         "same_predictions": preds == replayed["predictions"],
-                         "same_evaluations": evals == replayed["evaluations"],
-                         "live_accuracy": correct / max(sample, 1), "replayed_accuracy": replayed["accuracy"],
-                         "live_evaluations_per_image": float(np.mean(evals)) if evals else 0.0,
-                         "replayed_evaluations_per_image": replayed["evaluations_per_image"]})
+            live.append({"task": task, **live_check(clf, data, errors, schedule, sample, prompts=conds,
+                                                    seed=args.seed, batch_size=args.batch_size)})
         results.append({"task": task, "method": "(full error matrix)", "seconds": round(score_seconds, 1),
                         "n": errors.n_images})
     print(json.dumps({"device": f"cpu {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",

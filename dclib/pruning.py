@@ -219,3 +219,43 @@ def replay(error_set, schedule, candidates: np.ndarray | None = None, num_train_
     if details:
         out.update(predictions=predictions, evaluations=evaluations)
     return out
+
+
+def classify_live(classifier, dataset, n_images: int, schedule, candidates: np.ndarray | None = None,
+                  prompts=None, seed: int = 0, batch_size: "int | str" = "auto") -> dict:
+    """Classify the first ``n_images`` rows of ``dataset`` (rows with ``image``, ``label`` and optionally ``id``)
+    with real denoiser calls: per-image ``predictions`` and ``evaluations``, ``accuracy`` and the mean
+    ``seconds_per_image``. ``candidates[i]`` restricts image i to those classes (class-conditional models)."""
+    import time
+
+    predictions, evaluations, seconds, correct = [], [], [], 0
+    for i in range(n_images):
+        row = dataset[i]
+        labels = None if candidates is None else [int(c) for c in candidates[i]]
+        started = time.perf_counter()
+        result = classifier.classify(row["image"], prompts=prompts, image_id=row.get("id", i), schedule=schedule,
+                                     seed=seed, batch_size=batch_size, class_labels=labels)
+        seconds.append(time.perf_counter() - started)
+        predictions.append(result.prediction)
+        evaluations.append(result.evaluations)
+        correct += int(result.prediction == row["label"])
+    return {"predictions": predictions, "evaluations": evaluations, "accuracy": correct / max(n_images, 1),
+            "seconds_per_image": float(np.mean(seconds)) if seconds else 0.0}
+
+
+def live_check(classifier, dataset, error_set, schedule, n_images: int, candidates: np.ndarray | None = None,
+               prompts=None, seed: int = 0, batch_size: "int | str" = "auto") -> dict:
+    """Does :func:`replay` of ``schedule`` from the saved error matrices tell what real model calls do? The
+    first ``n_images`` rows classified live (the noise keyed by the same seed and image ids as ``error_set``'s)
+    against their replay: the same predictions and the same evaluation counts, plus the live time per image."""
+    live = classify_live(classifier, dataset, n_images, schedule, candidates, prompts, seed, batch_size)
+    replayed = replay(error_set.select(slice(0, n_images)), schedule,
+                      None if candidates is None else candidates[:n_images],
+                      classifier.adapter.num_train_timesteps, details=True)
+    return {"schedule": replayed["schedule"], "images": n_images,
+            "same_predictions": live["predictions"] == replayed["predictions"],
+            "same_evaluations": live["evaluations"] == replayed["evaluations"],
+            "live_accuracy": live["accuracy"], "replayed_accuracy": replayed["accuracy"],
+            "live_evaluations_per_image": float(np.mean(live["evaluations"])) if n_images else 0.0,
+            "replayed_evaluations_per_image": replayed["evaluations_per_image"],
+            "seconds_per_image": live["seconds_per_image"]}

@@ -131,3 +131,28 @@ def test_live_paired_pruning_on_the_embedded_digits_model():
         cols = [full.plan.keys().index(k) for k in pruned.plan.keys()]
         scored = np.isfinite(pruned.errors)
         np.testing.assert_allclose(pruned.errors[scored], full.errors[:, cols][scored], rtol=1e-5)
+
+
+def test_live_check_agrees_with_replay_and_notices_a_wrong_error_set():
+    from dclib import DiffusionClassifier, even_plan
+    from dclib.data import load_embedded
+    from dclib.experiments import score_dataset
+    from dclib.pruning import classify_live, live_check
+
+    clf = DiffusionClassifier.from_pretrained("embedded:digits")
+    data = load_embedded("digits-test").select(range(5))
+    errors = score_dataset(clf, data, even_plan(20), seed=0, batch_size=500, progress=False)
+    top = top_k_candidates(np.eye(10)[np.array(data["label"])] + 0.01 * np.arange(10), 3)
+    for schedule, candidates in [("5,1:5,20", None), ("paired:20,strata=4", None), ("20", top)]:
+        check = live_check(clf, data, errors, schedule, 3, candidates, seed=0, batch_size=500)
+        assert check["same_predictions"] and check["same_evaluations"], schedule
+        assert check["live_evaluations_per_image"] == check["replayed_evaluations_per_image"]
+        assert check["seconds_per_image"] > 0 and check["images"] == 3
+    live = classify_live(clf, data, 3, "20", top, seed=0, batch_size=500)
+    assert live["evaluations"] == [3 * 20] * 3  # three candidate classes each
+    assert all(p in t for p, t in zip(live["predictions"], top[:3]))
+    # another seed's errors with the classes reversed: the check must fail (or it would mean nothing)
+    other = score_dataset(clf, data, even_plan(20), seed=1, batch_size=500, progress=False)
+    shuffled = type(errors)(other.errors[:, ::-1], other.timesteps, other.labels, other.class_idx, other.ids)
+    check = live_check(clf, data, shuffled, "5,1:5,20", 3, seed=0, batch_size=500)
+    assert not (check["same_predictions"] and check["same_evaluations"])
