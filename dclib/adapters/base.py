@@ -18,7 +18,7 @@ from ..images import ImageInput, preprocess
 from .cpu_threads import map_rows
 
 
-#: torch.compile modes accepted by ``DiffusionAdapter.compile`` (``--compile MODE``).
+#: torch.compile modes accepted by ``DiffusionAdapter.compile`` (``--compile-mode MODE`` on the command line).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: The modes under which inductor captures CUDA graphs on a GPU.
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
