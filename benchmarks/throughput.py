@@ -185,6 +185,7 @@ def main():
     parser.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,
                         help="torch.compile mode, implies --compile (reduce-overhead: CUDA graphs on a GPU)")
     args = parser.parse_args()
+    compile_mode = args.compile_mode or args.compile  # --compile-mode implies --compile
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     dtype = torch.float16 if cuda else torch.float32
@@ -213,13 +214,13 @@ def main():
         x0, _ = clf.encode_image(image)
         batch_size = args.batch_size or auto_batch_size(clf.adapter)
         results.append(bench(name, clf.adapter, x0, cond, args.timesteps, batch_size, args.repeats,
-                             compile=args.compile_mode or args.compile))
+                             compile=compile_mode))
     if cuda:
         peak = matmul_peak(device)
         for name, (adapter, x0, cond) in gpu_models(args.gpu_models.split(","), device, dtype).items():
             # bare denoisers without a conditioning encoder: a fixed batch rather than the memory probe
             results.append(bench(name, adapter, x0, cond, args.timesteps, args.batch_size or 250, args.repeats,
-                                 flops_of(adapter, x0, cond), peak, compile=args.compile_mode or args.compile))
+                                 flops_of(adapter, x0, cond), peak, compile=compile_mode))
     print(json.dumps({"device": torch.cuda.get_device_name() if cuda else f"CPU ({platform.machine()}, "
                       f"{torch.get_num_threads()} threads)", "torch": torch.__version__, "results": results}))
 

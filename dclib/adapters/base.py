@@ -64,7 +64,6 @@ class DiffusionAdapter:
         self.autocast: torch.dtype | None = None
         #: With ``compile()``: every denoiser call is padded to this many rows (one static shape, one graph).
         self.static_batch: int | None = None
-        self.compiled = False
         #: The ``torch.compile`` mode once compiled ("default", "reduce-overhead", ...); None when eager.
         self.compile_mode: str | None = None
         self._cuda_graphs = False
@@ -87,9 +86,13 @@ class DiffusionAdapter:
         if not self.compiled:
             self._forward = torch.compile(self._forward, mode=None if mode == "default" else mode, backend=backend,
                                           dynamic=False)
-            self.compiled, self.compile_mode = True, mode
+            self.compile_mode = mode
             self._cuda_graphs = self.device.type == "cuda" and mode in CUDA_GRAPH_MODES
         return self
+
+    @property
+    def compiled(self) -> bool:
+        return self.compile_mode is not None
 
     def _set_noise_schedule(self, scheduler) -> None:
         """DDPM-type schedule: betas and abar from the scheduler (flow-matching adapters override this)."""
