@@ -25,18 +25,19 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 
 # Every notebook executed by nbval (outputs of cells tagged nbval-check-output compared with the stored
 # ones; notebooks/conftest.py keeps the executed copies for the quick book build), then the unit,
-# integration and site tests.
+# integration and site tests. All of it is the small preset: results/small, book/executed/small,
+# _build/small; what `make book` built (results/book, book/executed/book, _build/book) is left alone.
 test: $(STAMP) browser
 	$(PY) -m pytest -q notebooks tests --nbval-lax -p no:cacheprovider
 
 book: $(STAMP) browser
 	$(PY) book/build_book.py --preset book
-	$(PY) book/check_site.py _build/html
+	$(PY) book/check_site.py _build/book/html
 
 # The book with each notebook's own (small) parameters; the tests build this one.
 book-quick: $(STAMP) browser
 	$(PY) book/build_book.py --preset small
-	$(PY) book/check_site.py _build/html
+	$(PY) book/check_site.py _build/small/html
 
 # Headless Chromium + driver for the site checks (Debian packages; needs root, as on CI).
 browser:

@@ -7,15 +7,19 @@
   notebook NAME is ``notebooks/NAME.ipynb`` (an entry's optional ``path`` names another file).
 * Preset ``small`` runs each notebook with its own defaults (its ``parameters`` cell); preset ``book`` injects
   the notebook's entry of ``book/params.yml``.
+* The two presets share nothing they write, so `make test` (preset small) never touches what `make book`
+  built: each has its own results (``results/PRESET/``, given to the kernels as ``$DCLIB_RESULTS_DIR``, with
+  ``$DCLIB_PRESET``), executed copies (``book/executed/PRESET/``) and site (``_build/PRESET/html``).
 * Each notebook is executed (kernel ``python3``, working directory = repository root) into
-  ``book/executed/NAME.ipynb``. A stamp ``book/executed/NAME.stamp.json`` records what it was run from: the
+  ``book/executed/PRESET/NAME.ipynb``. A stamp ``NAME.stamp.json`` beside it records what it was run from: the
   notebook's bytes, the injected parameters, the preset and the content hash of ``dclib/**/*.py``. A notebook
   whose stamp matches is skipped. A failed notebook makes the script exit non-zero after naming it.
 * An entry with ``reads_results: true`` (the reproduction-status page) also re-runs when the verdicts the other
-  notebooks saved in ``results/verdicts/`` change, so list it last.
+  notebooks saved in ``results/PRESET/verdicts/`` change, so list it last.
 * ``_toc.yml`` is generated: intro, reproduce, one page per notebook, references.
-* ``jupyter-book build .`` renders ``_build/html`` with warnings as errors. It is skipped when none of its
-  inputs changed since the last successful build (``_build/.book_stamp.json``).
+* Jupyter Book renders ``_build/PRESET/html`` with warnings as errors from ``_build/PRESET/src``, links to
+  ``book/*.md`` and to the preset's executed copies as ``book/executed``. It is skipped when none of its
+  inputs changed since the last successful build (``_build/PRESET/.book_stamp.json``).
 """
 from __future__ import annotations
 
@@ -34,13 +38,27 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
 NOTEBOOKS = ROOT / "notebooks"
-EXECUTED = BOOK / "executed"
 BUILD = ROOT / "_build"
-HTML = BUILD / "html"
-BUILD_STAMP = BUILD / ".book_stamp.json"
 TOC = ROOT / "_toc.yml"
 KERNEL = "python3"
 PRESETS = ("small", "book")
+
+
+# Everything a build writes is per preset (functions, not constants: tests point ROOT, BOOK and BUILD elsewhere).
+def results_folder(preset: str) -> Path:
+    return ROOT / "results" / preset
+
+
+def executed_dir(preset: str) -> Path:
+    return BOOK / "executed" / preset
+
+
+def build_dir(preset: str) -> Path:
+    return BUILD / preset
+
+
+def site_dir(preset: str) -> Path:
+    return build_dir(preset) / "html"
 
 
 class BuildError(RuntimeError):
@@ -111,8 +129,11 @@ def parameters_for(name: str, preset: str, params: dict) -> dict:
     return p
 
 
-def kernel_env() -> dict:
+def kernel_env(preset: str) -> dict:
     env = dict(os.environ)
+    # Set, not defaulted: an inherited $DCLIB_RESULTS_DIR would let the two presets write into one folder.
+    env["DCLIB_RESULTS_DIR"] = str(results_folder(preset))
+    env["DCLIB_PRESET"] = preset
     # The Makefile exports MPLBACKEND=Agg for scripts and tests; inside a kernel that would stop figures from
     # being captured as outputs, so notebooks get the inline backend.
     env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
@@ -128,23 +149,25 @@ def notebook_stamp(nb: dict, params: dict, preset: str, code_hash: str) -> dict:
     stamp = {"notebook_sha256": sha256_bytes(nb["source"].read_bytes()),
              "parameters": params, "preset": preset, "dclib_sha256": code_hash, "kernel": KERNEL}
     if nb.get("reads_results"):
-        verdicts = sorted((ROOT / "results" / "verdicts").glob("*.json"))
+        verdicts = sorted((results_folder(preset) / "verdicts").glob("*.json"))
         stamp["results_sha256"] = _files_hash(verdicts) if verdicts else ""
     return stamp
 
 
 def save_executed(name: str, finished: Path, stamp: dict) -> None:
-    """Move a finished executed copy (a file in EXECUTED) into place, then write its stamp (last: a copy
-    without one is never reused)."""
-    stamp_path = EXECUTED / f"{name}.stamp.json"
+    """Move a finished executed copy (a file in the executed folder of the stamp's preset) into place, then
+    write its stamp (last: a copy without one is never reused)."""
+    executed = executed_dir(stamp["preset"])
+    stamp_path = executed / f"{name}.stamp.json"
     stamp_path.unlink(missing_ok=True)
-    finished.replace(EXECUTED / f"{name}.ipynb")
-    (EXECUTED / f"{name}.failed.ipynb").unlink(missing_ok=True)
+    finished.replace(executed / f"{name}.ipynb")
+    (executed / f"{name}.failed.ipynb").unlink(missing_ok=True)
     stamp_path.write_text(json.dumps(stamp, indent=1, sort_keys=True) + "\n")
 
 
 def is_current(name: str, stamp: dict) -> bool:
-    out, stamp_path = EXECUTED / f"{name}.ipynb", EXECUTED / f"{name}.stamp.json"
+    executed = executed_dir(stamp["preset"])
+    out, stamp_path = executed / f"{name}.ipynb", executed / f"{name}.stamp.json"
     if not (out.exists() and stamp_path.exists()):
         return False
     try:
@@ -155,24 +178,25 @@ def is_current(name: str, stamp: dict) -> bool:
 
 def execute(nb: dict, params: dict, stamp: dict, force: bool) -> str:
     """Execute one notebook unless its stamp matches. Returns 'skipped' or 'executed'."""
-    name = nb["name"]
-    out = EXECUTED / f"{name}.ipynb"
-    stamp_path = EXECUTED / f"{name}.stamp.json"
+    name, preset = nb["name"], stamp["preset"]
+    executed = executed_dir(preset)
+    out = executed / f"{name}.ipynb"
+    stamp_path = executed / f"{name}.stamp.json"
     if not force and is_current(name, stamp):
         return "skipped (unchanged)"
     src_shown = os.path.relpath(nb["source"], ROOT)
     log(f"  {name}: executing {src_shown} -> {out.relative_to(ROOT)}")
-    EXECUTED.mkdir(parents=True, exist_ok=True)
+    executed.mkdir(parents=True, exist_ok=True)
     stamp_path.unlink(missing_ok=True)
-    tmp = EXECUTED / f".{name}.running.ipynb"
+    tmp = executed / f".{name}.running.ipynb"
     cmd = [sys.executable, "-m", "papermill", str(nb["source"]), str(tmp),
            "--kernel", KERNEL, "--cwd", str(ROOT), "--log-level", "WARNING",
            "--request-save-on-cell-execute", "--no-progress-bar",
            "--parameters_yaml", yaml.safe_dump(params)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=kernel_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.run(cmd, cwd=ROOT, env=kernel_env(preset), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True)
     if proc.returncode != 0:
-        failed = EXECUTED / f"{name}.failed.ipynb"
+        failed = executed / f"{name}.failed.ipynb"
         if tmp.exists():
             tmp.replace(failed)
         lines = proc.stdout.strip().splitlines()
@@ -206,14 +230,14 @@ def _files_hash(files) -> str:
     return h.hexdigest()
 
 
-def book_inputs_hash(notebooks: list[dict]) -> dict:
+def book_inputs_hash(notebooks: list[dict], preset: str) -> dict:
     """``setup``: what a page-by-page (incremental) Sphinx rebuild would not notice -> full rebuild.
     ``pages``: the page sources -> incremental rebuild."""
     from importlib.metadata import version
 
     setup = [ROOT / "_config.yml", TOC] + sorted((BOOK / "_ext").glob("*.py"))
     versions = ",".join(version(d) for d in ("jupyter-book", "sphinx", "sphinx-book-theme", "myst-nb"))
-    pages = sorted(BOOK.glob("*.md")) + [EXECUTED / f"{nb['name']}.ipynb" for nb in notebooks]
+    pages = sorted(BOOK.glob("*.md")) + [executed_dir(preset) / f"{nb['name']}.ipynb" for nb in notebooks]
     # Every page's previous/next links show its neighbours' titles, which an incremental build does not
     # refresh: a changed title anywhere means a full rebuild.
     titles = sha256_bytes(*(page_title(p).encode() for p in pages))
@@ -232,38 +256,63 @@ def page_title(path: Path) -> str:
     return next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), "")
 
 
-def jupyter_book_build(inputs: dict, force: bool) -> str:
+def stage_source(preset: str) -> Path:
+    """The folder Jupyter Book reads for one preset: links to book/*.md and, as book/executed, to the preset's
+    executed copies. Pages keep the names _toc.yml and the {doc} links give them (book/executed/NAME) in both
+    presets, and neither build sees the other preset's copies."""
+    src = build_dir(preset) / "src"
+    shutil.rmtree(src, ignore_errors=True)  # removes the links, not what they point to
+    (src / "book").mkdir(parents=True)
+    targets = {p.name: p for p in BOOK.glob("*.md")} | {"executed": executed_dir(preset)}
+    for name, target in targets.items():
+        (src / "book" / name).symlink_to(os.path.relpath(target, src / "book"))
+    return src
+
+
+# jupyter-book's command line always writes into <output>/_build/html; the function it calls takes the html
+# folder itself, which keeps each preset's site at _build/PRESET/html (doctrees beside it).
+SPHINX_BUILD = """
+import sys
+from jupyter_book.sphinx import build_sphinx
+src, html, config, toc, fresh = sys.argv[1:]
+result = build_sphinx(src, html, noconfig=True, path_config=config, warningiserror=True, keep_going=True,
+                      freshenv=fresh == "1", confoverrides={"external_toc_path": toc, "latex_individualpages": False})
+sys.exit(0 if result == 0 else 1)
+"""
+
+
+def jupyter_book_build(preset: str, inputs: dict, force: bool) -> str:
+    out, html = build_dir(preset), site_dir(preset)
+    stamp = out / ".book_stamp.json"
     last = {}
-    if BUILD_STAMP.exists() and (HTML / "index.html").exists():
+    if stamp.exists() and (html / "index.html").exists():
         try:
-            last = json.loads(BUILD_STAMP.read_text())
+            last = json.loads(stamp.read_text())
         except json.JSONDecodeError:
             last = {}
     if not force and last == inputs:
         return "unchanged"
     full = force or last.get("setup") != inputs["setup"]
-    BUILD_STAMP.unlink(missing_ok=True)
+    stamp.unlink(missing_ok=True)
     if full:
-        # A clean output: pages of notebooks no longer listed must not linger in _build/html.
-        for d in (HTML, BUILD / ".doctrees", BUILD / "jupyter_execute"):
+        # A clean output: pages of notebooks no longer listed must not linger in the site.
+        for d in (html, out / ".doctrees", out / "jupyter_execute"):
             shutil.rmtree(d, ignore_errors=True)
-    jb = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(jb)] if jb.exists() else [sys.executable, "-m", "jupyter_book"]
-    cmd += ["build", ".", "--builder", "html", "--warningiserror", "--keep-going"]
-    if full:
-        cmd.append("--all")
+    src = stage_source(preset)
+    cmd = [sys.executable, "-c", SPHINX_BUILD, str(src), str(html), str(ROOT / "_config.yml"), str(TOC),
+           "1" if full else "0"]
     env = dict(os.environ)
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    (BUILD).mkdir(exist_ok=True)
-    (BUILD / "jupyter-book.log").write_text(proc.stdout)
-    if proc.returncode != 0 or not (HTML / "index.html").exists():
+    log_path = out / "jupyter-book.log"
+    log_path.write_text(proc.stdout)
+    if proc.returncode != 0 or not (html / "index.html").exists():
         lines = proc.stdout.splitlines()
         problems = [ln for ln in lines if "WARNING" in ln or "ERROR" in ln or "Error" in ln]
         detail = "\n".join(problems[-40:] or lines[-40:])
-        raise BuildError(f"jupyter-book build failed (exit {proc.returncode}); full log in _build/jupyter-book.log\n"
-                         f"{detail}")
-    BUILD_STAMP.write_text(json.dumps(inputs) + "\n")
+        raise BuildError(f"jupyter-book build failed (exit {proc.returncode}); full log in "
+                         f"{log_path.relative_to(ROOT)}\n{detail}")
+    stamp.write_text(json.dumps(inputs) + "\n")
     return "built (full)" if full else "built (incremental)"
 
 
@@ -296,7 +345,7 @@ def main(argv=None) -> int:
         failures = []
         for i, nb in enumerate(notebooks, 1):
             name = nb["name"]
-            out = EXECUTED / f"{name}.ipynb"
+            out = executed_dir(args.preset) / f"{name}.ipynb"
             if args.only and name not in args.only:
                 state = "kept" if out.exists() else "missing"
                 log(f"[{i}/{len(notebooks)}] {name}: not selected ({state})")
@@ -321,8 +370,8 @@ def main(argv=None) -> int:
             log(f"book: notebooks done in {time.monotonic() - t_all:.1f}s (--no-build)")
             return 0
         t0 = time.monotonic()
-        state = jupyter_book_build(book_inputs_hash(notebooks), args.force)
-        log(f"jupyter-book: {state} in {time.monotonic() - t0:.1f}s -> {HTML.relative_to(ROOT)}")
+        state = jupyter_book_build(args.preset, book_inputs_hash(notebooks, args.preset), args.force)
+        log(f"jupyter-book: {state} in {time.monotonic() - t0:.1f}s -> {site_dir(args.preset).relative_to(ROOT)}")
     except BuildError as e:
         log(f"book: ERROR: {e}")
         return 1

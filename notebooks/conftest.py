@@ -1,7 +1,9 @@
-"""nbval runs every notebook here with its own (small) parameters. Each book page that passes completely is
-also saved as its executed copy with the stamp `book/build_book.py --preset small` would give it, so the
-quick book build of tests/test_book_site.py (run after this directory by `make test`) renders these outputs
-instead of executing every notebook a second time. A notebook with a failed or skipped cell saves nothing.
+"""nbval runs every notebook here with its own (small) parameters, in the small preset's kernel environment
+(its results go to results/small/, never to the book preset's folder). Each book page that passes completely
+is also saved as its small-preset executed copy (book/executed/small/) with the stamp
+`book/build_book.py --preset small` would give it, so the quick book build of tests/test_book_site.py (run
+after this directory by `make test`) renders these outputs instead of executing every notebook a second time.
+A notebook with a failed or skipped cell saves nothing.
 """
 from __future__ import annotations
 
@@ -18,18 +20,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "book"))
 import build_book  # noqa: E402
 
+PRESET = "small"  # nbval runs the notebooks' own defaults
 _runs: dict[Path, dict] = {}  # notebook -> {"outputs": {cell_num: outputs}, "ok": bool}
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_setup(item):
     """The kernel starts in the first cell's setup: give it the environment the book build gives its kernels
-    (inline figures, offline hubs), so the saved outputs hold the figures a reader sees."""
+    (inline figures, offline hubs, the small preset's results folder), so the saved outputs hold the figures a
+    reader sees."""
     if not isinstance(item, IPyNbCell):
         yield
         return
     saved = dict(os.environ)
-    os.environ.update(build_book.kernel_env())
+    os.environ.update(build_book.kernel_env(PRESET))
     try:
         yield
     finally:
@@ -73,8 +77,9 @@ def _save_executed_copy(path: Path, nb, outputs: dict) -> None:
                 if out.output_type == "execute_result":
                     out.execution_count = count
     nbformat.validate(executed)
-    stamp = build_book.notebook_stamp(entry, {}, "small", build_book.dclib_source_hash())
-    build_book.EXECUTED.mkdir(parents=True, exist_ok=True)
-    finished = build_book.EXECUTED / f".{entry['name']}.saving.ipynb"
+    stamp = build_book.notebook_stamp(entry, {}, PRESET, build_book.dclib_source_hash())
+    executed_dir = build_book.executed_dir(PRESET)
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    finished = executed_dir / f".{entry['name']}.saving.ipynb"
     nbformat.write(executed, finished)
     build_book.save_executed(entry["name"], finished, stamp)

@@ -77,7 +77,7 @@ def test_checker_passes_a_good_site_and_fails_a_broken_one(browser, tmp_path):
 def test_quick_book_builds_and_every_page_works_in_the_browser(browser):
     r = _run("book/build_book.py", "--preset", "small", timeout=1400)
     assert r.returncode == 0, r.stdout[-8000:]
-    html = ROOT / "_build" / "html"
+    html = ROOT / "_build" / "small" / "html"  # the small preset's site; _build/book is `make book`'s
     for page in ("index.html", "book/intro.html", "book/reproduce.html", "book/references.html"):
         assert (html / page).exists(), page
     listed = (yaml.safe_load((ROOT / "book" / "notebooks.yml").read_text()) or {}).get("notebooks") or []
@@ -98,17 +98,16 @@ def test_a_changed_page_title_forces_a_full_rebuild(monkeypatch):
 
     tmp_path = ROOT / "_build" / "test-title"  # inside the checkout: the stamp hashes paths relative to it
     shutil.rmtree(tmp_path, ignore_errors=True)
-    tmp_path.mkdir(parents=True)
-    nb = tmp_path / "page.ipynb"
+    (tmp_path / "executed" / "small").mkdir(parents=True)
+    nb = tmp_path / "executed" / "small" / "page.ipynb"
     write = lambda title: nb.write_text('{"cells": [{"cell_type": "markdown", "source": ["# %s\\n", "text"]}]}' % title)
     write("Table 1: zero-shot")
     assert build_book.page_title(nb) == "Table 1: zero-shot"
-    monkeypatch.setattr(build_book, "EXECUTED", tmp_path)
     monkeypatch.setattr(build_book, "BOOK", tmp_path)
-    first = build_book.book_inputs_hash([{"name": "page"}])
+    first = build_book.book_inputs_hash([{"name": "page"}], "small")
     nb.write_text(nb.read_text().replace("text", "other text"))
-    second = build_book.book_inputs_hash([{"name": "page"}])
+    second = build_book.book_inputs_hash([{"name": "page"}], "small")
     assert second["setup"] == first["setup"] and second["pages"] != first["pages"]  # incremental
     write("Table 1: zero-shot classification")
-    assert build_book.book_inputs_hash([{"name": "page"}])["setup"] != first["setup"]  # full
+    assert build_book.book_inputs_hash([{"name": "page"}], "small")["setup"] != first["setup"]  # full
     shutil.rmtree(tmp_path)

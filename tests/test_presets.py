@@ -1,0 +1,162 @@
+"""The small preset (`make test`, `make book-quick`) and the book preset (`make book`) never share a folder:
+not their results, not their executed copies, not their site. A test run must not replace the book's numbers.
+
+The build tests run book/build_book.py's own functions on a tiny fake checkout in a temporary folder.
+"""
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "book"))
+import build_book  # noqa: E402
+
+
+def _apart(a: Path, b: Path) -> bool:
+    return not (a.is_relative_to(b) or b.is_relative_to(a))
+
+
+def _snapshot(*folders: Path) -> dict:
+    """Every file (links not followed) under the folders: path -> (bytes, mtime)."""
+    files = [p for f in folders for p in sorted(f.rglob("*")) if p.is_file() and not p.is_symlink()]
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files}
+
+
+def _folders(preset: str) -> list[Path]:
+    """Where a build of this preset writes (its site lies in its build folder)."""
+    assert build_book.site_dir(preset).is_relative_to(build_book.build_dir(preset))
+    return [build_book.results_folder(preset), build_book.executed_dir(preset), build_book.build_dir(preset)]
+
+
+def test_each_preset_writes_to_its_own_folders(monkeypatch):
+    # A results folder inherited from the shell must not put both presets' numbers in one place.
+    monkeypatch.setenv("DCLIB_RESULTS_DIR", str(ROOT / "results"))
+    for preset in build_book.PRESETS:
+        env = build_book.kernel_env(preset)
+        assert env["DCLIB_RESULTS_DIR"] == str(build_book.results_folder(preset))
+        assert env["DCLIB_PRESET"] == preset
+    # Not even nested: with book/executed/small inside book/executed, the other preset's site would read it.
+    for a, b in itertools.combinations(build_book.PRESETS, 2):
+        for mine, theirs in itertools.product(_folders(a), _folders(b)):
+            assert _apart(mine, theirs), (mine, theirs)
+
+
+def test_make_targets_use_their_presets_folders():
+    """`make test` runs the small preset only (nbval through notebooks/conftest.py, then the quick book), and
+    each book target checks the site its own preset built."""
+    recipes, target = {}, None
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        if m := re.match(r"^([\w-]+):", line):
+            target = m.group(1)
+        elif line.startswith("\t") and target:
+            recipes.setdefault(target, []).append(line.strip())
+    for name, preset in (("book", "book"), ("book-quick", "small")):
+        text = "\n".join(recipes[name])
+        assert f"build_book.py --preset {preset}" in text, text
+        checked = re.search(r"check_site\.py (\S+)", text).group(1)
+        assert ROOT / checked == build_book.site_dir(preset), (name, checked)
+    assert "--preset book" not in "\n".join(recipes["test"])
+
+    spec = importlib.util.spec_from_file_location("notebooks_conftest", ROOT / "notebooks" / "conftest.py")
+    nbval_conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nbval_conftest)
+    assert nbval_conftest.PRESET == "small"
+
+    site_test = (ROOT / "tests" / "test_book_site.py").read_text()
+    assert '"--preset", "small"' in site_test and '"--preset", "book"' not in site_test
+
+
+def test_results_dir_and_current_preset(monkeypatch, tmp_path):
+    from dclib.reporting import current_preset, results_dir
+
+    (tmp_path / "_toc.yml").write_text("")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    monkeypatch.delenv("DCLIB_RESULTS_DIR", raising=False)
+    monkeypatch.delenv("DCLIB_PRESET", raising=False)
+    assert current_preset() == "small"  # a notebook run by hand is a smoke run
+    assert results_dir() == tmp_path / "results" / "small"
+    monkeypatch.setenv("DCLIB_PRESET", "book")
+    assert current_preset() == "book"
+    assert results_dir() == tmp_path / "results" / "book"
+    monkeypatch.setenv("DCLIB_RESULTS_DIR", str(tmp_path / "elsewhere"))
+    assert results_dir() == tmp_path / "elsewhere"
+
+
+@pytest.fixture
+def checkout(tmp_path, monkeypatch):
+    """A tiny checkout for build_book: the real _config.yml and book extension, three prose pages and one
+    notebook, with build_book's paths pointed at it."""
+    shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
+    shutil.copytree(ROOT / "book" / "_ext", tmp_path / "book" / "_ext")
+    (tmp_path / "book" / "intro.md").write_text("# Intro\n\nSee {doc}`executed/page` and {doc}`reproduce`.\n")
+    (tmp_path / "book" / "reproduce.md").write_text("# Reproduce\n\nText.\n")
+    (tmp_path / "book" / "references.md").write_text("# References\n\nText.\n")
+    (tmp_path / "notebooks").mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Page"),
+        nbformat.v4.new_code_cell("scale = 1", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(
+            "from dclib.reporting import current_preset, results_dir\n"
+            "(results_dir() / 'out.txt').write_text(f'{current_preset()} {scale}')\n"
+            "print('preset', current_preset())"),
+    ]
+    nbformat.write(nb, tmp_path / "notebooks" / "page.ipynb")
+    for name, value in (("ROOT", tmp_path), ("BOOK", tmp_path / "book"), ("NOTEBOOKS", tmp_path / "notebooks"),
+                        ("BUILD", tmp_path / "_build"), ("TOC", tmp_path / "_toc.yml")):
+        monkeypatch.setattr(build_book, name, value)
+    monkeypatch.delenv("DCLIB_RESULTS_DIR", raising=False)
+    return {"name": "page", "title": "Page", "source": tmp_path / "notebooks" / "page.ipynb",
+            "reads_results": True}
+
+
+@pytest.mark.timeout(120)
+def test_a_small_run_leaves_the_book_presets_results_and_copies_alone(checkout):
+    code = build_book.dclib_source_hash()
+    stamp = build_book.notebook_stamp(checkout, {"scale": 100}, "book", code)
+    assert build_book.execute(checkout, {"scale": 100}, stamp, force=False) == "executed"
+    assert (build_book.results_folder("book") / "out.txt").read_text() == "book 100"
+    before = _snapshot(*_folders("book"))
+    assert before
+
+    stamp = build_book.notebook_stamp(checkout, {}, "small", code)
+    assert build_book.execute(checkout, {}, stamp, force=True) == "executed"
+    assert (build_book.results_folder("small") / "out.txt").read_text() == "small 1"
+    executed = nbformat.read(build_book.executed_dir("small") / "page.ipynb", as_version=4)
+    assert "preset small" in json.dumps(executed.cells[-1].outputs)
+    assert _snapshot(*_folders("book")) == before
+
+
+@pytest.mark.timeout(180)
+def test_a_small_site_build_leaves_the_book_site_alone(checkout):
+    # What `make book` left: its executed copy, a site and a build stamp.
+    for preset in build_book.PRESETS:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_markdown_cell(f"# Page\n\n{preset} numbers")]
+        build_book.executed_dir(preset).mkdir(parents=True)
+        nbformat.write(nb, build_book.executed_dir(preset) / "page.ipynb")
+    book_site = build_book.site_dir("book")
+    book_site.mkdir(parents=True)
+    (book_site / "index.html").write_text("the book")
+    (build_book.build_dir("book") / ".book_stamp.json").write_text("{}\n")
+    before = _snapshot(*_folders("book"))
+
+    build_book.write_toc([checkout])
+    inputs = build_book.book_inputs_hash([checkout], "small")
+    assert inputs != build_book.book_inputs_hash([checkout], "book")  # each preset renders its own copies
+    assert build_book.jupyter_book_build("small", inputs, force=False) == "built (full)"
+    page = (build_book.site_dir("small") / "book" / "executed" / "page.html").read_text()
+    assert "small numbers" in page and "book numbers" not in page
+    assert (build_book.site_dir("small") / "book" / "intro.html").exists()
+    assert _snapshot(*_folders("book")) == before
