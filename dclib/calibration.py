@@ -1,10 +1,27 @@
 """Calibrated probabilities from denoising errors: temperature and vector scaling, ECE, reliability diagrams.
 
-The Diffusion Classifier's posterior is ``softmax(-error / T)`` (paper eq. 6 with a uniform prior,
-:func:`dclib.decide.posterior`). With ``T = 1`` it is nearly uniform: mean errors of different classes differ in
-the third or fourth decimal, so the logits ``-error`` are almost equal. Nothing in the method says what ``T``
-should be; this module fits it (or a per-class affine map) on a labelled calibration set, as post-hoc calibration
-does for any classifier (Guo et al., ICML 2017).
+**Temperature units.** The paper's posterior (eq. 6, uniform prior) is a softmax over the *summed* squared error
+of the noise prediction::
+
+    p(c | x) = exp(-E_t,eps ||eps - eps_theta(x_t, c)||^2) / sum_j exp(-E_t,eps ||eps - eps_theta(x_t, c_j)||^2)
+
+with ``||.||^2`` summed over all ``d`` elements of the noise (``d = 256`` for the 1x16x16 MNIST model,
+``4 * 64 * 64 = 16384`` for SD 2 latents at 512 px; :func:`noise_elements`). dclib's errors are per-element means,
+``e = ||eps - eps_theta||^2 / d`` (as the official code's ``mse_loss(...).mean(dim=(1, 2, 3))``), and its
+temperature divides those: ``softmax(-e / T)`` (:func:`dclib.decide.posterior`). Both are the same posterior when
+
+    T_paper = d * T        (:func:`paper_temperature`, :func:`per_element_temperature`)
+
+so dclib's default ``T = 1`` is the paper's ``T = d``: ``d`` times flatter than eq. 6, and nearly uniform because
+per-element class errors differ in the third or fourth decimal. That flatness is an artifact of the
+normalisation, not a property of eq. 6. Eq. 6 itself (paper ``T = 1``, dclib ``T = 1 / d``) turns the same gaps
+into ``d`` times larger logits; whether that is over- or under-confident depends on the model, ``d`` and the
+number of samples (notebooks/calibration.ipynb measures it). The paper only takes eq. 6's argmax, which no
+temperature changes, and nothing in the method fixes ``T``; this module fits it (or a per-class affine map) on a
+labelled calibration set, as post-hoc calibration does for any classifier (Guo et al., ICML 2017). A
+:class:`Calibrator` given ``n_elements = d`` reports every temperature in both units (its file, its reliability
+labels); ``temperature`` fields stay in dclib's per-element units, which the errors are stored in. With another
+loss (``l1``, ``huber``) "the paper's units" means the summed loss, by the same factor ``d``.
 
 **Logits.** For image ``i`` and class ``k``, ``z[i, k] = -(e[i, k] - min_j e[i, j])`` where ``e[i, k]`` is the class
 error of :func:`dclib.decide.class_errors`: the mean error of the class's best conditioning over the samples it
@@ -97,9 +114,46 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def uncalibrated_probabilities(class_errors, temperature: float = 1.0) -> np.ndarray:
-    """:func:`dclib.decide.posterior` on every row of ``class_errors`` [n, K] (what ``classify`` reports)."""
+    """:func:`dclib.decide.posterior` on every row of ``class_errors`` [n, K] (what ``classify`` reports), at the
+    per-element ``temperature``; the paper's eq. 6 is ``temperature=per_element_temperature(1, d)``."""
     e = np.atleast_2d(np.asarray(class_errors, dtype=np.float64))
     return np.stack([posterior(row, temperature) for row in e]) if len(e) else np.zeros((0, e.shape[1]))
+
+
+# ------------------------------------------------------------------------------------------ temperature units
+def noise_elements(source, crop: int = 0) -> int:
+    """``d``: how many elements each error averages over, which converts dclib's per-element temperature into the
+    paper's (see the module docstring). ``source`` is an adapter, a :class:`~dclib.DiffusionClassifier` or the
+    shape of one sample (e.g. ``(4, 64, 64)``); ``crop`` is :class:`~dclib.scoring.ScoreOptions`' ``crop``,
+    which averages over the error map without ``crop`` pixels at each edge."""
+    adapter = getattr(source, "adapter", source)
+    shape = tuple(int(v) for v in getattr(adapter, "sample_shape", source))
+    if len(shape) < 2 or min(shape) < 1:
+        raise InputError(f"a sample shape needs at least two positive dimensions; got {shape}")
+    if crop:  # the engine crops the last two (spatial) dimensions of the error map before averaging
+        height, width = shape[-2] - 2 * crop, shape[-1] - 2 * crop
+        if min(height, width) < 1:
+            raise InputError(f"crop {crop} removes the whole {shape[-2:]} error map")
+        shape = shape[:-2] + (height, width)
+    return math.prod(shape)
+
+
+def paper_temperature(temperature: float, d: int) -> float:
+    """The paper's temperature (eq. 6: softmax of the summed squared error) equal to dclib's per-element
+    ``temperature``: ``softmax(-e / T) = softmax(-(d e) / (d T))`` and ``d e`` is the summed error."""
+    return float(temperature) * int(d)
+
+
+def per_element_temperature(temperature_paper: float, d: int) -> float:
+    """dclib's per-element temperature equal to the paper's ``temperature_paper``; eq. 6 as printed is
+    ``per_element_temperature(1, d) = 1 / d``."""
+    return float(temperature_paper) / int(d)
+
+
+def format_temperature(temperature: float, d: int | None = None) -> str:
+    """``"T=0.00132"``, and with ``d`` the paper's value beside it: ``"T=0.00132, paper T=0.339"``."""
+    text = f"T={temperature:.3g}"
+    return text if d is None else f"{text}, paper T={paper_temperature(temperature, d):.3g}"
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -354,16 +408,29 @@ class Calibrator:
     n_classes: int | None = None
     class_names: list[str] | None = None
     fitted_on: dict = field(default_factory=dict)
+    #: d, the number of elements each error averages over (:func:`noise_elements`). Optional: the fit does not
+    #: use it; with it, temperatures are also reported in the paper's units (summed error, eq. 6).
+    n_elements: int | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise InputError(f"unknown calibration method {self.method!r}; choose {' or '.join(METHODS)}")
         if self.l2 < 0:
             raise InputError("the L2 weight must be >= 0")
+        if self.n_elements is not None:
+            if int(self.n_elements) != self.n_elements or self.n_elements < 1:
+                raise InputError(f"n_elements must be a positive integer; got {self.n_elements!r}")
+            self.n_elements = int(self.n_elements)
 
     @property
     def fitted(self) -> bool:
         return self.temperature is not None
+
+    @property
+    def paper_temperature(self) -> float | None:
+        """The fitted temperature in the paper's units (``n_elements * temperature``); None without
+        ``n_elements``. For vector scaling, the temperature its per-class scales start from."""
+        return None if self.temperature is None else self._in_paper_units(self.temperature)
 
     # -------------------------------------------------------------------------------------- fit / apply
     def fit(self, class_errors, labels, predictions=None, class_names: Sequence[str] | None = None,
@@ -371,7 +438,8 @@ class Calibrator:
         """Fit on a labelled calibration set: ``class_errors`` [n, K] (e.g. :func:`class_errors_from_run`),
         ``labels`` [n]. ``predictions`` (the classifier's own, when pruning may have made them differ from
         ``argmax``) are used for ECE only. Records before/after metrics in ``fitted_on``; "before" is the
-        uncalibrated posterior softmax(-error / ``uncalibrated_temperature``)."""
+        uncalibrated posterior softmax(-error / ``uncalibrated_temperature``), per element (the default 1, what
+        ``classify`` reports, is the paper's ``T = n_elements``; eq. 6 is ``1 / n_elements``)."""
         e, y = _as_errors(class_errors, labels)
         if len(e) == 0:
             raise InputError("no calibration images (no finished, labelled rows)")
@@ -394,9 +462,15 @@ class Calibrator:
                                      predictions)
         after = calibration_metrics(self.transform(e), y, self.n_bins, predictions)
         self.fitted_on = {"n": int(len(e)), "class_counts": np.bincount(y, minlength=self.n_classes).tolist(),
-                          "uncalibrated_temperature": float(uncalibrated_temperature), "at_bound": at_bound,
+                          "uncalibrated_temperature": float(uncalibrated_temperature),
+                          "uncalibrated_paper_temperature": self._in_paper_units(uncalibrated_temperature),
+                          "at_bound": at_bound,
                           "before": before, "after": after, **({"source": source} if source else {})}
         return self
+
+    def _in_paper_units(self, temperature: float) -> float | None:
+        """A per-element temperature in the paper's units; None without ``n_elements``."""
+        return None if self.n_elements is None else paper_temperature(temperature, self.n_elements)
 
     def logits(self, class_errors) -> np.ndarray:
         """Calibrated logits ([n, K] or [K]); ``-inf`` for classes without a candidate conditioning."""
@@ -428,11 +502,13 @@ class Calibrator:
 
     def reliability(self, class_errors, labels, predictions=None, uncalibrated_temperature: float = 1.0
                     ) -> tuple[Reliability, Reliability]:
-        """(before, after) reliability data, for :func:`plot_reliability`."""
+        """(before, after) reliability data, for :func:`plot_reliability`; the labels name the temperatures, in
+        both units when ``n_elements`` is known."""
         e, y = _as_errors(class_errors, labels)
         before = reliability(uncalibrated_probabilities(e, uncalibrated_temperature), y, self.n_bins, predictions,
-                             label=f"uncalibrated (T={uncalibrated_temperature:g})")
-        after = reliability(self.transform(e), y, self.n_bins, predictions, label=f"{self.method} scaling")
+                             label=f"uncalibrated ({format_temperature(uncalibrated_temperature, self.n_elements)})")
+        fitted = f" ({format_temperature(self.temperature, self.n_elements)})" if self.method == "temperature" else ""
+        after = reliability(self.transform(e), y, self.n_bins, predictions, label=f"{self.method} scaling{fitted}")
         return before, after
 
     def check(self, n_classes: int, class_names: Sequence[str] | None = None, source: str = "the calibrator") -> None:
@@ -453,6 +529,8 @@ class Calibrator:
             raise InputError("the calibrator is not fitted")
         return {"format": FORMAT, "method": self.method, "normalize": self.normalize, "l2": self.l2,
                 "n_bins": self.n_bins, "smoothing": self.smoothing, "temperature": self.temperature,
+                # the same temperature in the paper's units (written for readers; load recomputes it)
+                "n_elements": self.n_elements, "paper_temperature": self.paper_temperature,
                 "scale": None if self.scale is None else [float(v) for v in self.scale],
                 "bias": None if self.bias is None else [float(v) for v in self.bias],
                 "n_classes": self.n_classes, "class_names": self.class_names, "fitted_on": self.fitted_on}
@@ -475,7 +553,7 @@ class Calibrator:
                       scale=None if d.get("scale") is None else np.asarray(d["scale"], dtype=np.float64),
                       bias=None if d.get("bias") is None else np.asarray(d["bias"], dtype=np.float64),
                       n_classes=int(d["n_classes"]), class_names=d.get("class_names"),
-                      fitted_on=d.get("fitted_on") or {})
+                      fitted_on=d.get("fitted_on") or {}, n_elements=d.get("n_elements"))
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(f"{source} is malformed: {type(err).__name__} {err}") from None
         if not (cal.temperature > 0 and math.isfinite(cal.temperature)):

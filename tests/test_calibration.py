@@ -5,16 +5,19 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from dclib import Conditionings, Schedule
 from dclib.calibration import (Calibrator, brier_score, calibration_metrics, class_errors_from_classifications,
                                class_errors_from_error_set, expected_calibration_error, fit_temperature,
-                               logits_from_errors, negative_log_likelihood, plot_reliability, reliability)
+                               format_temperature, logits_from_errors, negative_log_likelihood, noise_elements,
+                               paper_temperature, per_element_temperature, plot_reliability, reliability,
+                               uncalibrated_probabilities)
 from dclib.cli import main
 from dclib.decide import class_errors, decide, mean_errors, posterior
 from dclib.errors import InputError
 from dclib.experiments import ErrorSet
-from fakes import replay
+from fakes import LinearAdapter, replay
 
 
 def nll_at(errors, labels, t):
@@ -35,7 +38,7 @@ def test_temperature_two_classes_analytic_optimum():
     assert cal.temperature == pytest.approx(0.01 / math.log(3), rel=1e-6)
     np.testing.assert_allclose(cal.transform(errors)[:, 0], 0.75, rtol=1e-6)
     assert cal.fitted_on["after"]["nll"] == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
-    # at T = 1 the posterior is nearly uniform (the complaint this fixes)
+    # at dclib's default T = 1 per element (the paper's T = d) the posterior is nearly uniform
     assert cal.fitted_on["before"]["mean_confidence"] == pytest.approx(1 / (1 + math.exp(-0.01)))
 
 
@@ -80,6 +83,72 @@ def test_all_correct_with_a_margin_stops_at_the_bound_and_says_so():
     # a 50/50 set wants T -> infinity (the uniform answer)
     t, at_bound = fit_temperature(logits_from_errors(np.array([[0.0, 1.0], [0.0, 1.0]])), np.array([0, 1]))
     assert at_bound and t > 1e6
+
+
+# ------------------------------------------------------------------------------------------ temperature units
+def test_paper_and_per_element_temperatures_convert_by_d():
+    assert noise_elements((1, 16, 16)) == 256  # the MNIST model's noise
+    assert noise_elements((4, 64, 64)) == 16384  # SD 2 latents at 512 px
+    assert noise_elements((4, 64, 64), crop=8) == 4 * 48 * 48  # a cropped error map averages over fewer elements
+    assert noise_elements(LinearAdapter([0.0])) == 16
+    assert noise_elements(type("Classifier", (), {"adapter": LinearAdapter([0.0])})()) == 16
+    with pytest.raises(InputError, match="removes the whole"):
+        noise_elements((1, 4, 4), crop=2)
+    assert paper_temperature(1.0, 256) == 256.0  # dclib's default is d times flatter than eq. 6
+    assert per_element_temperature(1.0, 256) == 1 / 256  # eq. 6 as printed, in dclib's units
+    assert per_element_temperature(paper_temperature(0.0013, 16384), 16384) == pytest.approx(0.0013, rel=1e-12)
+    assert format_temperature(1 / 256, 256) == "T=0.00391, paper T=1" and format_temperature(0.5) == "T=0.5"
+
+
+def test_posterior_at_paper_temperature_one_is_the_softmax_of_the_summed_error():
+    # eps_pred = b_c (a = 0): dclib's error is the per-element mean of (eps - b_c)^2 over the 1x4x4 noise; eq. 6
+    # takes the softmax of minus the summed squared error, averaged over the samples (E_t,eps)
+    from dclib.scoring import Scorer
+
+    adapter = LinearAdapter([0.0, 0.1, 0.25], a=0.0)
+    d = noise_elements(adapter)
+    eps = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 1, 4, 4))).float()
+    errors = Scorer(adapter).score(torch.zeros(1, 4, 4), adapter.encode_conditions([0, 1, 2]),
+                                   torch.tensor([10, 500]), eps).errors.double().numpy()  # [3 classes, 2 samples]
+    e = eps.double().numpy()
+    summed = np.array([((e - b) ** 2).sum(axis=(1, 2, 3)).mean() for b in (0.0, 0.1, 0.25)])
+    by_hand = np.exp(-(summed - summed.min()))
+    by_hand /= by_hand.sum()
+    mean_error = errors.mean(1)
+    np.testing.assert_allclose(mean_error * d, summed, rtol=1e-5)  # dclib's errors are the sum over d
+    np.testing.assert_allclose(posterior(mean_error, per_element_temperature(1, d)), by_hand, rtol=1e-4)
+    np.testing.assert_allclose(uncalibrated_probabilities(mean_error[None], per_element_temperature(1, d))[0],
+                               by_hand, rtol=1e-4)
+    # dclib's T = 1 is eq. 6 at the paper's T = d: the same logits divided by d, much flatter
+    flat = np.exp(-(summed - summed.min()) / d)
+    np.testing.assert_allclose(posterior(mean_error, 1.0), flat / flat.sum(), rtol=1e-4)
+    assert posterior(mean_error, 1.0).max() < 0.4 < by_hand.max()
+
+
+def test_calibrator_reports_both_temperatures(tmp_path):
+    errors, labels = miscalibrated(200, 5)
+    d = 256
+    cal = Calibrator(n_elements=d).fit(errors, labels, uncalibrated_temperature=per_element_temperature(1, d))
+    assert cal.paper_temperature == pytest.approx(d * cal.temperature)
+    assert cal.fitted_on["uncalibrated_temperature"] == 1 / d
+    assert cal.fitted_on["uncalibrated_paper_temperature"] == pytest.approx(1.0)
+    eq6 = np.stack([posterior(row, 1 / d) for row in errors])  # "before" is eq. 6 itself
+    assert cal.fitted_on["before"]["nll"] == pytest.approx(negative_log_likelihood(eq6, labels))
+    before, after = cal.reliability(errors, labels, uncalibrated_temperature=1 / d)
+    assert before.label == "uncalibrated (T=0.00391, paper T=1)"
+    assert after.label == f"temperature scaling ({format_temperature(cal.temperature, d)})"
+    cal.save(tmp_path / "cal.json")
+    saved = json.loads((tmp_path / "cal.json").read_text())
+    assert saved["n_elements"] == d and saved["paper_temperature"] == pytest.approx(d * saved["temperature"])
+    assert Calibrator.load(tmp_path / "cal.json").paper_temperature == pytest.approx(cal.paper_temperature)
+    # without d the file says so (null) and the labels give dclib's temperature only; older files load unchanged
+    plain = Calibrator().fit(errors, labels)
+    assert plain.paper_temperature is None and plain.to_dict()["paper_temperature"] is None
+    assert plain.reliability(errors, labels)[0].label == "uncalibrated (T=1)"
+    del saved["n_elements"], saved["paper_temperature"]
+    assert Calibrator.from_dict(saved).n_elements is None
+    with pytest.raises(InputError, match="positive integer"):
+        Calibrator(n_elements=0)
 
 
 # ------------------------------------------------------------------------------------------ metrics
