@@ -36,8 +36,8 @@ class DiffusionClassifier:
 
     @classmethod
     def from_pretrained(cls, model: str, torch_dtype=None, device=None, resolution: int | None = None,
-                        revision: str | None = None, autocast=None, compile: bool | str = False
-                        ) -> "DiffusionClassifier":
+                        revision: str | None = None, autocast=None, compile: bool | str = False,
+                        lora: str | None = None) -> "DiffusionClassifier":
         """Load a hub id, a local diffusers folder or ``embedded:NAME`` (safetensors only).
 
         ``autocast="bfloat16"`` runs the denoiser under mixed precision (errors are still computed in float32).
@@ -45,9 +45,11 @@ class DiffusionClassifier:
         only with native bf16 instructions); ``autocast="none"`` turns it off.
         ``compile=True`` compiles the denoiser with ``torch.compile`` (slow first call, faster long runs);
         ``compile="reduce-overhead"`` also replays it as CUDA graphs on a GPU (see ``DiffusionAdapter.compile``).
+        ``lora`` loads LoRA weights (a .safetensors file, a folder holding one, or a hub id) into the model with
+        the pipeline's own ``load_lora_weights``; ``adapter.describe()["lora"]`` records which.
         """
         return cls(load_adapter(model, torch_dtype=torch_dtype, device=device, resolution=resolution,
-                                revision=revision, autocast=autocast, compile=compile))
+                                revision=revision, autocast=autocast, compile=compile, lora=lora))
 
     # ------------------------------------------------------------------------------------------ helpers
     def conditionings(self, prompts=None, class_labels=None) -> Conditionings:
@@ -94,6 +96,8 @@ class DiffusionClassifier:
             seed, image_id: key the noise; the default id is a hash of the image's pixels.
             loss, objective, guidance, crop: see :class:`ScoreOptions`. noise: see :class:`NoiseDistribution`.
             temperature: of the posterior softmax(-error / temperature).
+
+        Raises :class:`dclib.errors.NonFiniteError` instead of predicting when an error is NaN or inf.
         """
         started = time.perf_counter()
         conds = self.conditionings(prompts, class_labels)

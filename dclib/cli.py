@@ -7,7 +7,7 @@ import os
 import sys
 
 from .adapters.base import COMPILE_MODES
-from .errors import DclibError
+from .errors import DclibError, check_finite
 
 EPILOG = """examples:
   python -m dclib classify dog.jpg --model stabilityai/stable-diffusion-2-base --dtype float16 \\
@@ -29,7 +29,7 @@ def _batch_size(text: str):
         raise argparse.ArgumentTypeError("batch size must be >= 1")
     return value
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def _add_model_args(p: argparse.ArgumentParser, lora: bool = True) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True,
                    help="hub id (e.g. stabilityai/stable-diffusion-2-base, facebook/DiT-XL-2-256), a local "
@@ -46,6 +46,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="torch.compile the denoiser for long runs (minutes of compilation first)")
     g.add_argument("--compile-mode", default=None, choices=COMPILE_MODES,
                    help="torch.compile mode, implies --compile (reduce-overhead: CUDA graphs on a GPU)")
+    if lora:
+        g.add_argument("--lora", default=None, metavar="PATH_OR_ID",
+                       help="LoRA weights loaded into the model with the pipeline's load_lora_weights: a "
+                            ".safetensors file, a folder holding one, or a hub id (pickled weights are refused)")
 
 
 def _compile_arg(args) -> bool | str:
@@ -68,7 +72,8 @@ def _add_scoring_args(p: argparse.ArgumentParser, temperature: bool = True) -> N
     g.add_argument("--loss", default="l2", choices=["l2", "l1", "huber"])
     g.add_argument("--objective", default="uniform", choices=["uniform", "elbo", "vlb", "uniform+vlb"],
                    help="timestep weighting: uniform (w_t=1, the paper), elbo (exact ELBO weights), vlb / "
-                        "uniform+vlb (learned-variance models such as DiT, Table 5)")
+                        "uniform+vlb (the variational bound with the model's learned variance, as DiT's, or its "
+                        "scheduler's fixed one; Table 5)")
     g.add_argument("--guidance", type=float, default=0.0,
                    help="classifier-free guidance weight w (eps~ = (1+w) eps(x,c) - w eps(x)); 0 = off")
     g.add_argument("--crop", type=int, default=0, help="latent pixels cropped off each error-map edge")
@@ -105,14 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("interpret", help="DDIM-invert an image and reconstruct it under each conditioning (App. D)",
-                       description="Invert the image with DDIM under one conditioning up to --t-start, reconstruct it "
-                                   "under every candidate, and write a grid: input, reconstructions, error maps.")
+                       description="For every candidate, invert the image with DDIM under it up to --t-start and "
+                                   "reconstruct it under the same candidate (Fig. 7); write a grid: input, "
+                                   "reconstructions with their distance to the input, error maps.")
     p.add_argument("image")
     _add_model_args(p)
     p.add_argument("--prompts", nargs="+", default=None, help="text models: candidate prompts (or a prompt file)")
     p.add_argument("--labels", default=None, help="class-conditional models: class indices or names (default all)")
     p.add_argument("--invert-with", default=None,
-                   help="conditioning used for the inversion (default: the classifier's prediction)")
+                   help="invert once under this conditioning and reconstruct under every candidate instead: what "
+                        "each class draws from the same noise (this conditioning gets a plain round trip)")
     p.add_argument("--t-start", type=int, default=500, help="timestep the inversion reaches (default 500)")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
     p.add_argument("--out", required=True, help="output PNG")
@@ -203,7 +210,7 @@ def cmd_classify(args) -> int:
 
     clf = DiffusionClassifier.from_pretrained(args.model, torch_dtype=args.dtype, device=args.device,
                                               resolution=args.resolution, revision=args.revision,
-                                              autocast=args.autocast, compile=_compile_arg(args))
+                                              autocast=args.autocast, compile=_compile_arg(args), lora=args.lora)
     conds = clf.conditionings(_prompts_arg(args.prompts), args.labels)
     calibrator = _load_calibrator(args, conds) if args.calibration else None
     progress = not args.no_progress and sys.stderr.isatty() or (not args.no_progress and len(args.images) > 1)
@@ -255,36 +262,24 @@ def cmd_interpret(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     from .classifier import DiffusionClassifier
-    from .interpret import invert_and_reconstruct, to_image
+    from .interpret import grid_figure, invert_and_reconstruct, round_trips
 
     clf = DiffusionClassifier.from_pretrained(args.model, torch_dtype=args.dtype, device=args.device,
                                               resolution=args.resolution, revision=args.revision,
-                                              autocast=args.autocast, compile=_compile_arg(args))
+                                              autocast=args.autocast, compile=_compile_arg(args), lora=args.lora)
     conds = clf.conditionings(_prompts_arg(args.prompts), args.labels)
     x0, _ = clf.encode_image(args.image)
     if args.invert_with is None:
-        result = clf.classify(args.image, prompts=conds, schedule=20)
-        invert_with = conds.values[result.best_conditioning]
+        _, recon = round_trips(clf.adapter, x0, conds.values, args.t_start, args.steps)
+        title = f"each candidate inverted to t = {args.t_start} and reconstructed under itself"
     else:
         invert_with = int(args.invert_with) if not clf.adapter.text_conditioned else args.invert_with
-    _, recon = invert_and_reconstruct(clf.adapter, x0, invert_with, list(conds.values), args.t_start, args.steps)
-    n = len(conds) + 1
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4), squeeze=False)
-    gray = {"cmap": "gray"} if clf.adapter.image_channels == 1 else {}
-    axes[0, 0].imshow(to_image(clf.adapter, x0), **gray)
-    axes[0, 0].set_title("input", fontsize=8)
-    for k, value in enumerate(conds.values, start=1):
-        axes[0, k].imshow(to_image(clf.adapter, recon[k - 1]), **gray)
-        axes[0, k].set_title(str(conds.class_names[conds.class_idx[k - 1]])[:18], fontsize=7)
-        axes[1, k].imshow(((recon[k - 1] - x0) ** 2).mean(0), cmap="magma")
-    for ax in axes.flat:
-        ax.set_xticks([]), ax.set_yticks([])
-    axes[1, 0].axis("off")
-    fig.suptitle(f"inverted under {invert_with!r} to t = {args.t_start}; bottom: squared error maps", fontsize=9)
-    fig.tight_layout()
+        _, recon = invert_and_reconstruct(clf.adapter, x0, invert_with, list(conds.values), args.t_start, args.steps)
+        title = f"inverted under {invert_with!r} to t = {args.t_start}, reconstructed under each candidate"
+    names = [str(conds.class_names[c]) for c in conds.class_idx]
+    fig = grid_figure(clf.adapter, [(x0, recon)], names, title=f"{title}; bottom: squared error maps")
     fig.savefig(args.out, dpi=120)
     print(f"wrote {args.out}")
     return 0
@@ -308,7 +303,7 @@ def cmd_evaluate(args) -> int:
         schedule=args.schedule, n_trials=args.n_trials, loss=args.loss, objective=args.objective,
         guidance=args.guidance, crop=args.crop, noise=args.noise, seed=args.seed, batch_size=args.batch_size,
         dtype=args.dtype, device=args.device, resolution=args.resolution, revision=args.revision,
-        autocast=args.autocast, compile=_compile_arg(args), split=args.split,
+        autocast=args.autocast, compile=_compile_arg(args), lora=args.lora, split=args.split,
         subset=args.subset, subset_seed=args.subset_seed, limit=args.limit, image_column=args.image_column,
         label_column=args.label_column, save_errors=args.save_errors, retry_failed=args.retry_failed,
         flush_rows=args.flush_rows, flush_seconds=args.flush_seconds, progress=not args.no_progress)
@@ -332,6 +327,7 @@ def cmd_report(args) -> int:
 def cmd_calibrate(args) -> int:
     from .calibration import Calibrator, json_safe, load_calibration_data, plot_reliability
 
+    check_finite("--l2", args.l2)  # the other float options are checked by the library objects that take them
     data = load_calibration_data(args.source)
     cal = Calibrator(method=args.method, normalize=not args.no_normalize, l2=args.l2, n_bins=args.bins)
     cal.fit(data.class_errors, data.labels, data.predictions, class_names=data.class_names, source=data.source)

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .errors import InputError, NonFiniteError, check_finite
 from .plan import Plan, Schedule
 from .prompts import Conditionings
 
@@ -136,6 +137,33 @@ def posterior(errors: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return p / p.sum()
 
 
+def check_temperature(temperature) -> float:
+    """A positive, finite temperature: softmax(-error / T) means nothing otherwise."""
+    value = check_finite("temperature", temperature)
+    if value <= 0:
+        raise InputError(f"temperature must be > 0, got {temperature!r}")
+    return value
+
+
+def finite_scores(score: ScoreFn) -> ScoreFn:
+    """``score`` that raises :class:`NonFiniteError` on a NaN or inf error instead of returning it.
+
+    The error matrices use NaN for "not scored", so a NaN from the model would silently drop that sample from
+    its conditioning's mean, and an image whose every error is NaN would come out as its first class with
+    error inf. No prediction is better than either.
+    """
+
+    def checked(indices: list[int], plan: Plan) -> np.ndarray:
+        errors = score(indices, plan)
+        bad = int(np.size(errors) - np.isfinite(errors).sum())
+        if bad:
+            raise NonFiniteError(f"{bad} of {np.size(errors)} errors are NaN or inf: the model returned non-finite "
+                                 "values (try float32, or check the scoring options)")
+        return errors
+
+    return checked
+
+
 def run_schedule(score: ScoreFn, n_conditionings: int, stage_plans: Sequence[Plan], keep: Sequence[int]
                  ) -> tuple[np.ndarray, Plan, int, int]:
     """Algorithm 2 with the official semantics.
@@ -167,9 +195,11 @@ def run_schedule(score: ScoreFn, n_conditionings: int, stage_plans: Sequence[Pla
 def decide(score: ScoreFn, conditionings: Conditionings, schedule, num_train_timesteps: int,
            temperature: float = 1.0) -> Classification:
     """Classify with ``schedule`` (Algorithm 1 or 2, or a :class:`dclib.pruning.PairedPruning`) using the
-    ``score`` callback."""
+    ``score`` callback. Raises :class:`NonFiniteError` as soon as a scored error is NaN or inf."""
     from .pruning import PairedPruning, run_paired_pruning
 
+    temperature = check_temperature(temperature)
+    score = finite_scores(score)
     extra: dict = {}
     if isinstance(schedule, PairedPruning):
         errors, plan, best, pairs, facts = run_paired_pruning(score, len(conditionings), schedule,

@@ -1,7 +1,10 @@
-"""Reading images from disk and preparing them exactly as the paper does (Appendix F.1).
+"""Reading images from disk and preparing them exactly as the official evaluations do.
 
-Resize so the shortest edge equals the model resolution with bicubic interpolation, center crop, and map
-pixel values to [-1, 1]. Alpha is composited onto white, palette and grayscale images are converted.
+Stable Diffusion and pixel models (Appendix F.1, the official ``eval_prob_adaptive.py``): resize so the shortest
+edge equals the model resolution with bicubic interpolation, center crop (:func:`resize_center_crop`). DiT (the
+official ``eval_prob_dit.py``, ADM's ``center_crop_arr``): box halvings first, then the same
+(:func:`adm_center_crop`). Pixel values map to [-1, 1]. Alpha is composited onto white, palette and grayscale
+images are converted.
 """
 from __future__ import annotations
 
@@ -85,8 +88,25 @@ def resize_center_crop(image: Image.Image, size: int, resample=Image.Resampling.
     return image
 
 
+def adm_center_crop(image: Image.Image, size: int) -> Image.Image:
+    """ADM's ``center_crop_arr``, which DiT's training and the official DiT evaluation use.
+
+    Halve both sides with a BOX filter while the shortest is at least ``2 * size`` (an exact average of 2x2
+    pixels), then resize bicubically so the shortest side is ``size`` (each side rounded, not truncated as in
+    :func:`resize_center_crop`), then crop the centre with offsets rounded down.
+    """
+    while min(image.size) >= 2 * size:
+        image = image.resize(tuple(side // 2 for side in image.size), resample=Image.Resampling.BOX)
+    scale = size / min(image.size)
+    image = image.resize(tuple(round(side * scale) for side in image.size), resample=Image.Resampling.BICUBIC)
+    left, top = (image.width - size) // 2, (image.height - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
 def to_tensor(image: Image.Image, channels: int) -> torch.Tensor:
-    """PIL image -> float tensor [channels, H, W] in [-1, 1]."""
+    """PIL image -> float tensor [channels, H, W] in [-1, 1]: bit for bit torchvision's ``ToTensor()`` then
+    ``Normalize(0.5, 0.5)``, as both official evaluations do (x / 127.5 - 1 and (x / 255 - 0.5) / 0.5 agree on
+    every uint8 value in float32)."""
     image = image.convert("L" if channels == 1 else "RGB")
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     if array.ndim == 2:
@@ -96,6 +116,7 @@ def to_tensor(image: Image.Image, channels: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def preprocess(image: ImageInput, size: int, channels: int = 3) -> torch.Tensor:
-    """Load, resize (shortest edge, bicubic), center crop and scale to [-1, 1]: tensor [C, size, size]."""
-    return to_tensor(resize_center_crop(load_image(image), size), channels)
+def preprocess(image: ImageInput, size: int, channels: int = 3, crop=resize_center_crop) -> torch.Tensor:
+    """Load, resize and center crop (``crop``: :func:`resize_center_crop` or :func:`adm_center_crop`) and scale
+    to [-1, 1]: tensor [C, size, size]."""
+    return to_tensor(crop(load_image(image), size), channels)

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, check_finite
 from .plan import Plan
 
 
@@ -41,8 +41,10 @@ class NoiseDistribution:
         if self.kind not in ("normal", "zero", "truncated", "expected_norm"):
             raise InputError(f"unknown noise distribution {self.kind!r}: use normal, zero, truncated[a,b] "
                              "or expected_norm")
-        if self.kind == "truncated" and not self.low < 0 < self.high:
-            raise InputError(f"a truncated normal needs low < 0 < high, got [{self.low}, {self.high}]")
+        if self.kind == "truncated":
+            low, high = (check_finite("a truncation bound", v) for v in (self.low, self.high))
+            if not low < 0 < high:
+                raise InputError(f"a truncated normal needs low < 0 < high, got [{self.low}, {self.high}]")
 
     @classmethod
     def parse(cls, spec: "str | NoiseDistribution | None") -> "NoiseDistribution":

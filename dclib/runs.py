@@ -39,7 +39,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import DclibError, InputError
+from .errors import DclibError, InputError, NonFiniteError, check_finite
 
 CONFIG = "config.json"
 RESULTS = "results.parquet"
@@ -722,7 +722,8 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, s
              n_trials: int = 1, loss: str = "l2", objective: str = "uniform", guidance: float = 0.0, crop: int = 0,
              noise: str = "normal", seed: int = 0, batch_size: "int | str" = "auto", dtype: str = "float32",
              device: str | None = "auto", resolution: int | None = None, revision: str | None = None,
-             autocast: str | None = None, compile: bool | str = False, split: str | None = None, subset=None,
+             autocast: str | None = None, compile: bool | str = False, lora: str | None = None,
+             split: str | None = None, subset=None,
              subset_seed: int = 0,
              limit: int | None = None,
              image_column: str | None = None, label_column: str | None = None, save_errors: bool = False,
@@ -730,7 +731,8 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, s
              progress: bool = True, classifier=None) -> dict | None:
     """Classify every selected image of a dataset into the run folder ``out``; resumable and distributed.
 
-    ``model`` is a hub id, a local pipeline folder or ``embedded:NAME`` (or pass a loaded ``classifier``).
+    ``model`` is a hub id, a local pipeline folder or ``embedded:NAME`` (or pass a loaded ``classifier``);
+    ``lora`` loads LoRA weights into its denoiser (recorded in the run's config, so a resume must use the same).
     ``dataset`` is ``embedded:NAME``, an image folder (one subfolder per class), a ``save_to_disk`` folder, a
     Hugging Face dataset id (``split``) or a ``datasets.Dataset``. ``subset`` is a file of indices, a list, or a
     number of rows drawn with ``subset_seed``; ``limit`` keeps the first rows of the selection.
@@ -748,6 +750,7 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, s
         raise InputError("evaluate needs a model, a dataset and an output folder")
     if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
         raise InputError("batch_size must be a positive integer or 'auto'")
+    check_finite("flush_seconds", flush_seconds)  # NaN would never flush by time
     # Cheap validation first: a typo fails before any loading.
     sched = Schedule.parse(schedule, n_trials)
     options = ScoreOptions(loss=loss, objective=objective, guidance=guidance, crop=crop)
@@ -770,7 +773,7 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, s
                 device = str(state.device)
             classifier = DiffusionClassifier.from_pretrained(model, torch_dtype=dtype, device=device,
                                                              resolution=resolution, revision=revision,
-                                                             autocast=autocast, compile=compile)
+                                                             autocast=autocast, compile=compile, lora=lora)
         adapter = classifier.adapter
         if batch_size == "auto":
             from .scoring import auto_batch_size
@@ -787,6 +790,7 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, s
             "model": model,
             "model_identity": model_identity(model, revision) if main else None,
             "revision": revision,
+            "lora": adapter.lora,  # source and sha256 of LoRA weights loaded into the denoiser (None: none)
             "dtype": str(adapter.dtype).replace("torch.", ""),
             "autocast": (None if getattr(adapter, "autocast", None) is None
                          else str(adapter.autocast).replace("torch.", "")),
@@ -912,6 +916,9 @@ def _evaluate_one(classifier, source: DatasetSource, index: int, classify_kwargs
         try:
             result = classifier.classify(pixels, image_id=image_id, batch_size=batch_size, **classify_kwargs)
             break
+        except NonFiniteError as err:
+            row["reason"] = f"non-finite errors ({err})"
+            return row, batch_size
         except Exception as err:
             if not _is_oom(err):
                 raise

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from .adapters.base import DiffusionAdapter
-from .errors import InputError
+from .errors import InputError, check_finite
 from .objectives import OBJECTIVES, GaussianPosterior, check_loss, elbo_weights, loss_terms
 
 
@@ -21,12 +21,14 @@ class ScoreOptions:
     """What is measured for each (conditioning, sample) pair.
 
     - ``loss``: ``l2`` (squared error, the paper's default), ``l1`` or ``huber`` (Tables 8-9), averaged over
-      elements as in the official code. Between eps and its estimate, or for flow-matching models between the
-      velocity eps - x0 and its prediction (the adapter's ``target``).
+      elements as in the official code. Between the model's training target and its prediction (the adapter's
+      ``target``): eps for eps-prediction models (the paper), v for v-prediction models, the velocity eps - x0
+      for flow-matching models.
     - ``objective``: ``uniform`` (w_t = 1, Algorithm 1), ``elbo`` (the exact ELBO weights w_t of eq. 3 times the
-      squared error), ``vlb`` (the learned-variance variational bound, DiT) or ``uniform+vlb`` (Table 5).
+      squared eps error), ``vlb`` (the variational bound in bits per dimension, with the model's learned
+      variance, DiT, or its scheduler's fixed one) or ``uniform+vlb`` (Table 5).
     - ``guidance``: classifier-free guidance weight w; eps~ = (1 + w) eps(x_t, c) - w eps(x_t) (Fig. 8), on the
-      velocity for flow-matching models.
+      model's output (v, or the velocity for flow-matching models: the same combination, as x_t is shared).
     - ``crop``: latent pixels removed from each edge of the error map before averaging (Fig. 9, eq. 11).
     """
 
@@ -39,8 +41,10 @@ class ScoreOptions:
         check_loss(self.loss)
         if self.objective not in OBJECTIVES:
             raise InputError(f"unknown objective {self.objective!r}: use one of {', '.join(OBJECTIVES)}")
-        if self.crop < 0:
-            raise InputError("crop must be >= 0")
+        check_finite("guidance", self.guidance)  # NaN would silently turn every error into NaN
+        crop = check_finite("crop", self.crop)
+        if crop != int(crop) or crop < 0:
+            raise InputError(f"crop must be an integer >= 0, got {self.crop!r}")
         if self.objective != "uniform" and self.loss != "l2":
             raise InputError(f"the {self.objective!r} objective is defined for the l2 loss only")
 
@@ -108,7 +112,7 @@ def auto_batch_size(adapter: DiffusionAdapter, cap: int = 1024) -> int:
     torch.cuda.synchronize(adapter.device)
     torch.cuda.reset_peak_memory_stats(adapter.device)
     base = torch.cuda.memory_allocated(adapter.device)
-    adapter.predict(x_t, t, cond.expand(probe, *cond.shape[1:]))
+    adapter.model_output(x_t, t, cond.expand(probe, *cond.shape[1:]))
     torch.cuda.synchronize(adapter.device)
     per_pair = (torch.cuda.max_memory_allocated(adapter.device) - base) / probe
     free, _ = torch.cuda.mem_get_info(adapter.device)
@@ -135,21 +139,21 @@ class Scorer:
             # elbo weights and the vlb come from a discrete DDPM schedule (betas), which flow matching has not
             raise InputError(f"the {self.options.objective!r} objective is not defined for flow-matching models "
                              f"({type(adapter).__name__}); use objective='uniform'")
-        if self.options.objective in ("vlb", "uniform+vlb") and not adapter.learned_variance:
-            raise InputError(f"the {self.options.objective!r} objective needs a model with learned variance "
-                             "(e.g. DiT); this model predicts eps only")
         if self.options.objective != "uniform":
-            self._posterior = GaussianPosterior(adapter.betas)
-            self._elbo_w = elbo_weights(adapter.betas).float()
+            # the variance of p(x_{t-1} | x_t): the model's learned one, else its scheduler's fixed one
+            variance_type = adapter.variance_type
+            self._posterior = GaussianPosterior(adapter.betas, variance_type)
+            self._elbo_w = elbo_weights(adapter.betas, variance_type).float()
 
-    def _terms(self, x0, x_t, t, target, pred, var_values) -> torch.Tensor:
+    def _terms(self, x0, x_t, t, eps, target, pred, var_values) -> torch.Tensor:
         o = self.options
         if o.objective == "uniform":
             return loss_terms(target, pred, o.loss)
+        eps_pred = self.adapter.to_eps(pred, x_t, t)  # the ELBO and the VLB are written in eps
         if o.objective == "elbo":
             w = self._elbo_w.to(x0.device)[t].view(-1, *([1] * (x0.dim() - 1)))
-            return w * loss_terms(target, pred, "l2")
-        vlb = self._posterior.vlb_terms(x0, x_t, t, pred, var_values)
+            return w * loss_terms(eps, eps_pred, "l2")
+        vlb = self._posterior.vlb_terms(x0, x_t, t, eps_pred, var_values)
         return vlb if o.objective == "vlb" else vlb + loss_terms(target, pred, "l2")
 
     @torch.inference_mode()
@@ -183,7 +187,7 @@ class Scorer:
         t_all = timesteps.to(device)
         eps_all = noise.to(device, torch.float32)
         xt_all = adapter.q_sample(x0.expand(n_samples, *x0.shape), eps_all, t_all)
-        target_all = adapter.target(x0.expand(n_samples, *x0.shape), eps_all, t_all)  # eps itself, or eps - x0
+        target_all = adapter.target(x0.expand(n_samples, *x0.shape), eps_all, t_all)  # eps, v, x0 or eps - x0
         errors = torch.empty(n_cond, n_samples)
         by_loss = {loss: torch.empty(n_cond, n_samples) for loss in losses[1:]}
         maps = None
@@ -201,7 +205,7 @@ class Scorer:
             for start in range(0, n_samples, step):
                 sl = slice(start, start + step)
                 size = len(t_all[sl])
-                pred_uncond[sl] = adapter.predict(xt_all[sl], t_all[sl], null.expand(size, *null.shape[1:]))[0]
+                pred_uncond[sl] = adapter.model_output(xt_all[sl], t_all[sl], null.expand(size, *null.shape[1:]))[0]
                 evaluations += size
 
         total = n_cond * n_samples
@@ -217,10 +221,10 @@ class Scorer:
             c_idx, s_idx = pair // n_samples, pair % n_samples
             s_dev = s_idx.to(device)
             x_t, t, target = xt_all[s_dev], t_all[s_dev], target_all[s_dev]
-            pred, var_values = adapter.predict(x_t, t, conditions[c_idx.to(conditions.device)])
+            pred, var_values = adapter.model_output(x_t, t, conditions[c_idx.to(conditions.device)])
             if pred_uncond is not None:
                 pred = (1 + w) * pred - w * pred_uncond[s_dev]
-            terms = crop_map(self._terms(x0.expand_as(x_t), x_t, t, target, pred, var_values),
+            terms = crop_map(self._terms(x0.expand_as(x_t), x_t, t, eps_all[s_dev], target, pred, var_values),
                              self.options.crop)
             errors[c_idx, s_idx] = terms.flatten(1).mean(1).float().cpu()
             for loss, out in by_loss.items():

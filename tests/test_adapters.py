@@ -8,7 +8,7 @@ from PIL import Image
 
 from dclib import DiffusionClassifier, ScoreOptions
 from dclib.errors import InputError, ModelNotFoundError
-from dclib.images import resize_center_crop
+from dclib.images import preprocess, resize_center_crop
 from dclib.testing import build_clip_tokenizer
 
 
@@ -62,7 +62,35 @@ def test_resize_shortest_edge_bicubic_then_center_crop():
     assert out.size == (30, 30) and np.array_equal(np.asarray(out), np.asarray(ref))
 
 
-def test_v_prediction_model_scores_eps_error(classifiers, rgb_image):
+def _normalized(image):
+    """torchvision's ToTensor() then Normalize(0.5, 0.5), written out: [C, H, W] in [-1, 1]."""
+    return torch.from_numpy((np.asarray(image, np.float32) / 255 - 0.5) / 0.5).permute(2, 0, 1)
+
+
+def test_sd_images_are_prepared_as_the_official_sd_evaluation(classifiers, rgb_image):
+    """torchvision Resize(32, BICUBIC): the short side 40 -> 32, the long one int(32 * 52 / 40) = 41; then
+    CenterCrop(32): left = round((41 - 32) / 2) = 4 (round half to even), top 0."""
+    ref = Image.fromarray(rgb_image).resize((41, 32), Image.Resampling.BICUBIC).crop((4, 0, 36, 32))
+    assert torch.equal(classifiers["sd"].adapter.preprocess(rgb_image), _normalized(ref))
+
+
+def test_dit_images_are_prepared_as_the_official_dit_evaluation(classifiers):
+    """ADM's center_crop_arr at 16 px on a 150 x 70 image: BOX halvings while the short side is >= 32
+    (150x70 -> 75x35 -> 37x17), bicubic to a short side of 16 with rounded sides (37 * 16 / 17 = 34.8 -> 35),
+    then the center crop with offsets rounded down ((35 - 16) // 2 = 9)."""
+    image = Image.fromarray((np.arange(70 * 150 * 3) * 7 % 256).astype(np.uint8).reshape(70, 150, 3))
+    ref = image.resize((75, 35), Image.Resampling.BOX).resize((37, 17), Image.Resampling.BOX)
+    ref = ref.resize((35, 16), Image.Resampling.BICUBIC).crop((9, 0, 25, 16))
+    a = classifiers["dit"].adapter
+    assert a.resolution == 16
+    got = a.preprocess(image)
+    assert torch.equal(got, _normalized(ref))
+    assert not torch.equal(got, preprocess(image, 16))  # the SD / paper path gives other pixels here
+
+
+def test_v_prediction_model_scores_its_v_error(classifiers, rgb_image):
+    """A v-prediction model is scored in v, the space it was trained in (as flow models on their velocity);
+    the eps error would be the same per sample times abar_t."""
     clf = classifiers["sd-v"]
     a = clf.adapter
     x0, _ = clf.encode_image(rgb_image)
@@ -72,10 +100,12 @@ def test_v_prediction_model_scores_eps_error(classifiers, rgb_image):
     emb = a.encode_conditions(["a dog"])
     with torch.inference_mode():
         xt = a.scheduler.add_noise(x0.expand(2, *x0.shape), eps, ts)
-        v = a.unet(xt, ts, encoder_hidden_states=emb.expand(2, -1, -1)).sample
+        v_hat = a.unet(xt, ts, encoder_hidden_states=emb.expand(2, -1, -1)).sample
+        v = a.scheduler.get_velocity(x0.expand(2, *x0.shape), eps, ts)
         abar = a.scheduler.alphas_cumprod[ts].view(-1, 1, 1, 1)
-        eps_hat = abar.sqrt() * v + (1 - abar).sqrt() * xt
-    torch.testing.assert_close(errors, ((eps - eps_hat) ** 2).mean((1, 2, 3)), rtol=1e-4, atol=1e-6)
+        eps_hat = abar.sqrt() * v_hat + (1 - abar).sqrt() * xt
+    torch.testing.assert_close(errors, ((v - v_hat) ** 2).mean((1, 2, 3)), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(errors * abar.flatten(), ((eps - eps_hat) ** 2).mean((1, 2, 3)), rtol=1e-3, atol=1e-6)
 
 
 def _vlb_reference(x0, xt, t, eps_hat, v, betas):

@@ -70,7 +70,8 @@ def test_a_pruned_conditioning_is_estimated_on_the_winners_footing():
     est = paired_mean_errors(errors)
     np.testing.assert_allclose(est, [0.5, 0.55, 0.6])
     conds = Conditionings.from_rows([("a", "a", 0), ("b", "b", 1), ("c", "c", 2)])
-    result = decide(lambda idx, plan: errors[np.ix_(idx, range(len(plan)))], conds, Schedule((1,), (4,)), 1000)
+    scored = np.nan_to_num(errors)  # a scored error is never NaN (decide refuses it): NaN marks "not scored"
+    result = decide(lambda idx, plan: scored[np.ix_(idx, range(len(plan)))], conds, Schedule((1,), (4,)), 1000)
     result.errors = errors  # as if Algorithm 2 had pruned conditioning 1
     probs = result.probabilities
     assert probs.argmax() == 0 and 0 < probs[1] < probs[0]

@@ -6,11 +6,15 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from dclib import Conditionings, read_prompt_file
-from dclib.errors import InputError
+from dclib import Conditionings, Schedule, ScoreOptions, read_prompt_file
+from dclib.decide import decide
+from dclib.errors import InputError, NonFiniteError
 from dclib.images import load_image
+from dclib.noise import NoiseDistribution
+from fakes import replay
 
 
 def run_cli(*args, env_extra=None):
@@ -155,3 +159,68 @@ def test_prompt_rows_and_non_string_prompts():
     assert conds.class_names == ("red", "blue") and conds.class_idx == (0, 1)
     with pytest.raises(InputError, match="strings"):
         resolve_conditionings(["a cat", 3])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ScoreOptions(guidance=float("nan")),
+    lambda: ScoreOptions(guidance=float("-inf")),
+    lambda: ScoreOptions(crop=float("nan")),
+    lambda: ScoreOptions(crop=1.5),
+    lambda: NoiseDistribution.parse("truncated:nan,1"),
+    lambda: NoiseDistribution.parse("truncated:-inf,2.5"),
+    lambda: Schedule.parse("paired:20,alpha=nan"),
+])
+def test_non_finite_numeric_options_are_refused(make):
+    with pytest.raises(InputError, match="finite|integer|alpha"):
+        make()
+
+
+@pytest.mark.parametrize("temperature", [float("nan"), float("inf"), 0.0, -1.0])
+def test_temperature_must_be_positive_and_finite(temperature):
+    score, calls = replay(np.array([[0.1, 0.2], [0.3, 0.4]]))
+    with pytest.raises(InputError, match="temperature"):
+        decide(score, Conditionings.from_prompts(["a", "b"]), Schedule.parse(2), 1000, temperature=temperature)
+    assert calls == []  # refused before any scoring
+
+
+def test_flush_seconds_must_be_finite(tmp_path):
+    from dclib import runs
+
+    with pytest.raises(InputError, match="flush_seconds"):
+        runs.evaluate("embedded:digits", "embedded:digits-test", tmp_path / "run", flush_seconds=float("nan"))
+
+
+@pytest.mark.parametrize("bad", [[np.nan, np.nan], [0.1, np.inf]])
+def test_non_finite_errors_give_no_prediction(bad):
+    """Every error NaN (the old outcome: class 0 with error inf), or just one inf: no prediction."""
+    score, _ = replay(np.array([[np.nan, np.nan], bad]))
+    with pytest.raises(NonFiniteError, match="NaN or inf"):
+        decide(score, Conditionings.from_prompts(["a", "b"]), Schedule.parse(2), 1000)
+
+
+def test_a_model_returning_nan_classifies_nothing(classifiers, images, monkeypatch):
+    clf = classifiers["pixel"]
+    monkeypatch.setattr(clf.adapter, "_forward", lambda x_t, t, cond: torch.full_like(x_t, float("nan")))
+    with pytest.raises(NonFiniteError):
+        clf.classify(images["rgb.png"], class_labels=[1, 2], schedule=2)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--guidance", "nan"], "guidance must be a finite number, got nan"),
+    (["--temperature", "inf"], "temperature must be a finite number, got inf"),
+    (["--noise", "truncated:-inf,2"], "a truncation bound must be a finite number, got -inf"),
+])
+def test_cli_refuses_non_finite_options_in_one_line(tiny_models, images, capsys, args, message):
+    from dclib.cli import main
+
+    assert main(["classify", images["rgb.png"], "--model", tiny_models["pixel"], "--labels", "1,2",
+                 "--schedule", "2", "--no-progress", *args]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("dclib:")]
+    assert errors == [f"dclib: error: {message}"]
+
+
+def test_cli_calibrate_refuses_a_non_finite_l2(tmp_path, capsys):
+    from dclib.cli import main
+
+    assert main(["calibrate", str(tmp_path / "missing-run"), "--l2", "nan"]) == 2
+    assert capsys.readouterr().err.strip() == "dclib: error: --l2 must be a finite number, got nan"

@@ -149,9 +149,16 @@ def test_elbo_objective_weights():
     weighted = Scorer(adapter, ScoreOptions(objective="elbo")).score(x0, cond, torch.tensor(plan.timesteps), noise).errors
     betas = adapter.betas
     abar = torch.cumprod(1 - betas, 0)
-    w = betas / (2 * (1 - betas) * (1 - abar))  # DDPM eq. 12 weight with sigma_t^2 = beta_t
+    abar_prev = torch.cat([torch.ones(1, dtype=abar.dtype), abar[:-1]])
+    # the fake scheduler has no variance_type: DDPMScheduler's default fixed_small, sigma_t^2 = beta~_t, whose
+    # weight is beta_t / (2 alpha_t (1 - abar_{t-1})); at t = 0 sigma_0^2 is clipped to beta~_1
+    w = betas / (2 * (1 - betas) * (1 - abar_prev))
+    w[0] = betas[0] ** 2 / (2 * betas[1] * (1 - abar[0]) / (1 - abar[1]) * (1 - betas[0]) * (1 - abar[0]))
     torch.testing.assert_close(elbo_weights(betas), w)
     torch.testing.assert_close(weighted, uniform * w[list(plan.timesteps)].float(), rtol=1e-5, atol=1e-7)
+    # fixed_large, sigma_t^2 = beta_t: DDPM eq. 12 for t >= 1
+    large = betas / (2 * (1 - betas) * (1 - abar))
+    torch.testing.assert_close(elbo_weights(betas, "fixed_large")[1:], large[1:])
 
 
 def test_options_are_validated():
@@ -159,8 +166,10 @@ def test_options_are_validated():
         ScoreOptions(loss="l3")
     with pytest.raises(InputError):
         ScoreOptions(objective="vlb", loss="l1")
-    with pytest.raises(InputError, match="learned variance"):
-        Scorer(LinearAdapter([0.0]), ScoreOptions(objective="vlb"))
+    learned_config = LinearAdapter([0.0])
+    learned_config.scheduler.config.variance_type = "learned_range"  # but the model outputs eps only
+    with pytest.raises(InputError, match="predicts its variance"):
+        Scorer(learned_config, ScoreOptions(objective="vlb"))
     adapter, x0, plan, noise = setup()
     with pytest.raises(InputError, match="noise must have shape"):
         Scorer(adapter).score(x0, adapter.encode_conditions([0]), torch.tensor(plan.timesteps), noise[:2])

@@ -2,9 +2,10 @@
 
 An adapter turns images into the clean sample x0 the diffusion model works on, turns conditionings into the
 model's conditioning tensors (computed once and cached), noises x0 to x_t, and predicts, for a batch of
-(x_t, t, cond), the quantity the error is measured on: eps for diffusion models (the paper's choice), the
-velocity eps - x0 for flow-matching models (``target``). The noise schedule always comes from the model's own
-scheduler (``alphas_cumprod``, or the flow-matching sigmas).
+(x_t, t, cond), the quantity the error is measured on: the model's own output, scored against the target it
+was trained on (``target``): eps for eps-prediction models (the paper's case), v for v-prediction models, x0
+for sample-prediction models, the velocity eps - x0 for flow-matching models. The noise schedule always comes
+from the model's own scheduler (``alphas_cumprod``, or the flow-matching sigmas).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 
 from ..errors import InputError
 from ..images import ImageInput, preprocess
+from ..objectives import model_variance_type
 from .cpu_threads import map_rows
 
 
@@ -35,7 +37,7 @@ def check_compile_mode(mode) -> str:
 class DiffusionAdapter:
     """Base class. Subclasses set the attributes below and implement ``_encode`` and ``_forward``."""
 
-    #: "epsilon" or "v_prediction" (converted to an eps estimate) ...
+    #: What the denoiser outputs, diffusers' names: "epsilon", "v_prediction" or "sample" (x0).
     prediction_type: str = "epsilon"
     #: True for flow-matching models (x_t = (1 - sigma) x0 + sigma eps, velocity target; no betas).
     flow_matching: bool = False
@@ -60,6 +62,8 @@ class DiffusionAdapter:
         self._set_noise_schedule(scheduler)
         self._cond_cache: dict[Any, torch.Tensor] = {}
         self.model_id: str | None = None
+        #: The LoRA loaded on top of the model (its identity, see ``lora.load_lora``), or None.
+        self.lora: dict | None = None
         #: Mixed precision for the denoiser only (e.g. torch.bfloat16 on CPU); errors stay float32.
         self.autocast: torch.dtype | None = None
         #: With ``compile()``: every denoiser call is padded to this many rows (one static shape, one graph).
@@ -148,14 +152,44 @@ class DiffusionAdapter:
         return abar.sqrt() * x0 + (1 - abar).sqrt() * eps
 
     def target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """What ``predict`` is scored against: eps here (the paper scores eps, whatever the model predicts)."""
-        return eps
+        """What ``model_output`` is scored against: the model's training target for its ``prediction_type``.
+
+        The paper's eps for eps-prediction models. A v-prediction model is scored on v = sqrt(abar) eps -
+        sqrt(1 - abar) x0 (diffusers' ``get_velocity``) and a sample-prediction model on x0: the space each was
+        trained in, as flow-matching models are scored on their velocity. The paper keeps the weighting used at
+        training time (w_t = 1, Sec. 3.1) because deviating from it hurts accuracy; an eps error would reweight a
+        v-model's timesteps by abar_t (eps - eps^ = sqrt(abar_t) (v - v^)). Within one (t, eps) every
+        conditioning is scaled alike, so only the weighting across timesteps differs. The ``elbo`` and ``vlb``
+        objectives are written in eps and convert the output with ``to_eps``.
+        """
+        if self.prediction_type == "epsilon":
+            return eps
+        abar = self._abar_device[t].view(-1, *([1] * (x0.dim() - 1)))
+        if self.prediction_type == "v_prediction":
+            return abar.sqrt() * eps - (1 - abar).sqrt() * x0
+        if self.prediction_type == "sample":
+            return x0
+        raise InputError(f"unsupported prediction type {self.prediction_type!r}")
+
+    @property
+    def variance_type(self) -> str:
+        """The variance of p(x_{t-1} | x_t) used by the ``elbo`` and ``vlb`` objectives: ``learned_range`` for a
+        model that predicts it, else the scheduler's fixed choice (``objectives.model_variance_type``)."""
+        return model_variance_type(getattr(self.scheduler.config, "variance_type", None), self.learned_variance)
 
     @torch.inference_mode()
     def predict(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Prediction of ``target`` (float32; an eps estimate here) and, for learned-variance models, the raw
-        variance output, for a batch."""
+        """An eps estimate (float32), whatever the model's parameterisation, and, for learned-variance models, the
+        raw variance output, for a batch: what DDIM-type samplers (``interpret``) step with."""
+        out, var_values = self.model_output(x_t, t, cond)
+        return self.to_eps(out, x_t, t), var_values
+
+    @torch.inference_mode()
+    def model_output(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The denoiser's own prediction of ``target`` (float32: eps, v, x0 or a velocity) and, for
+        learned-variance models, the raw variance output (the second half of the channels), for a batch."""
         n = len(x_t)
         if self.static_batch and n < self.static_batch:
             # repeat the last row: the padded rows are computed and dropped
@@ -177,14 +211,10 @@ class DiffusionAdapter:
         var_values = None
         if self.learned_variance:
             out, var_values = out[:, :channels], out[:, channels:]
-        return self.to_target(out, x_t, t), var_values
-
-    def to_target(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The model's native output in the space of ``target``: an eps estimate here."""
-        return self.to_eps(model_output, x_t, t)
+        return out, var_values
 
     def to_eps(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Convert the model's native prediction to an eps estimate (the paper scores eps)."""
+        """Convert the model's native prediction to an eps estimate."""
         if self.prediction_type == "epsilon":
             return model_output
         abar = self._abar_device[t].view(-1, *([1] * (x_t.dim() - 1)))
@@ -208,6 +238,7 @@ class DiffusionAdapter:
         return {
             "adapter": type(self).__name__,
             "model": self.model_id,
+            "lora": self.lora,
             "prediction_type": self.prediction_type,
             "learned_variance": self.learned_variance,
             "num_train_timesteps": self.num_train_timesteps,

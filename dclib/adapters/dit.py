@@ -5,6 +5,7 @@ from typing import Sequence
 
 import torch
 
+from ..images import ImageInput, adm_center_crop, preprocess
 from .base import DiffusionAdapter, VAELatents, class_index_tensor, id2label_of, place
 
 
@@ -23,6 +24,10 @@ class DiTAdapter(VAELatents, DiffusionAdapter):
         self.class_names = [id2label.get(i, str(i)) for i in range(self.num_classes)]
         for module in (self.transformer, self.vae):
             place(module, self.device, self.dtype)
+
+    def preprocess(self, image: ImageInput) -> torch.Tensor:
+        """As DiT was trained and the official DiT evaluation prepares images: ADM's center crop."""
+        return preprocess(image, self.resolution, self.image_channels, crop=adm_center_crop)
 
     def _encode_conditions(self, labels: Sequence[int]) -> torch.Tensor:
         return class_index_tensor(labels, self.num_classes, self.device)

@@ -2,7 +2,8 @@
 
 These models noise as x_t = (1 - sigma) x0 + sigma eps and are trained to predict the velocity v = eps - x0
 (Esser et al. 2024), so dclib scores loss(eps - x0, v_theta(x_t, c)), the quantity they were trained on, with
-the same shared (t, eps) samples as for diffusion models.
+the same shared (t, eps) samples as for diffusion models: the rule of every adapter (eps-, v- and
+sample-prediction diffusion models too, ``DiffusionAdapter.target``).
 
 dclib's integer timesteps t in [0, T) (more noise as t grows) index the scheduler's training grid: the
 ``FlowMatchEulerDiscreteScheduler`` of the checkpoint holds T sigmas for s = 1/T, 2/T, ..., 1 (in decreasing
@@ -66,9 +67,6 @@ class FlowMatchingAdapter(DiffusionAdapter):
     def target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The velocity d x_t / d sigma = eps - x0, the flow-matching training target."""
         return eps - x0
-
-    def to_target(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return model_output  # already a velocity
 
     def to_eps(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """An eps estimate from a velocity: x_t = eps - (1 - sigma) v, so eps = x_t + (1 - sigma) v."""

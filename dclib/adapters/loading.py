@@ -13,13 +13,18 @@ from ..errors import InputError, ModelNotFoundError
 from .base import DiffusionAdapter, check_compile_mode
 from .dit import DiTAdapter
 from .flow_matching import StableDiffusion3Adapter
+from .flux import FluxAdapter
+from .lora import load_lora, resolve_lora
 from .pixel_unet import PixelUNetAdapter
+from .sdxl import StableDiffusionXLAdapter
 from .stable_diffusion import StableDiffusionAdapter
 
 #: model_index.json ``_class_name`` -> adapter class.
 ADAPTERS = {
     "StableDiffusionPipeline": StableDiffusionAdapter,
+    "StableDiffusionXLPipeline": StableDiffusionXLAdapter,
     "StableDiffusion3Pipeline": StableDiffusion3Adapter,  # flow matching (SD3, SD3.5)
+    "FluxPipeline": FluxAdapter,  # flow matching on packed latents (FLUX.1 dev, schnell)
     "DiTPipeline": DiTAdapter,
     "DDPMPipeline": PixelUNetAdapter,
 }
@@ -125,12 +130,17 @@ def quiet_hf_logging():
 
 
 def load_adapter(model: str, torch_dtype=None, device=None, resolution: int | None = None,
-                 revision: str | None = None, autocast=None, compile: bool | str = False) -> DiffusionAdapter:
+                 revision: str | None = None, autocast=None, compile: bool | str = False,
+                 lora: str | os.PathLike | None = None) -> DiffusionAdapter:
     """Load a diffusers pipeline with ``from_pretrained`` (safetensors only) behind its adapter.
 
+    ``lora`` (a .safetensors file, a folder holding one, or a hub id) is loaded into the pipeline with its own
+    ``load_lora_weights`` before the adapter is built (see ``lora.load_lora``).
     ``compile=True`` (or a torch.compile mode such as "reduce-overhead" for CUDA graphs) wraps the denoiser in
     ``torch.compile`` (static batch shapes; worth it for long runs)."""
     compile_mode = check_compile_mode(compile) if compile else None  # a typo fails before any loading
+    if lora is not None:
+        resolve_lora(lora)  # so does a missing or pickled LoRA file
     path = resolve_model_path(model)
     index = read_model_index(path, revision)
     class_name = index.get("_class_name")
@@ -152,9 +162,14 @@ def load_adapter(model: str, torch_dtype=None, device=None, resolution: int | No
     except (OSError, EnvironmentError, ValueError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ModelNotFoundError(f"cannot load model {model!r}: {first}") from None
+    lora_identity = None
+    if lora is not None:
+        with quiet_hf_logging():
+            lora_identity = load_lora(pipe, lora)
     adapter = ADAPTERS[class_name](pipe, device=dev, dtype=dtype, resolution=resolution,
                                    id2label=index.get("id2label"))
     adapter.model_id = model
+    adapter.lora = lora_identity
     adapter.autocast = resolve_autocast(autocast, dev, dtype)
     if compile_mode:
         adapter.compile(compile_mode)

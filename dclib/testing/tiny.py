@@ -83,17 +83,24 @@ def _tiny_vae(sample_size: int = 32):
                          up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=32)
 
 
+def tiny_clip_config(tokenizer, num_hidden_layers: int = 2, **extra):
+    """The tiny CLIP text encoder config every tiny pipeline here uses (width 32, 4 heads)."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                          pad_token_id=tokenizer.pad_token_id, hidden_size=32, intermediate_size=37,
+                          num_attention_heads=4, num_hidden_layers=num_hidden_layers, vocab_size=len(tokenizer),
+                          max_position_embeddings=77, **extra)
+
+
 def tiny_sd_pipeline(prediction_type: str = "epsilon", seed: int = 0, words: Iterable[str] = DEFAULT_WORDS):
     """A StableDiffusionPipeline with 32 px images, 4x16x16 latents and a 5-layer CLIP text encoder."""
     from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
     torch.manual_seed(seed)
     tokenizer = build_clip_tokenizer(words)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, hidden_size=32, intermediate_size=37, num_attention_heads=4,
-        num_hidden_layers=5, vocab_size=len(tokenizer), max_position_embeddings=77))
+    text_encoder = CLIPTextModel(tiny_clip_config(tokenizer, num_hidden_layers=5))
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
@@ -124,17 +131,23 @@ def tiny_dit_pipeline(num_classes: int = 10, seed: int = 0):
 
 
 def tiny_pixel_pipeline(num_classes: int = 10, channels: int = 1, size: int = 8, seed: int = 0,
-                        class_names: Iterable[str] | None = None, null_class: bool = True):
-    """A DDPMPipeline around a class-conditional UNet2DModel in pixel space (+1 null class for guidance)."""
+                        class_names: Iterable[str] | None = None, null_class: bool = True,
+                        variance_type: str = "fixed_small", prediction_type: str = "epsilon"):
+    """A DDPMPipeline around a class-conditional UNet2DModel in pixel space (+1 null class for guidance).
+
+    ``variance_type="learned_range"`` gives the UNet twice the output channels: eps, then the variance value v in
+    [-1, 1] that the scheduler interpolates log-variances with (improved DDPM).
+    """
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
     torch.manual_seed(seed)
-    unet = UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels, layers_per_block=1,
+    out_channels = 2 * channels if variance_type in ("learned", "learned_range") else channels
+    unet = UNet2DModel(sample_size=size, in_channels=channels, out_channels=out_channels, layers_per_block=1,
                        block_out_channels=(32, 64), down_block_types=("DownBlock2D", "DownBlock2D"),
                        up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8,
                        num_class_embeds=num_classes + int(null_class))
     scheduler = DDPMScheduler(beta_schedule="linear", beta_start=0.0001, beta_end=0.02, num_train_timesteps=1000,
-                              clip_sample=False)
+                              clip_sample=False, variance_type=variance_type, prediction_type=prediction_type)
     names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
     pipe = DDPMPipeline(unet=unet, scheduler=scheduler)
     pipe.register_to_config(id2label={str(i): n for i, n in enumerate(names)})
@@ -159,16 +172,13 @@ def tiny_sd3_pipeline(seed: int = 0, words: Iterable[str] = DEFAULT_WORDS, t5: b
     """
     from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
                            StableDiffusion3Pipeline)
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+    from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
     tokenizer = build_clip_tokenizer(words)
 
     def clip():
-        return CLIPTextModelWithProjection(CLIPTextConfig(
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id, hidden_size=32, intermediate_size=37, num_attention_heads=4,
-            num_hidden_layers=2, vocab_size=len(tokenizer), max_position_embeddings=77, projection_dim=32))
+        return CLIPTextModelWithProjection(tiny_clip_config(tokenizer, projection_dim=32))
 
     text_encoder, text_encoder_2 = clip(), clip()
     tokenizer_3 = text_encoder_3 = None
@@ -190,10 +200,75 @@ def tiny_sd3_pipeline(seed: int = 0, words: Iterable[str] = DEFAULT_WORDS, t5: b
         text_encoder_3=text_encoder_3, tokenizer_3=tokenizer_3)
 
 
+def tiny_sdxl_pipeline(seed: int = 0, words: Iterable[str] = DEFAULT_WORDS):
+    """A StableDiffusionXLPipeline with 32 px images and 4x16x16 latents, built as SDXL base is.
+
+    Two CLIP text encoders (the second with a projection: pooled 32) share one tokenizer; their penultimate
+    hidden states (32 + 32) are the UNet's cross-attention input, and the added embedding takes 6 time ids x 8
+    + the pooled 32 = 80 values. Euler scheduler with SDXL's betas; the VAE says ``force_upcast`` as SDXL's does.
+    """
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    tokenizer = build_clip_tokenizer(words)
+    text_encoder = CLIPTextModel(tiny_clip_config(tokenizer, projection_dim=32))
+    text_encoder_2 = CLIPTextModelWithProjection(tiny_clip_config(tokenizer, projection_dim=32))
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=64, attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=32,
+        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=80,
+        transformer_layers_per_block=(1, 1))
+    scheduler = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                       num_train_timesteps=1000, prediction_type="epsilon", steps_offset=1,
+                                       timestep_spacing="leading")
+    vae = _tiny_vae(32)
+    vae.register_to_config(force_upcast=True)
+    return StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler,
+                                     add_watermarker=False)
+
+
+def tiny_flux_pipeline(seed: int = 0, words: Iterable[str] = DEFAULT_WORDS, guidance_embeds: bool = True):
+    """A FluxPipeline with 16 px images, 4x8x8 latents packed into 16 tokens of 16 channels.
+
+    ``guidance_embeds=True`` is built like FLUX.1-dev (guidance embedding, dynamic shifting of the sigmas by
+    resolution), ``False`` like FLUX.1-schnell (fixed shift 1). CLIP (pooled 32) and T5 (d_model 32 = the
+    transformer's joint_attention_dim); the VAE has FLUX's shift and scaling factors and its pixel size in
+    ``sample_size``, the adapter's default resolution.
+    """
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    tokenizer = build_clip_tokenizer(words)
+    text_encoder = CLIPTextModel(tiny_clip_config(tokenizer))
+    tokenizer_2 = build_t5_tokenizer(words)
+    text_encoder_2 = T5EncoderModel(T5Config(d_model=32, d_kv=8, d_ff=32, num_layers=2, num_heads=4,
+                                             vocab_size=len(tokenizer_2), decoder_start_token_id=0))
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=guidance_embeds,
+        axes_dims_rope=(4, 4, 8))
+    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                        sample_size=16, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=32, shift_factor=0.1159,
+                        scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False)
+    if guidance_embeds:  # FLUX.1-dev's scheduler config
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
+                                                    max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+    else:  # FLUX.1-schnell's
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False)
+    return FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                        text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer)
+
+
 def save_tiny_models(root: str | Path, names: Iterable[str] | None = None) -> dict[str, str]:
     """Save one tiny pipeline of each kind under ``root`` (or only those in ``names``); returns {name: folder}.
 
-    ``sd3`` (flow matching) is built only when asked for by name: the shared test fixture leaves it out.
+    ``sd3``, ``sdxl``, ``flux`` and ``flux-schnell`` are built only when asked for by name: the shared test
+    fixture leaves them out.
     """
     root = Path(root)
     builders = {
@@ -202,8 +277,11 @@ def save_tiny_models(root: str | Path, names: Iterable[str] | None = None) -> di
         "dit": tiny_dit_pipeline,
         "pixel": tiny_pixel_pipeline,
         "sd3": tiny_sd3_pipeline,
+        "sdxl": tiny_sdxl_pipeline,
+        "flux": tiny_flux_pipeline,
+        "flux-schnell": lambda: tiny_flux_pipeline(seed=1, guidance_embeds=False),
     }
-    wanted = list(names) if names is not None else [n for n in builders if n != "sd3"]
+    wanted = list(names) if names is not None else ["sd", "sd-v", "dit", "pixel"]
     unknown = sorted(set(wanted) - set(builders))
     if unknown:
         raise ValueError(f"unknown tiny models {unknown}; available: {', '.join(builders)}")
