@@ -47,3 +47,19 @@ def test_scaling_reports_time_and_memory_per_class_count():
     for r in report["results"]:
         assert r["evaluations"] == r["classes"] and r["seconds"] > 0
         assert r["peak_rss_mb"] >= r["rss_before_classify_mb"] > 0
+
+
+def test_time_to_accuracy_reports_both_sides_on_the_same_images():
+    report = run_benchmark("time_to_accuracy", "--tasks", "shapes-shape", "--n-images", 2, "--paper-schedule",
+                           "2,1:1,2", "--dclib-schedule", "paired:4,strata=2", "--top-k", 2)
+    assert {"cpu", "cpu_count", "torch_threads", "torch"} <= set(report["machine"])
+    (row,) = report["results"]
+    assert row["task"] == "shapes-shape" and row["n"] == 2
+    ref, ours = row["reference"], row["dclib"]
+    assert ref["batch_size"] == 32 and ours["top_k"] == 2
+    assert ref["evaluations_per_image"] == 6 + 2  # 6 prompts on 1 timestep, then the best 2 on 1 more
+    assert 0 < ours["evaluations_per_image"] <= 2 * 4  # the top 2 classes' prompts on at most 4 timesteps
+    for side in (ref, ours):
+        assert side["seconds_per_image"] > 0 and 0 <= side["ci_low"] <= side["accuracy"] <= side["ci_high"] <= 1
+    assert row["speedup"] > 0 and 0 <= row["agreement"] <= 1 and 0 <= row["mcnemar"]["p_value"] <= 1
+    assert row["not_worse"] == (not (row["mcnemar"]["p_value"] < 0.05 and row["mcnemar"]["effect"] < 0))
