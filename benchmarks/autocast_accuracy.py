@@ -22,7 +22,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from dclib import DiffusionClassifier, even_plan  # noqa: E402
 from dclib.data import load_embedded  # noqa: E402
-from dclib.experiments import paired_difference, score_dataset  # noqa: E402
+from dclib.experiments import score_dataset  # noqa: E402
+from dclib.verdicts import mcnemar  # noqa: E402
 
 
 def main() -> None:
@@ -52,7 +53,7 @@ def main() -> None:
         "model": args.model, "dataset": args.dataset, "n_images": a.n_images, "timesteps": args.timesteps,
         "results": rows, "different_predictions": int((a.predictions() != b.predictions()).sum()),
         "max_abs_error_diff": float(abs(a.errors - b.errors).max()),
-        "mcnemar_float32_vs_bf16": paired_difference(a, b)}, indent=1))
+        "mcnemar_float32_vs_bf16": mcnemar("float32 vs bf16", a, b).__dict__}, indent=1))
 
 
 if __name__ == "__main__":

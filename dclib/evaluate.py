@@ -64,17 +64,3 @@ def evaluate_dataset(classifier, dataset, limit: int | None = None, progress: bo
         evals.append(result.evaluations)
         secs.append(time.perf_counter() - started)
     return summarize(preds, labels, evals, secs)
-
-
-def logit(p, eps: float = 1e-3):
-    """The probit-free logit transform the effective-robustness plots use (clipped away from 0 and 1)."""
-    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
-    return np.log(p / (1 - p))
-
-
-def effective_robustness(id_acc, ood_acc, model_id_acc: float, model_ood_acc: float) -> tuple[float, np.ndarray]:
-    """Fit logit(OOD) = a logit(ID) + b through reference models; return (the model's OOD accuracy minus the
-    fitted prediction at its ID accuracy, fit coefficients [a, b])."""
-    coeffs = np.polyfit(logit(id_acc), logit(ood_acc), 1)
-    predicted = 1 / (1 + np.exp(-np.polyval(coeffs, logit(model_id_acc))))
-    return float(model_ood_acc - predicted), coeffs

@@ -192,18 +192,3 @@ def compare_settings(classifier, dataset, settings: dict[str, dict], plan: Plan,
         acc, low, high = errors.accuracy_ci()
         rows.append({"setting": name, "accuracy": acc, "ci_low": low, "ci_high": high, "n": errors.n_images})
     return pd.DataFrame(rows), sets
-
-
-def paired_difference(a, b) -> dict:
-    """Exact McNemar test on the images one setting gets right and the other wrong.
-
-    ``a`` and ``b`` are ErrorSets scored on the same images, or boolean arrays of per-item correctness (any two
-    methods judged on the same items, e.g. two models' Winoground text outcomes)."""
-    from scipy.stats import binomtest
-
-    right_a, right_b = (np.asarray(x.predictions() == x.labels if isinstance(x, ErrorSet) else x, bool) for x in (a, b))
-    if right_a.shape != right_b.shape:
-        raise ValueError("paired comparisons need the same items on both sides")
-    only_a, only_b = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
-    p = binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0
-    return {"only_first_right": only_a, "only_second_right": only_b, "p_value": float(p)}

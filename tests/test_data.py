@@ -248,7 +248,9 @@ def test_attribute_variants_change_only_the_attribute(task, attr, names):
 
 def test_wino_pairs():
     rows = shapes.wino_rows()
-    counts = Counter((r["swap_type"], r["template_split"]) for r in rows)
+    counts = Counter((r["swap"], r["template_split"]) for r in rows)
+    assert all(r["swap_type"] == shapes.WINOGROUND_TAGS[r["swap"]] for r in rows)
+    assert set(shapes.WINOGROUND_TAGS.values()) == {"object", "relation", "both"}
     assert counts == {(s, t): shapes.WINO_PER_SWAP for s in shapes.SWAP_TYPES for t in ("train", "heldout")}
     assert len({r["id"] for r in rows}) == len(rows)
     for r in rows:
@@ -256,7 +258,7 @@ def test_wino_pairs():
         assert r["caption_0"] != r["caption_1"], r["id"]
         assert not np.array_equal(r["image_0"], r["image_1"]), r["id"]
         assert cap.TEMPLATE_BY_ID[r["template_id"]].split == r["template_split"]
-        if r["swap_type"] != "attribute":  # order swaps need a template that states the relation
+        if r["swap"] != "attribute":  # order swaps need a template that states the relation
             assert cap.TEMPLATE_BY_ID[r["template_id"]].kind == r["relation"]
     again = shapes.wino_rows.__wrapped__(3)
     assert [r["caption_0"] for r in again] == [r["caption_0"] for r in rows if r["id"].split("-")[3] < "0003"]

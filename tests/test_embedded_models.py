@@ -89,7 +89,7 @@ def test_shipped_text_to_image_model_zero_shot_attribute_binding_and_card():
              for r in data]
     assert float(np.mean(np.array(preds) == np.array(data["label"]))) >= 0.8
     wino = wino_dataset(per_swap=3)
-    items = [w for w in wino if w["swap_type"] == "attribute" and w["template_split"] == "heldout"]
+    items = [w for w in wino if w["swap"] == "attribute" and w["template_split"] == "heldout"]
     text = [wino_outcomes(diffusion_match_scores(clf, [w["image_0"], w["image_1"]], [w["caption_0"], w["caption_1"]],
                                                  even_plan(20), item_id=w["id"]))["text"] for w in items]
     assert sum(text) >= 2, text  # chance: 1 in 4 per item

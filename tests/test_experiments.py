@@ -5,8 +5,9 @@ from datasets import Dataset
 from PIL import Image
 
 from dclib import Plan, ScoreOptions, even_plan
-from dclib.evaluate import clopper_pearson, effective_robustness, summarize
-from dclib.experiments import (ErrorSet, cached, compare_settings, paired_difference, score_dataset,
+from dclib.evaluate import clopper_pearson, summarize
+from dclib.verdicts import mcnemar
+from dclib.experiments import (ErrorSet, cached, compare_settings, score_dataset,
                                separation_by_timestep)
 
 
@@ -63,8 +64,8 @@ def test_compare_settings_and_paired_test(classifiers, tiny_dataset):
                                    even_plan(2))
     assert list(table.setting) == ["l2", "l1"] and (table.n == 4).all()
     assert (table.ci_low <= table.accuracy).all() and (table.accuracy <= table.ci_high).all()
-    d = paired_difference(sets["l2"], sets["l2"])
-    assert d == {"only_first_right": 0, "only_second_right": 0, "p_value": 1.0}
+    d = mcnemar("l2 vs l2", sets["l2"], sets["l2"])
+    assert d.counts == {"only_better_right": 0, "only_worse_right": 0} and d.p_value == 1.0
 
 
 @pytest.mark.parametrize("shared_noise", [True, False])
@@ -95,15 +96,6 @@ def test_clopper_pearson_known_values():
     assert s.accuracy == 0.75 and s.mean_per_class_accuracy == pytest.approx((1 + 1 + 0.5) / 3)
 
 
-def test_effective_robustness_on_a_line():
-    id_acc = np.array([0.6, 0.7, 0.8, 0.9])
-    logit = lambda p: np.log(p / (1 - p))
-    ood = 1 / (1 + np.exp(-(logit(id_acc) - 1.0)))  # every reference model exactly on a line
-    gain, coeffs = effective_robustness(id_acc, ood, 0.85, 1 / (1 + np.exp(-(logit(0.85) - 1.0))) + 0.05)
-    np.testing.assert_allclose(coeffs, [1.0, -1.0], atol=1e-9)
-    assert gain == pytest.approx(0.05, abs=1e-9)
-
-
 def test_error_set_select_keeps_rows_aligned():
     n = 5
     errors = np.arange(n * 2 * 3, dtype=float).reshape(n, 2, 3)
@@ -113,22 +105,6 @@ def test_error_set_select_keeps_rows_aligned():
         assert sub.ids == [f"i{i}" for i in picked] and sub.n_images == len(picked)
         assert np.array_equal(sub.errors, errors[picked]) and np.array_equal(sub.labels, es.labels[picked])
         assert np.array_equal(sub.timesteps, es.timesteps[picked]) and np.array_equal(sub.class_idx, es.class_idx)
-
-
-def test_paired_verdict():
-    from dclib.reporting import paired_verdict
-
-    def fake(correct):
-        n = len(correct)
-        errors = np.ones((n, 2, 1))
-        errors[np.arange(n), np.where(correct, 0, 1), 0] = 0.0  # the lower error picks the class
-        return ErrorSet(errors, np.zeros((n, 1), int), np.zeros(n, int), np.array([0, 1]), [str(i) for i in range(n)])
-
-    good, bad = fake([True] * 30), fake([False] * 30)
-    assert paired_verdict([(good, bad)]) == "yes"
-    assert paired_verdict([(bad, good)]) == "no"
-    assert paired_verdict([(good, good)]) == "partial"
-    assert paired_verdict([(good, bad), (good, good)]) == "partial"
 
 
 def test_separation_by_timestep_is_the_ideal_observers_d_prime():

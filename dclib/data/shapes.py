@@ -29,7 +29,12 @@ TEST_SIZE = 1_000
 WINO_PER_SWAP = 200
 # Share of one-object scenes in training data; the rest have two objects.
 P_SINGLE = 0.4
-SWAP_TYPES = ("attribute", "relation", "both")
+SWAP_TYPES = ("attribute", "relation", "both")  # what moves between the two pictures of a pair
+# Winoground's tag for each (Thrush et al. 2022): its *object* swaps exchange noun phrases (our "relation": the
+# two objects trade places), its *relation* swaps exchange verbs, adjectives or prepositions (our "attribute":
+# the colour adjectives trade places), and *both* does the two at once (our "both": the nouns move, the colour
+# adjectives stay, which is a noun-phrase swap plus an adjective swap).
+WINOGROUND_TAGS = {"attribute": "relation", "relation": "object", "both": "both"}
 ZERO_SHOT_TASKS = ("shape", "colour", "position")
 
 
@@ -246,26 +251,28 @@ def wino_rows(per_swap: int = WINO_PER_SWAP) -> tuple[dict, ...]:
                     "id": f"shapes-wino-{swap_type}-{k:04d}-{split}",
                     "image_0": image_0, "image_1": image_1,
                     "caption_0": cap.caption(scene_0, template), "caption_1": cap.caption(scene_1, template),
-                    "swap_type": swap_type, "template_split": split, "template_id": template.id,
+                    "swap_type": WINOGROUND_TAGS[swap_type], "swap": swap_type, "template_split": split,
+                    "template_id": template.id,
                     "relation": scene_0["relation"],
                 })
     return tuple(rows)
 
 
 def wino_dataset(per_swap: int = WINO_PER_SWAP):
-    """HF Dataset: id, image_0, image_1 (RGB), caption_0, caption_1, swap_type, template_split,
-    template_id, relation. image_0 matches caption_0 and image_1 matches caption_1."""
+    """HF Dataset: id, image_0, image_1 (RGB), caption_0, caption_1, swap_type (Winoground's tag), template_split,
+    template_id, relation, swap (what moved, in this world's terms). image_0 matches caption_0 and image_1
+    matches caption_1."""
     from datasets import Dataset, Features, Image, Value
 
     from dclib.data.common import to_pil
 
     rows = wino_rows(per_swap)
-    string_cols = ("id", "caption_0", "caption_1", "swap_type", "template_split", "template_id", "relation")
+    string_cols = ("id", "caption_0", "caption_1", "swap_type", "template_split", "template_id", "relation", "swap")
     columns = {c: [r[c] for r in rows] for c in string_cols}
     columns["image_0"] = [to_pil(r["image_0"]) for r in rows]
     columns["image_1"] = [to_pil(r["image_1"]) for r in rows]
     features = {c: Value("string") for c in string_cols}
     features.update(image_0=Image(), image_1=Image())
     order = ["id", "image_0", "image_1", "caption_0", "caption_1", "swap_type", "template_split",
-             "template_id", "relation"]
+             "template_id", "relation", "swap"]
     return Dataset.from_dict({c: columns[c] for c in order}, features=Features({c: features[c] for c in order}))

@@ -1,0 +1,36 @@
+"""The paper's published numbers, read only from the CSVs shipped in ``book/paper/`` (transcribed from Li et
+al., ICCV 2023). A lookup names its rows by their exact keys and fails loudly when one is missing, so a page
+can never show a number that is not in the paper's tables."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from .errors import InputError
+
+PAPER_DIR = Path(__file__).resolve().parent.parent / "book" / "paper"
+
+
+def paper_table(name: str) -> pd.DataFrame:
+    """One of the paper's tables, e.g. ``paper_table("table12_noise_sampling")``."""
+    path = PAPER_DIR / f"{name}.csv"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in PAPER_DIR.glob("*.csv")))
+        raise InputError(f"no paper table {name!r} in {PAPER_DIR}; known: {known}")
+    return pd.read_csv(path)
+
+
+def paper_values(name: str, key_column: str, keys: Sequence, value_column: str) -> pd.Series:
+    """The paper's ``value_column`` for each of ``keys`` (exact matches in ``key_column``), indexed by key."""
+    table = paper_table(name)
+    for column in (key_column, value_column):
+        if column not in table.columns:
+            raise InputError(f"paper table {name} has no column {column!r}; columns: {', '.join(table.columns)}")
+    by_key = table.set_index(key_column)[value_column]
+    missing = [k for k in keys if k not in by_key.index]
+    if missing:
+        raise InputError(f"paper table {name} has no row {missing[0]!r} in {key_column!r}; rows: "
+                         f"{', '.join(map(str, by_key.index))}")
+    return by_key.loc[list(keys)]

@@ -1,0 +1,181 @@
+"""One verdict procedure for every reproduction claim of the book.
+
+A claim (``dclib.claims.CLAIMS``) is registered before any result: the paper's words, the comparisons, the
+direction the paper predicts, the statistic and alpha. A page shows that registration, runs its experiment and
+hands the per-image outcomes to the claim, which returns one of three outcomes:
+
+* **reproduces**: significant in the paper's direction. A claim made of several comparisons ("w = 0 beats every
+  other w") needs every one of them: an intersection-union test, which keeps the level alpha without correction.
+* **contradicted**: at least one comparison significant against the paper, after Holm's correction over the
+  claim's comparisons (so the chance of calling a true claim contradicted stays at most alpha).
+* **not detected**: neither. It comes with the smallest effect the sample could have detected (80% power at
+  alpha), so a reader sees whether the test could have found the paper's effect.
+
+The statistics, each on paired per-image outcomes (the same images, the same (t, eps) samples):
+
+* ``mcnemar``: exact McNemar test on the images one setting gets right and the other wrong; effect = accuracy
+  difference, with a paired bootstrap 95% interval beside it.
+* ``trend``: a monotone claim over ordered settings (training checkpoints). Page's test for binary outcomes: the
+  statistic is sum_k c_k acc_k with centred ranks c_k, its null distribution that of permuting each image's
+  outcomes across the settings (exact variance, normal approximation); effect = the least-squares change in
+  accuracy from the first setting to the last.
+* ``noninferiority``: "keeps accuracy" claims (adaptive evaluation). The paired accuracy difference's lower
+  confidence bound (Agresti-Min adjusted Wald, one-sided 1 - alpha) must clear ``-margin``; contradicted when
+  the upper bound lies below ``-margin``.
+* ``binomial``: a rate against a fixed chance level (exact binomial test), e.g. how often the true class's
+  reconstruction is the closest.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+from scipy import stats
+
+from .errors import InputError
+
+OUTCOMES = ("reproduces", "contradicted", "not detected")
+POWER = 0.8
+STATISTICS = ("mcnemar", "trend", "noninferiority", "binomial")
+
+
+def correctness(x) -> np.ndarray:
+    """Per-image correctness: an ErrorSet (predictions == labels) or any boolean array."""
+    if hasattr(x, "predictions") and hasattr(x, "labels"):
+        return np.asarray(x.predictions() == x.labels, bool)
+    return np.asarray(x, bool)
+
+
+def _z(p: float) -> float:
+    return float(stats.norm.ppf(p))
+
+
+@dataclass
+class Comparison:
+    """One tested comparison of a claim. ``effect`` is signed so that positive is the paper's direction."""
+
+    label: str
+    statistic: str
+    n: int
+    effect: float
+    p_value: float
+    detectable: float  # smallest |effect| detectable at POWER (in the effect's units)
+    interval: tuple[float, float] | None = None  # 95% interval of the effect where one is computed
+    counts: dict = field(default_factory=dict)
+    p_against: float | None = None  # for a one-sided test: p of "significantly against the paper"; else p_value
+    direction: int = 0  # +1 significant for the paper, -1 significant against it, 0 neither (set by decide)
+
+
+def mcnemar(label: str, better, worse, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0) -> Comparison:
+    """The paper predicts ``better`` is more accurate than ``worse`` on the same images."""
+    a, b = correctness(better), correctness(worse)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise InputError(f"{label}: paired comparisons need the same, non-empty list of images on both sides")
+    n = len(a)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    p = stats.binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0
+    # Discordant pairs needed before the exact test can reject at all: 2 * 0.5**k < alpha.
+    k_min = int(np.ceil(np.log2(2 / alpha)))
+    discordant = max(only_a + only_b, k_min) / n
+    detectable = (_z(1 - alpha / 2) + _z(POWER)) * np.sqrt(discordant / n)
+    diff = a.astype(float) - b.astype(float)
+    rng = np.random.default_rng(seed)
+    boots = diff[rng.integers(0, n, size=(n_boot, n))].mean(1)
+    interval = (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975)))
+    return Comparison(label, "exact McNemar", n, float(diff.mean()), float(p), float(min(detectable, 1.0)),
+                      interval, {"only_better_right": only_a, "only_worse_right": only_b})
+
+
+def trend(label: str, ordered: Sequence, alpha: float = 0.05) -> Comparison:
+    """The paper predicts accuracy rises along ``ordered`` (per-image correctness under each setting, in order)."""
+    x = np.stack([correctness(o) for o in ordered], axis=1).astype(float)  # [n, K]
+    n, k = x.shape
+    if k < 3 or not n:
+        raise InputError(f"{label}: a trend needs at least 3 ordered settings and one image")
+    c = np.arange(k) - (k - 1) / 2
+    acc = x.mean(0)
+    s = float(c @ acc)
+    m = x.sum(1)
+    # Variance of sum_k c_k x_ik when image i's outcomes are permuted across the settings at random.
+    var = float((m * (k - m)).sum() / (k * (k - 1)) * (c @ c) / n ** 2)
+    to_effect = (k - 1) / float(c @ c)  # statistic -> fitted change from the first setting to the last
+    if var == 0:
+        p, detectable = 1.0, np.inf
+    else:
+        p = float(2 * stats.norm.sf(abs(s) / np.sqrt(var)))
+        detectable = (_z(1 - alpha / 2) + _z(POWER)) * np.sqrt(var) * to_effect
+    return Comparison(label, "Page's trend test", n, s * to_effect, p, float(detectable), None,
+                      {"accuracies": [round(float(v), 4) for v in acc]})
+
+
+def noninferiority(label: str, new, reference, margin: float, alpha: float = 0.05) -> Comparison:
+    """The paper predicts ``new`` loses at most ``margin`` accuracy against ``reference`` on the same images.
+
+    Effect = accuracy(new) - accuracy(reference) + margin (positive: within the margin). Agresti-Min interval:
+    0.5 added to each cell of the paired 2x2 table, so a sample with no discordant images still has width.
+    ``p_value`` is one-sided for "within the margin", ``p_against`` one-sided for "worse than the margin".
+    """
+    a, b = correctness(new), correctness(reference)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise InputError(f"{label}: paired comparisons need the same, non-empty list of images on both sides")
+    if not 0 <= margin < 1:
+        raise InputError(f"{label}: the margin must be in [0, 1), got {margin}")
+    n = len(a)
+    only_a, only_b = (a & ~b).sum() + 0.5, (~a & b).sum() + 0.5
+    n_adj = n + 2
+    d = (only_a - only_b) / n_adj
+    se = float(np.sqrt(max((only_a + only_b) / n_adj - d ** 2, 1e-12) / n_adj))
+    z95 = _z(0.975)
+    # Smallest margin this sample could establish at POWER if the true difference were zero.
+    detectable = (_z(1 - alpha) + _z(POWER)) * np.sqrt((only_a + only_b) / n_adj) / np.sqrt(n_adj)
+    return Comparison(label, f"non-inferiority (margin {100 * margin:g} points)", n,
+                      float(a.mean() - b.mean() + margin), float(stats.norm.sf((d + margin) / se)),
+                      float(detectable), (float(d - z95 * se), float(d + z95 * se)),
+                      {"only_new_right": int(only_a - 0.5), "only_reference_right": int(only_b - 0.5)},
+                      p_against=float(stats.norm.cdf((d + margin) / se)))
+
+
+def binomial(label: str, hits, chance: float, alpha: float = 0.05) -> Comparison:
+    """The paper predicts the rate of ``hits`` (per-item booleans) is above ``chance``."""
+    h = correctness(hits)
+    n, k = len(h), int(h.sum())
+    if not n or not 0 < chance < 1:
+        raise InputError(f"{label}: needs at least one item and a chance level in (0, 1)")
+    p = float(stats.binomtest(k, n, chance).pvalue)
+    ci = stats.binomtest(k, n, chance).proportion_ci(0.95, method="exact")
+    detectable = (_z(1 - alpha / 2) + _z(POWER)) * np.sqrt(chance * (1 - chance) / n)
+    return Comparison(label, "exact binomial test", n, k / n - chance, p, float(detectable),
+                      (float(ci.low - chance), float(ci.high - chance)), {"hits": k, "chance": chance})
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values."""
+    p = np.asarray(p_values, float)
+    order = np.argsort(p)
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def decide(comparisons: Sequence[Comparison], alpha: float = 0.05) -> str:
+    """The claim's outcome from its comparisons (and each comparison's ``direction``)."""
+    if not comparisons:
+        raise InputError("a claim needs at least one comparison")
+    against = holm([c.p_value if c.p_against is None else c.p_against for c in comparisons])
+    for c, p_against in zip(comparisons, against):
+        if c.p_value < alpha and c.effect > 0:
+            c.direction = 1
+        elif p_against < alpha and c.effect < 0:
+            c.direction = -1
+        else:
+            c.direction = 0
+    if any(c.direction == -1 for c in comparisons):
+        return "contradicted"
+    if all(c.direction == 1 for c in comparisons):
+        return "reproduces"
+    return "not detected"
