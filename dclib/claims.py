@@ -8,8 +8,7 @@ lives in :mod:`dclib.verdicts`, the same for every claim. Nothing here depends o
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from dataclasses import asdict, dataclass
 
 import pandas as pd
 
@@ -79,7 +78,8 @@ _STATISTIC_TEXT = {
     "mcnemar": "exact McNemar test on paired per-image correctness (two-sided), with a paired bootstrap 95% "
                "interval on the accuracy difference",
     "trend": "Page's trend test on paired per-image correctness across the ordered settings (two-sided)",
-    "noninferiority": "one-sided non-inferiority test on the paired accuracy difference (Agresti-Min interval)",
+    "noninferiority": "non-inferiority test on the paired accuracy difference: its 95% interval (Agresti-Min) "
+                      "must lie above minus the margin",
     "binomial": "exact binomial test against a fixed rate (two-sided), Clopper-Pearson interval",
 }
 
