@@ -66,11 +66,17 @@ class Comparison:
     direction: int = 0  # +1 significant for the paper, -1 significant against it, 0 neither (set by decide)
 
 
-def mcnemar(label: str, better, worse, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0) -> Comparison:
-    """The paper predicts ``better`` is more accurate than ``worse`` on the same images."""
-    a, b = correctness(better), correctness(worse)
+def _paired(label: str, first, second) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides' per-image correctness, refused unless they cover the same, non-empty list of images."""
+    a, b = correctness(first), correctness(second)
     if a.shape != b.shape or a.ndim != 1 or not len(a):
         raise InputError(f"{label}: paired comparisons need the same, non-empty list of images on both sides")
+    return a, b
+
+
+def mcnemar(label: str, better, worse, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0) -> Comparison:
+    """The paper predicts ``better`` is more accurate than ``worse`` on the same images."""
+    a, b = _paired(label, better, worse)
     n = len(a)
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
     p = stats.binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0
@@ -117,9 +123,7 @@ def noninferiority(label: str, new, reference, margin: float, alpha: float = 0.0
     doubled, so that p < alpha exactly when the two-sided (1 - alpha) interval clears -margin, as for the
     two-sided tests.
     """
-    a, b = correctness(new), correctness(reference)
-    if a.shape != b.shape or a.ndim != 1 or not len(a):
-        raise InputError(f"{label}: paired comparisons need the same, non-empty list of images on both sides")
+    a, b = _paired(label, new, reference)
     if not 0 <= margin < 1:
         raise InputError(f"{label}: the margin must be in [0, 1), got {margin}")
     n = len(a)
@@ -143,8 +147,8 @@ def binomial(label: str, hits, chance: float, alpha: float = 0.05) -> Comparison
     n, k = len(h), int(h.sum())
     if not n or not 0 < chance < 1:
         raise InputError(f"{label}: needs at least one item and a chance level in (0, 1)")
-    p = float(stats.binomtest(k, n, chance).pvalue)
-    ci = stats.binomtest(k, n, chance).proportion_ci(0.95, method="exact")
+    test = stats.binomtest(k, n, chance)
+    p, ci = float(test.pvalue), test.proportion_ci(0.95, method="exact")
     detectable = (_z(1 - alpha / 2) + _z(POWER)) * np.sqrt(chance * (1 - chance) / n)
     return Comparison(label, "exact binomial test", n, k / n - chance, p, float(detectable),
                       (float(ci.low - chance), float(ci.high - chance)), {"hits": k, "chance": chance})
