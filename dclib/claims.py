@@ -201,11 +201,16 @@ CLAIMS = _claims(
     Claim("cropping", "Fig. 9",
           "Any amount of cropping reduces accuracy.", SD_PETS + ", 0-30 latent pixels cropped off each side",
           "no crop against every crop of the page", "mcnemar"),
+    Claim("loss_zero_shot", "Table 8, App. C",
+          "The Huber loss [...] roughly achieves the same performance as the theoretically-justified squared l2 "
+          "loss (Pets: 86.6 vs 86.3).", SD_PETS, "Huber against squared l2 on the same denoiser outputs",
+          "noninferiority", margin=KEEPS_ACCURACY_MARGIN,
+          narrowed=f"'Roughly the same' is tested as Huber losing at most {100 * KEEPS_ACCURACY_MARGIN:g} point. "
+                   "The paper's other Table 8 finding, l1 better on roughly half of its eight datasets, needs "
+                   "several datasets and is shown beside ours but not tested."),
     Claim("loss_supervised", "Table 9",
           "With the supervised DiT classifier, the squared l2 loss beats l1 (77.5 vs 74.9 at 256 px).",
-          DIT_IMAGENET, "squared l2 against l1 on the same denoiser outputs", "mcnemar",
-          narrowed="Table 8 (zero-shot) makes no directional claim (l1 helps on some datasets and hurts on "
-                   "others), so it is shown beside ours but not tested."),
+          DIT_IMAGENET, "squared l2 against l1 on the same denoiser outputs", "mcnemar"),
     Claim("noise_sampling", "Table 12",
           "Every importance-sampling variant of eps underperforms eps ~ N(0, I).",
           "Stable Diffusion 2.0, a 10% subset of Pets",
@@ -222,8 +227,8 @@ CLAIMS = _claims(
           "The adaptive schedules keep accuracy at a fraction of the evaluations; pre-pruning with a weak "
           "discriminative model cuts inference time further at little accuracy cost.",
           "Stable Diffusion 2.0, Pets: KeepList (5, 1), TrialList (25, 250); CLIP ResNet-50 top-20 pre-pruning",
-          "Algorithm 2 with the page's first adaptive schedule, and a weak CNN's top-k followed by Algorithm 1, "
-          "each against Algorithm 1 on the full grid", "noninferiority", margin=KEEPS_ACCURACY_MARGIN,
+          "Algorithm 2 with the page's first adaptive schedule, and a weak zero-shot model's top-k followed by "
+          "Algorithm 1, each against Algorithm 1 on the full grid", "noninferiority", margin=KEEPS_ACCURACY_MARGIN,
           narrowed=f"'Keeps accuracy' is tested as losing at most {100 * KEEPS_ACCURACY_MARGIN:g} point (the "
                    "paper's largest loss from pre-pruning in Table 7 is 0.9 points)."),
     Claim("version_sweep", "Table 10",

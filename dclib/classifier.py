@@ -52,8 +52,15 @@ class DiffusionClassifier:
                                 revision=revision, autocast=autocast, compile=compile, lora=lora))
 
     # ------------------------------------------------------------------------------------------ helpers
-    def conditionings(self, prompts=None, class_labels=None) -> Conditionings:
+    def conditionings(self, prompts=None, class_labels=None, dataset=None) -> Conditionings:
+        """The candidates: prompts (a list, a prompt CSV) for a text model, class labels (default all) for a
+        class-conditional one. Without either, a text model takes the prompt CSV ``dataset`` carries
+        (``embedded:zeroshot-test`` does)."""
         a = self.adapter
+        if prompts is None and class_labels is None and a.text_conditioned and dataset is not None:
+            from .data import embedded_prompt_file
+
+            prompts = embedded_prompt_file(dataset)
         return resolve_conditionings(prompts, class_labels, a.class_names, a.text_conditioned)
 
     def encode_image(self, image: ImageInput | torch.Tensor) -> tuple[torch.Tensor, str]:

@@ -8,6 +8,7 @@ import sys
 
 from .adapters.base import COMPILE_MODES
 from .errors import DclibError, check_finite
+from .train.run import NAMES as TRAINABLE
 
 EPILOG = """examples:
   python -m dclib classify dog.jpg --model stabilityai/stable-diffusion-2-base --dtype float16 \\
@@ -128,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train an embedded default model from its fixed seed (CPU)",
                        description="Reproduce an embedded model: train, keep the best EMA weights, measure test "
                                    "accuracy and write the model card.")
-    p.add_argument("name", choices=["digits", "mnist", "shapes", "shapes-clip"], help="which embedded model")
+    p.add_argument("name", choices=list(TRAINABLE), help="which embedded model")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     p.add_argument("--out", default=None, help="output folder (default: the packaged dclib/models/NAME)")
     p.add_argument("--eval-limit", type=int, default=None, help="test images to measure accuracy on (default all)")

@@ -165,12 +165,14 @@ def cached(path: Path, compute: Callable[[], ErrorSet]) -> ErrorSet:
 
 
 def compare_settings(classifier, dataset, settings: dict[str, dict], plan: Plan, n_images: int | None = None,
-                     seed: int = 0, batch_size: "int | str" = "auto", progress: bool = False):
+                     seed: int = 0, batch_size: "int | str" = "auto", progress: bool = False,
+                     conditionings: Conditionings | None = None):
     """Accuracy (with 95% Clopper-Pearson intervals) of the same images under several scoring settings.
 
     ``settings`` maps a name to keyword arguments of :func:`score_dataset` (``options``, ``noise``,
     ``shared_noise``). Every setting sees the same images, timesteps and noise keys, so differences are paired.
     Settings that differ only in ``options.loss`` share one denoiser pass (:func:`score_dataset_by_loss`).
+    ``conditionings`` are the candidates (a text model's prompts); default: every class of a class-conditional model.
     Returns (table, {name: ErrorSet}).
     """
     import pandas as pd
@@ -183,8 +185,8 @@ def compare_settings(classifier, dataset, settings: dict[str, dict], plan: Plan,
         groups.setdefault(key, (rest, {}))[1][name] = options.loss
     by_name = {}
     for rest, losses in groups.values():
-        scored = score_dataset_by_loss(classifier, dataset, plan, list(losses.values()), n_images=n_images, seed=seed,
-                                       batch_size=batch_size, progress=progress, **rest)
+        scored = score_dataset_by_loss(classifier, dataset, plan, list(losses.values()), conditionings, n_images=n_images,
+                                       seed=seed, batch_size=batch_size, progress=progress, **rest)
         by_name.update({name: scored[loss] for name, loss in losses.items()})
     sets, rows = {}, []
     for name in settings:

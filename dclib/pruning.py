@@ -225,16 +225,28 @@ def classify_live(classifier, dataset, n_images: int, schedule, candidates: np.n
                   prompts=None, seed: int = 0, batch_size: "int | str" = "auto") -> dict:
     """Classify the first ``n_images`` rows of ``dataset`` (rows with ``image``, ``label`` and optionally ``id``)
     with real denoiser calls: per-image ``predictions`` and ``evaluations``, ``accuracy`` and the mean
-    ``seconds_per_image``. ``candidates[i]`` restricts image i to those classes (class-conditional models)."""
+    ``seconds_per_image``. ``candidates[i]`` restricts image i to those classes: their class labels for a
+    class-conditional model, the prompts standing for them (in the prompts' order, as :func:`replay` keeps them)
+    for a text model."""
     import time
 
+    from .prompts import Conditionings
+
+    text = classifier.adapter.text_conditioned
+    conds = classifier.conditionings(prompts) if text else None
     predictions, evaluations, seconds, correct = [], [], [], 0
     for i in range(n_images):
         row = dataset[i]
-        labels = None if candidates is None else [int(c) for c in candidates[i]]
+        labels, image_prompts = None, conds if text else prompts
+        if candidates is not None and text:
+            keep = np.flatnonzero(np.isin(conds.class_idx, candidates[i]))
+            image_prompts = Conditionings(tuple(conds.values[r] for r in keep), tuple(conds.class_idx[r] for r in keep),
+                                          conds.class_names)
+        elif candidates is not None:
+            labels = [int(c) for c in candidates[i]]
         started = time.perf_counter()
-        result = classifier.classify(row["image"], prompts=prompts, image_id=row.get("id", i), schedule=schedule,
-                                     seed=seed, batch_size=batch_size, class_labels=labels)
+        result = classifier.classify(row["image"], prompts=image_prompts, image_id=row.get("id", i),
+                                     schedule=schedule, seed=seed, batch_size=batch_size, class_labels=labels)
         seconds.append(time.perf_counter() - started)
         predictions.append(result.prediction)
         evaluations.append(result.evaluations)

@@ -1,4 +1,4 @@
-"""Where notebooks write their numbers, and small helpers for the book's tables."""
+"""Where notebooks write their numbers, and what setting a page ran on."""
 from __future__ import annotations
 
 import os
@@ -25,3 +25,29 @@ def current_preset() -> str:
     """The book preset this kernel runs under ($DCLIB_PRESET, set by book/build_book.py); a notebook run by hand
     counts as the small preset, a smoke run."""
     return os.environ.get("DCLIB_PRESET", "small")
+
+
+#: What each embedded setting is, and how it differs from the paper's, for the pages that run on it.
+EMBEDDED_SETTINGS = {
+    ("embedded:zeroshot", "embedded:zeroshot-test"): (
+        "**Setting: the zero-shot benchmark.** `embedded:zeroshot` is `embedded:shapes`, a latent text-to-image "
+        "model (VAE, CLIP text encoder and cross-attention UNet, SD's noise schedule) trained from scratch on 50,000 "
+        "captioned procedural scenes. `embedded:zeroshot-test` has 500 scenes of 24 fine-grained classes (4 colours "
+        "x 6 shapes), each with one class object and a small distractor in a colour no class has. The prompts are "
+        "'a picture of a {colour} {shape}.', a wording never used in training. **Differs from the paper:** the "
+        "paper runs this zero-shot, with Stable Diffusion 2.0 on Oxford-IIIT Pets (37 breeds, 3,669 photos) at 512 "
+        "px. Here the model is 1.4M parameters, the images are 32 px synthetic scenes, and the pages use a subset "
+        "of the test scenes."),
+    ("embedded:mnist", "embedded:mnist-test"): (
+        "**Setting:** `embedded:mnist`, a class-conditional pixel DDPM trained by dclib on 3,600 MNIST digits "
+        "(16 px), on the 1,000 `embedded:mnist-test` digits. **Differs from the paper:** the paper's supervised "
+        "model is DiT-XL/2 on ImageNet (1,000 classes, 256 px latents)."),
+}
+
+
+def setting_note(model: str, dataset: str):
+    """Markdown saying which model and data a page ran on and how that differs from the paper's setting."""
+    from IPython.display import Markdown
+
+    text = EMBEDDED_SETTINGS.get((str(model), str(dataset)))
+    return Markdown(text or f"**Setting:** model `{model}` on `{dataset}` (parameters of this run).")

@@ -226,6 +226,29 @@ def test_zero_shot_tasks(task, attr, names, tmp_path):
     assert [(p, c, int(i)) for p, c, i in rows[1:]] == prompts
 
 
+def test_zero_shot_benchmark_split_and_its_prompt_csv():
+    """embedded:zeroshot-test: 500 cluttered scenes, 24 classes; the one class object is what the label names and
+    the distractor's colour is no class's; the prompt CSV it carries is the code's, in wording never trained on."""
+    from dclib.data import embedded_prompt_file
+    from dclib.prompts import read_prompt_file
+
+    test = embedded_arrays("zeroshot-test")
+    assert len(test) == 500 and len(test.class_names) == 24 and set(test.extra["n_objects"]) == {2}
+    assert set(test.labels) == set(range(24))
+    for k, label in enumerate(test.labels):
+        target, other = test.extra["target"][k], 3 - test.extra["target"][k]
+        name = f"{test.extra[f'colour{target}'][k]} {test.extra[f'shape{target}'][k]}"
+        assert test.class_names[label] == name
+        assert test.extra[f"colour{other}"][k] in shapes.CLUTTER_DISTRACTOR_COLOURS and test.extra[f"size{other}"][k] == "small"
+    assert 0.4 < np.mean(np.array(test.extra["target"]) == 1) < 0.6  # the class object is on either side
+    rows = read_prompt_file(embedded_prompt_file("embedded:zeroshot-test"))
+    assert [(v, rows.class_names[i], i) for v, i in zip(rows.values, rows.class_idx)] == shapes.clutter_prompts()
+    assert list(rows.class_names) == list(test.class_names)
+    train_words = {w for s in sample_scenes(5000, seed=shapes.TRAIN_SEED) for w in _normalise(s["caption"]).split()}
+    assert "picture" not in train_words and "picture" in shapes.CLUTTER_PROMPT
+    assert embedded_prompt_file("embedded:mnist-test") is None
+
+
 @pytest.mark.parametrize("task, attr, names", [("colour", "colour1", COLOUR_NAMES), ("position", "pos1", POSITIONS)])
 def test_attribute_variants_change_only_the_attribute(task, attr, names):
     from dclib.data.shapes_render import render_scene
@@ -271,3 +294,11 @@ def test_wino_dataset_columns():
     row = ds[0]
     assert row["image_0"].mode == "RGB" and row["image_0"].size == (32, 32)
     assert np.array_equal(np.asarray(row["image_1"]), shapes.wino_rows()[0]["image_1"])
+
+
+def test_the_benchmark_is_a_zero_shot_task_with_labelled_training_scenes():
+    ds, names, rows = zero_shot_task("clutter")
+    assert len(ds) == 500 and names == list(shapes.CLUTTER_CLASSES) and rows == shapes.clutter_prompts()
+    images, labels = shapes.labelled_scenes("clutter", 40)
+    assert images.shape == (40, 32, 32, 3) and set(labels) <= set(range(24))
+    assert not any(np.array_equal(a, b) for a in images[:10] for b in embedded_arrays("zeroshot-test").images[:50])

@@ -156,3 +156,21 @@ def test_live_check_agrees_with_replay_and_notices_a_wrong_error_set():
     shuffled = type(errors)(other.errors[:, ::-1], other.timesteps, other.labels, other.class_idx, other.ids)
     check = live_check(clf, data, shuffled, "5,1:5,20", 3, seed=0, batch_size=500)
     assert not (check["same_predictions"] and check["same_evaluations"])
+
+
+def test_live_check_with_a_text_model_restricts_the_prompts_to_the_candidates(classifiers):
+    """Pre-pruning a zero-shot classifier (the paper's CLIP top-k): the candidates pick prompts, live == replay."""
+    from dclib import even_plan
+    from dclib.data import load_embedded
+    from dclib.experiments import score_dataset
+    from dclib.pruning import classify_live, live_check
+
+    clf = classifiers["sd"]
+    data = load_embedded("zeroshot-test").select(range(3))
+    conds = clf.conditionings(dataset="embedded:zeroshot-test")
+    errors = score_dataset(clf, data, even_plan(4), conds, seed=0, batch_size=500, progress=False)
+    top = top_k_candidates(np.random.default_rng(0).random((3, 24)), 5)
+    check = live_check(clf, data, errors, "4", 3, top, prompts=conds, seed=0, batch_size=500)
+    assert check["same_predictions"] and check["same_evaluations"]
+    live = classify_live(clf, data, 3, "4", top, prompts=conds, seed=0, batch_size=500)
+    assert live["evaluations"] == [5 * 4] * 3 and all(p in t for p, t in zip(live["predictions"], top))

@@ -364,6 +364,21 @@ def test_cli_json_last_line_subset_and_embedded_dataset(tiny_models, folder, tmp
     assert df["id"].tolist() == [f"digits-test-{i:05d}" for i in df["index"]]  # the dataset's id column
 
 
+def test_text_model_on_the_zero_shot_benchmark_takes_the_prompts_it_carries(tiny_models, tmp_path, capsys):
+    """`evaluate --model TEXT-MODEL --dataset embedded:zeroshot-test` without --prompts: the dataset's prompt CSV."""
+    from dclib.data import embedded_prompt_file
+    from dclib.prompts import read_prompt_file
+
+    code = main(["evaluate", "--model", tiny_models["sd"], "--dataset", "embedded:zeroshot-test", "--limit", "2",
+                 "--schedule", "1", "--out", str(tmp_path / "zs"), "--json", "--no-progress"])
+    assert code == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 2
+    config = json.loads((tmp_path / "zs" / "config.json").read_text())
+    carried = read_prompt_file(embedded_prompt_file("embedded:zeroshot-test"))
+    assert config["conditionings"] == list(carried.values) and len(config["class_names"]) == 24
+    with pytest.raises(InputError, match="pass prompts"):  # a dataset that carries none still needs them
+        runs.evaluate(tiny_models["sd"], "embedded:digits-test", tmp_path / "d", limit=1, schedule=1, progress=False)
+
+
 def test_dataset_selection_and_resolution_errors():
     assert runs.select_indices(10) == list(range(10))
     assert runs.select_indices(10, "3", 1) == runs.select_indices(10, 3, 1) != runs.select_indices(10, 3, 2)

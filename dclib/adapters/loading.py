@@ -66,15 +66,22 @@ def resolve_device(device) -> torch.device:
     return torch.device(device)
 
 
+#: Other names of embedded models: the zero-shot benchmark's text-to-image model is embedded:shapes.
+EMBEDDED_ALIASES = {"zeroshot": "shapes"}
+
+
 def resolve_model_path(model: str) -> str:
     """``embedded:NAME`` -> the folder shipped inside dclib; anything else is returned as is."""
     model = os.fspath(model)
     if model.startswith("embedded:"):
         name = model.split(":", 1)[1]
+        head, sep, rest = name.partition("/")  # embedded:zeroshot/checkpoints/step-01000 is a checkpoint too
+        name = EMBEDDED_ALIASES.get(head, head) + sep + rest
         path = EMBEDDED_DIR / name
         if not (path / "model_index.json").exists():
             available = sorted(p.name for p in EMBEDDED_DIR.glob("*") if (p / "model_index.json").exists()) \
                 if EMBEDDED_DIR.exists() else []
+            available += sorted(EMBEDDED_ALIASES)
             raise ModelNotFoundError(f"no embedded model {name!r}; available: {', '.join(available) or 'none'}")
         return str(path)
     return model

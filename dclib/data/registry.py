@@ -6,6 +6,7 @@ deterministically, once per process (cached).
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Callable
 
 from datasets import Dataset
@@ -28,7 +29,12 @@ def _split_builders() -> dict[str, Callable[[], ImageSplit]]:
             builders[f"{family}-test-{shift}"] = lambda f=family, s=shift: shifts.shifted_test_split(f, s)
     builders["shapes-train"] = shapes.train_split
     builders["shapes-test"] = shapes.test_split
+    builders["zeroshot-test"] = shapes.clutter_test_split
     return builders
+
+
+#: Prompt CSVs (prompt,classname,classidx) that embedded test sets carry, used when no prompts are given.
+PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 
 
 _SPLITS = _split_builders()
@@ -55,6 +61,15 @@ def embedded_arrays(name: str) -> ImageSplit:
     if bare not in _SPLITS:
         raise InputError(f"embedded dataset {name!r} has no array form; use load_embedded({name!r})")
     return _SPLITS[bare]()
+
+
+def embedded_prompt_file(name) -> Path | None:
+    """The prompt CSV an embedded dataset carries (for text-to-image models); None for one that carries none and
+    for anything that is not an ``embedded:`` name (a folder, a hub id, a Dataset)."""
+    if not (isinstance(name, str) and name.startswith(PREFIX)):
+        return None
+    path = PROMPTS_DIR / f"{_canonical(name)}.csv"
+    return path if path.exists() else None
 
 
 @lru_cache(maxsize=None)

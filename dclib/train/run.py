@@ -6,8 +6,9 @@ from pathlib import Path
 
 from ..adapters.loading import EMBEDDED_DIR
 
-TEST_SETS = {"digits": "digits-test", "mnist": "mnist-test"}
-NAMES = ("digits", "mnist", "shapes", "shapes-clip")
+TEST_SETS = {"digits": "digits-test", "mnist": "mnist-test", "mnist-learned-variance": "mnist-test"}
+BENCHMARK_SCHEDULE = "20"
+NAMES = ("digits", "mnist", "mnist-learned-variance", "shapes", "shapes-25k", "shapes-clip")
 
 
 def measure(model_path: str, dataset: str, schedule: str = "100", limit: int | None = None,
@@ -30,7 +31,8 @@ def measure_shapes(model_path: str, kind: str, limit: int = 200, wino_limit: int
     import numpy as np
 
     from ..compositional import diffusion_match_scores, summarize_scores, winoground_table
-    from ..data import wino_dataset, zero_shot_task
+    from ..data import load_embedded, wino_dataset, zero_shot_task
+    from ..data.shapes import clutter_prompts
     from ..evaluate import clopper_pearson
     from ..plan import Schedule
     from ..prompts import Conditionings
@@ -59,6 +61,18 @@ def measure_shapes(model_path: str, kind: str, limit: int = 200, wino_limit: int
         correct = int((np.asarray(preds) == np.asarray(data["label"])).sum())
         out["zero_shot"][task] = {"accuracy": correct / len(data), "ci95": clopper_pearson(correct, len(data)),
                                   "n": len(data), "prompt_example": rows[0][0]}
+    # the zero-shot benchmark (embedded:zeroshot-test, its own prompts) at the book's budget of 20 timesteps
+    bench = load_embedded("zeroshot-test")
+    bench = bench.select(range(min(limit, len(bench))))
+    conds = Conditionings.from_rows(clutter_prompts())
+    if kind == "diffusion":
+        preds = [model.classify(r["image"], prompts=conds, schedule=BENCHMARK_SCHEDULE, image_id=r["id"],
+                                batch_size=500).prediction for r in bench]
+    else:
+        preds = model.classify(list(bench["image"]), conds).predictions
+    correct = int((np.asarray(preds) == np.asarray(bench["label"])).sum())
+    out["zeroshot_benchmark"] = {"accuracy": correct / len(bench), "ci95": clopper_pearson(correct, len(bench)),
+                                 "n": len(bench), "schedule": BENCHMARK_SCHEDULE if kind == "diffusion" else None}
     # every swap type and template split in equal numbers (the dataset lists them in blocks)
     wino = wino_dataset(per_swap=max(1, wino_limit // 6))
     table = winoground_table(match, wino, progress=progress)
@@ -75,14 +89,17 @@ def train_embedded(name: str, out: str | None = None, steps: int | None = None, 
     out_path = Path(out) if out else EMBEDDED_DIR / name
     if measure_only and not (out_path / "training.json").exists():
         raise FileNotFoundError(f"{out_path} holds no trained model (training.json) to measure")
-    if name in ("shapes", "shapes-clip"):
-        from .shapes import train_shapes, train_shapes_clip
+    if name.startswith("shapes"):
+        from .shapes import SHAPES_RECIPES, train_shapes, train_shapes_clip
 
+        diffusion = name in SHAPES_RECIPES
         if measure_only:
             facts = json.loads((out_path / "training.json").read_text())  # keeps the training machine
+        elif diffusion:
+            facts = train_shapes(out_path, steps=steps, progress=progress, recipe=SHAPES_RECIPES[name])
         else:
-            facts = (train_shapes if name == "shapes" else train_shapes_clip)(out_path, steps=steps, progress=progress)
-        facts["test"] = measure_shapes(str(out_path), "diffusion" if name == "shapes" else "contrastive",
+            facts = train_shapes_clip(out_path, steps=steps, progress=progress)
+        facts["test"] = measure_shapes(str(out_path), "diffusion" if diffusion else "contrastive",
                                        limit=eval_limit or 200, progress=progress)
         card = (out_path / "README.md").read_text().split("\n", 2)
         write_card(out_path, f"embedded:{name}", facts, card[2].split("| fact |")[0] if len(card) > 2 else "")
@@ -101,5 +118,12 @@ def train_embedded(name: str, out: str | None = None, steps: int | None = None, 
             f"(index = number of classes), EMA weights, early-stopped on a held-out loss. Reproduce with "
             f"`python -m dclib train {name}`. Test accuracy is Diffusion Classifier, Algorithm 1 with "
             f"{eval_schedule} evenly spaced timesteps, shared noise, measured right after training.")
+    if recipe.learned_variance:
+        body += ("\n\nLearned variance (the DiT analogue): the UNet outputs eps and v, twice the image channels; the "
+                 "scheduler is `DDPMScheduler(variance_type=\"learned_range\")`, log sigma_t^2 = v' log beta_t + "
+                 "(1 - v') log beta~_t with v' = (v + 1) / 2. Trained on improved DDPM's hybrid objective "
+                 "L_simple + L_vlb (per timestep, bits per dimension; lambda = 0.001 of the VLB summed over "
+                 "T = 1000), the VLB seeing the eps output detached as in DiT, so it trains the variance only. "
+                 "`val_loss` is L_simple; `best_val_loss` is L_simple + L_vlb, the objective trained on.")
     write_card(out_path, f"embedded:{name}", facts, body)
     return facts

@@ -217,6 +217,16 @@ class ShapesRecipe:
     seed: int = 0
 
 
+#: Independently trained text-to-image models of the shapes world (Table 10's "model versions"). The second is a
+#: smaller budget from scratch, as SD 1.x and 2.x are separate runs: its own seed, the first half of the training
+#: scenes, half the VAE and UNet steps, no intermediate checkpoints.
+SHAPES_RECIPES = {
+    "shapes": ShapesRecipe(),
+    "shapes-25k": ShapesRecipe(name="shapes-25k", n_scenes=25_000, vae_steps=400, steps=2000, checkpoints=(),
+                               seed=1),
+}
+
+
 @dataclass
 class ClipRecipe:
     name: str = "shapes-clip"
