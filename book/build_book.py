@@ -235,7 +235,7 @@ def book_inputs_hash(notebooks: list[dict], preset: str) -> dict:
     ``pages``: the page sources -> incremental rebuild."""
     from importlib.metadata import version
 
-    setup = [ROOT / "_config.yml", TOC] + sorted((BOOK / "_ext").glob("*.py"))
+    setup = [ROOT / "_config.yml", TOC] + sorted((BOOK / "_ext").glob("*.py")) + sorted((BOOK / "_ext").rglob("*.css"))
     versions = ",".join(version(d) for d in ("jupyter-book", "sphinx", "sphinx-book-theme", "myst-nb"))
     pages = sorted(BOOK.glob("*.md")) + [executed_dir(preset) / f"{nb['name']}.ipynb" for nb in notebooks]
     # Every page's previous/next links show its neighbours' titles, which an incremental build does not

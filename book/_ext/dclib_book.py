@@ -6,8 +6,13 @@
 * Sets the theme's ``default_mode`` (an html_context value) to ``light``: with it empty, pydata-sphinx-theme logs
   ``Got invalid theme mode`` as a console error on a first visit.
 * Declares an empty favicon when none is configured, so browsers do not request a missing /favicon.ico.
+* Adds static/dclib.css: wide output tables scroll inside their cell instead of being clipped.
 """
 from __future__ import annotations
+
+from pathlib import Path
+
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def _page_context(app, pagename, templatename, context, doctree):
@@ -33,6 +38,12 @@ def _page_context(app, pagename, templatename, context, doctree):
         context["metatags"] = context.get("metatags", "") + '\n<link rel="icon" href="data:,">'
 
 
+def _add_static(app):
+    app.config.html_static_path.append(str(STATIC))
+
+
 def setup(app):
+    app.connect("builder-inited", _add_static)
+    app.add_css_file("dclib.css")
     app.connect("html-page-context", _page_context, priority=999)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
