@@ -782,7 +782,7 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, s
         model = model if model is not None else adapter.model_id
         if model is not None and os.path.isdir(os.fspath(model)):
             model = os.path.abspath(os.fspath(model))  # the same folder, whatever the working directory
-        conds = classifier.conditionings(prompts, labels, dataset=source.spec if source.kind == "embedded" else None)
+        conds = classifier.conditionings(prompts, labels, dataset=source.spec)  # embedded sets may carry prompts
         mapping, label_table = _label_mapping(source.label_names, conds.class_names)
 
         config = {

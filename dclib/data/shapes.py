@@ -153,9 +153,8 @@ def labelled_scenes(task: str, n: int, seed: int = FEATURE_TRAIN_SEED) -> tuple[
     labelled real training images for the non-zero-shot "model features" baseline of Table 1. For the
     ``clutter`` task: cluttered scenes like the benchmark's (:func:`clutter_scene`)."""
     if task == CLUTTER_TASK:
-        pairs = [clutter_scene(_scene_rng(seed, k)) for k in range(n)]
-        images = np.stack([render_scene(s) for s, _ in pairs]) if pairs else np.zeros((0, 32, 32, 3), np.uint8)
-        return images, np.array([label for _, label in pairs], np.int64)
+        images, _, labels = _clutter_scenes(n, seed)
+        return images, labels
     attr, names = _task_attr(task)
     images, scenes = render_scenes(n, seed, p_single=1.0)
     return images, np.array([names.index(s[attr]) for s in scenes], np.int64)
@@ -234,17 +233,20 @@ def clutter_scene(rng: np.random.Generator) -> tuple[dict, int]:
     return scene, CLUTTER_CLASSES.index(f"{scene[f'colour{target}']} {scene[f'shape{target}']}")
 
 
+def _clutter_scenes(n: int, seed: int) -> tuple[np.ndarray, list[dict], np.ndarray]:
+    """(uint8 images [n, 32, 32, 3], scene dicts, class indices) of ``n`` cluttered scenes; scene k depends only
+    on (seed, k)."""
+    pairs = [clutter_scene(_scene_rng(seed, k)) for k in range(n)]
+    images = np.stack([render_scene(s) for s, _ in pairs]) if pairs else np.zeros((0, 32, 32, 3), np.uint8)
+    return images, [s for s, _ in pairs], np.array([label for _, label in pairs], np.int64)
+
+
 @lru_cache(maxsize=None)
 def clutter_test_split(n: int = CLUTTER_TEST_SIZE) -> ImageSplit:
     """The zero-shot benchmark (embedded:zeroshot-test): ``n`` cluttered scenes (see :func:`clutter_scene`),
     labelled by the class object's colour and shape, from a seed no other split uses."""
-    scenes, labels = [], []
-    for k in range(n):
-        scene, label = clutter_scene(_scene_rng(CLUTTER_SEED, k))
-        scenes.append({**scene, "caption": None, "template_id": None, "template_split": None})
-        labels.append(label)
-    images = np.stack([render_scene(s) for s in scenes]) if scenes else np.zeros((0, 32, 32, 3), np.uint8)
-    return ImageSplit(images=images, labels=np.array(labels, np.int64),
+    images, scenes, labels = _clutter_scenes(n, CLUTTER_SEED)
+    return ImageSplit(images=images, labels=labels,
                       ids=[f"zeroshot-test-{k:05d}" for k in range(n)], class_names=CLUTTER_CLASSES,
                       extra={c: [s[c] for s in scenes] for c in (*_SCENE_COLUMNS[:11], "target")})
 

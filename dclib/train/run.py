@@ -31,8 +31,8 @@ def measure_shapes(model_path: str, kind: str, limit: int = 200, wino_limit: int
     import numpy as np
 
     from ..compositional import diffusion_match_scores, summarize_scores, winoground_table
-    from ..data import load_embedded, wino_dataset, zero_shot_task
-    from ..data.shapes import clutter_prompts
+    from ..data import wino_dataset, zero_shot_task
+    from ..data.shapes import CLUTTER_TASK
     from ..evaluate import clopper_pearson
     from ..plan import Schedule
     from ..prompts import Conditionings
@@ -49,30 +49,24 @@ def measure_shapes(model_path: str, kind: str, limit: int = 200, wino_limit: int
 
         model = ContrastiveModel.from_pretrained(model_path)
         match = lambda images, captions, item: model.scores(images, captions).T
-    for task in ("shape", "colour", "position"):
+    def accuracy(task: str, task_schedule: str) -> dict:
+        """Zero-shot accuracy on the first ``limit`` scenes of a task, with its own prompts."""
         data, names, rows = zero_shot_task(task)
         data = data.select(range(min(limit, len(data))))
         conds = Conditionings.from_rows(rows)
         if kind == "diffusion":
-            preds = [model.classify(r["image"], prompts=conds, schedule=schedule, image_id=r["id"], batch_size=500).prediction
-                     for r in data]
+            preds = [model.classify(r["image"], prompts=conds, schedule=task_schedule, image_id=r["id"],
+                                    batch_size=500).prediction for r in data]
         else:
             preds = model.classify(list(data["image"]), rows).predictions
         correct = int((np.asarray(preds) == np.asarray(data["label"])).sum())
-        out["zero_shot"][task] = {"accuracy": correct / len(data), "ci95": clopper_pearson(correct, len(data)),
-                                  "n": len(data), "prompt_example": rows[0][0]}
+        return {"accuracy": correct / len(data), "ci95": clopper_pearson(correct, len(data)), "n": len(data)}
+
+    for task in ("shape", "colour", "position"):
+        out["zero_shot"][task] = {**accuracy(task, schedule), "prompt_example": zero_shot_task(task)[2][0][0]}
     # the zero-shot benchmark (embedded:zeroshot-test, its own prompts) at the book's budget of 20 timesteps
-    bench = load_embedded("zeroshot-test")
-    bench = bench.select(range(min(limit, len(bench))))
-    conds = Conditionings.from_rows(clutter_prompts())
-    if kind == "diffusion":
-        preds = [model.classify(r["image"], prompts=conds, schedule=BENCHMARK_SCHEDULE, image_id=r["id"],
-                                batch_size=500).prediction for r in bench]
-    else:
-        preds = model.classify(list(bench["image"]), conds).predictions
-    correct = int((np.asarray(preds) == np.asarray(bench["label"])).sum())
-    out["zeroshot_benchmark"] = {"accuracy": correct / len(bench), "ci95": clopper_pearson(correct, len(bench)),
-                                 "n": len(bench), "schedule": BENCHMARK_SCHEDULE if kind == "diffusion" else None}
+    out["zeroshot_benchmark"] = {**accuracy(CLUTTER_TASK, BENCHMARK_SCHEDULE),
+                                 "schedule": BENCHMARK_SCHEDULE if kind == "diffusion" else None}
     # every swap type and template split in equal numbers (the dataset lists them in blocks)
     wino = wino_dataset(per_swap=max(1, wino_limit // 6))
     table = winoground_table(match, wino, progress=progress)
