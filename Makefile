@@ -12,7 +12,7 @@ export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
 export TRANSFORMERS_VERBOSITY ?= error
 
-.PHONY: test book book-quick browser install clean
+.PHONY: test book book-quick book-paper browser install clean
 
 install: $(STAMP)
 
@@ -38,6 +38,12 @@ book: $(STAMP) browser
 book-quick: $(STAMP) browser
 	$(PY) book/build_book.py --preset small
 	$(PY) book/check_site.py _build/small/html
+
+# The paper's settings (book/params.yml, preset paper) on a GPU with the models and datasets in the local Hugging
+# Face cache; offline with something missing it stops at once and names it.
+book-paper: $(STAMP) browser
+	$(PY) book/build_book.py --preset paper
+	$(PY) book/check_site.py _build/paper/html
 
 # Headless Chromium + driver for the site checks (Debian packages; needs root, as on CI).
 browser:

@@ -1,13 +1,16 @@
 #!/usr/bin/env python
 """Build the dclib book: execute the notebooks with papermill, write _toc.yml, run Jupyter Book.
 
-    .venv/bin/python book/build_book.py [--preset small|book] [--only NAME ...] [--force] [--no-build]
+    .venv/bin/python book/build_book.py [--preset small|book|paper] [--only NAME ...] [--force] [--no-build]
 
 * ``book/notebooks.yml`` lists the notebooks in order: ``notebooks: [{name: NAME, title: TITLE}, ...]``;
   notebook NAME is ``notebooks/NAME.ipynb`` (an entry's optional ``path`` names another file).
-* Preset ``small`` runs each notebook with its own defaults (its ``parameters`` cell); preset ``book`` injects
-  the notebook's entry of ``book/params.yml``.
-* The two presets share nothing they write, so `make test` (preset small) never touches what `make book`
+* Preset ``small`` runs each notebook with its own defaults (its ``parameters`` cell); presets ``book`` and
+  ``paper`` inject the notebook's entry under their name in ``book/params.yml``. The ``paper`` preset (a GPU
+  with the paper's models and datasets) runs only the pages it has settings for, and first checks that every
+  hub model and dataset they name is in the local Hugging Face cache when the hub is offline: it stops before
+  executing anything, with one line naming the first that is missing.
+* The presets share nothing they write, so `make test` (preset small) never touches what `make book`
   built: each has its own results (``results/PRESET/``, given to the kernels as ``$DCLIB_RESULTS_DIR``, with
   ``$DCLIB_PRESET``), executed copies (``book/executed/PRESET/``) and site (``_build/PRESET/html``).
 * Each notebook is executed (kernel ``python3``, working directory = repository root) into
@@ -41,7 +44,11 @@ NOTEBOOKS = ROOT / "notebooks"
 BUILD = ROOT / "_build"
 TOC = ROOT / "_toc.yml"
 KERNEL = "python3"
-PRESETS = ("small", "book")
+PRESETS = ("small", "book", "paper")
+# Parameters that name models, and datasets, in a page's parameters (checked by the paper preset's preflight).
+MODEL_PARAMETERS = ("model", "models", "variants", "zero_shot_model", "supervised_model", "weak_model", "sd_model",
+                    "contrastive", "learned_variance_model")
+DATASET_PARAMETERS = ("dataset", "zero_shot_dataset", "supervised_dataset")
 
 
 # Everything a build writes is per preset (functions, not constants: tests point ROOT, BOOK and BUILD elsewhere).
@@ -129,6 +136,43 @@ def parameters_for(name: str, preset: str, params: dict) -> dict:
     return p
 
 
+def _hub_offline() -> bool:
+    return any(os.environ.get(v, "0") not in ("0", "", "false", "False") for v in ("HF_HUB_OFFLINE",))
+
+
+def _in_hub_cache(repo_id: str, repo_type: str) -> bool:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    folder = Path(HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    return any(folder.glob("snapshots/*/*"))
+
+
+def missing_inputs(name: str, params: dict) -> list[str]:
+    """The hub models and datasets a page's parameters name that are neither local nor in the hub cache."""
+    missing = []
+    for key, repo_type in [(k, "model") for k in MODEL_PARAMETERS] + [(k, "dataset") for k in DATASET_PARAMETERS]:
+        values = params.get(key)
+        for value in values if isinstance(values, list) else [values]:
+            if not isinstance(value, str) or value.startswith("embedded:") or os.path.exists(os.path.expanduser(value)):
+                continue
+            if not _in_hub_cache(value, repo_type):
+                missing.append(f"{repo_type} {value!r} ({name}: {key})")
+    return missing
+
+
+def preflight(notebooks: list[dict], preset: str, params: dict) -> None:
+    """Offline, stop before any execution when a page of the preset names a hub model or dataset that is not in
+    the local cache (online, the build downloads them)."""
+    if not _hub_offline():
+        return
+    for nb in notebooks:
+        missing = missing_inputs(nb["name"], parameters_for(nb["name"], preset, params))
+        if missing:
+            raise BuildError(f"preset {preset}: {missing[0]} is not in the local Hugging Face cache and the hub is "
+                             f"offline (HF_HUB_OFFLINE=1); download it first (`hf download`) on a machine with "
+                             f"network" + (f"; {len(missing) - 1} more on this page" if len(missing) > 1 else ""))
+
+
 def kernel_env(preset: str) -> dict:
     env = dict(os.environ)
     # Set, not defaulted: an inherited $DCLIB_RESULTS_DIR would let the two presets write into one folder.
@@ -154,12 +198,46 @@ def notebook_stamp(nb: dict, params: dict, preset: str, code_hash: str) -> dict:
     return stamp
 
 
+def _assignments(source: str) -> dict:
+    """``name = literal`` lines of a parameters cell, in order (values as written)."""
+    import ast
+
+    values = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            values[node.targets[0].id] = ast.get_source_segment(source, node.value)
+    return values
+
+
+def fold_code_for_readers(nb: dict) -> dict:
+    """What a reader sees: the parameters cell and papermill's injected cell give way to one small table of the
+    values the page ran with; every other code cell keeps its outputs with its code folded (hide-input)."""
+    cells, params, table_at = [], {}, None
+    for cell in nb["cells"]:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if cell["cell_type"] == "code" and ("parameters" in tags or "injected-parameters" in tags):
+            params.update(_assignments("".join(cell["source"])))
+            table_at = len(cells) if table_at is None else table_at
+            continue
+        if cell["cell_type"] == "code" and not {"hide-input", "remove-input", "remove-cell"} & set(tags):
+            tags.append("hide-input")
+        cells.append(cell)
+    if table_at is not None:
+        rows = "\n".join(f"| `{k}` | `{v.replace('|', '&#124;')}` |" for k, v in params.items())
+        cells.insert(table_at, {"cell_type": "markdown", "id": "run-parameters", "metadata": {"tags": ["run-parameters"]},
+                                "source": f"**This run's parameters**\n\n| parameter | value |\n| --- | --- |\n{rows}\n"})
+    return {**nb, "cells": cells}
+
+
 def save_executed(name: str, finished: Path, stamp: dict) -> None:
-    """Move a finished executed copy (a file in the executed folder of the stamp's preset) into place, then
-    write its stamp (last: a copy without one is never reused)."""
+    """Move a finished executed copy (a file in the executed folder of the stamp's preset) into place, its code
+    folded for readers (:func:`fold_code_for_readers`), then write its stamp (last: a copy without one is never
+    reused)."""
     executed = executed_dir(stamp["preset"])
     stamp_path = executed / f"{name}.stamp.json"
     stamp_path.unlink(missing_ok=True)
+    nb = json.loads(finished.read_text())
+    finished.write_text(json.dumps(fold_code_for_readers(nb), indent=1, ensure_ascii=False) + "\n")
     finished.replace(executed / f"{name}.ipynb")
     (executed / f"{name}.failed.ipynb").unlink(missing_ok=True)
     stamp_path.write_text(json.dumps(stamp, indent=1, sort_keys=True) + "\n")
@@ -319,7 +397,8 @@ def jupyter_book_build(preset: str, inputs: dict, force: bool) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", choices=PRESETS, default="small",
-                    help="small: notebook defaults; book: defaults + book/params.yml (default: small)")
+                    help="small: notebook defaults; book, paper: defaults + that preset's entries in "
+                         "book/params.yml (paper: a GPU with the paper's models; default: small)")
     ap.add_argument("--only", nargs="+", action="extend", default=[], metavar="NAME",
                     help="execute only these notebooks (the others keep their last executed copy)")
     ap.add_argument("--force", action="store_true", help="re-execute and rebuild even if nothing changed")
@@ -333,9 +412,13 @@ def main(argv=None) -> int:
         unknown = [n for n in args.only if n not in names]
         if unknown:
             raise BuildError(f"--only {' '.join(unknown)}: not in book/notebooks.yml ({', '.join(names) or 'empty'})")
-        params = load_yaml(BOOK / "params.yml", {}) if args.preset == "book" else {}
+        presets = load_yaml(BOOK / "params.yml", {})
+        params = presets.get(args.preset, {}) if isinstance(presets, dict) and args.preset != "small" else {}
         if not isinstance(params, dict):
-            raise BuildError("book/params.yml must be a mapping: notebook name -> parameters")
+            raise BuildError("book/params.yml must be a mapping: preset -> notebook name -> parameters")
+        if args.preset == "paper":  # only the pages with a paper setting (and the status page reading their verdicts)
+            notebooks = [nb for nb in notebooks if nb["name"] in params or nb.get("reads_results")]
+            preflight(notebooks, args.preset, params)
         stray = sorted(set(params) - set(names))
         if stray:
             log(f"note: book/params.yml has entries for notebooks not in book/notebooks.yml: {', '.join(stray)}")

@@ -12,7 +12,9 @@ Serves the site with a local http.server on 127.0.0.1 (a free port, loopback onl
   MathJax reported no TeX error (``mjx-merror``);
 * internal links: every href to a page of the site answers 200 and its #anchor exists in that page;
 * resources: nothing was requested outside the local server and the server answered no request with an error;
-* console: the browser log has no SEVERE entry.
+* console: the browser log has no SEVERE entry;
+* readers: on a notebook page no code input is shown unfolded (build_book tags code cells hide-input), and no
+  table is wider than the content column unless it sits in a horizontally scrolling box.
 
 Prints one line per page and exits 1 if any check failed (2 if the browser could not be started).
 Uses Debian's chromium + chromium-driver (``make browser`` installs them).
@@ -170,7 +172,17 @@ async function run() {
   const resources = performance.getEntriesByType('resource').map(e => e.name);
   const notebook = document.querySelector('div.cell, .cell_output') !== null;
   const strayMerror = document.querySelectorAll('mjx-merror').length;
-  done({imgs, math, links, resources, notebook, mathjax, strayMerror, url: location.href});
+  // Code a reader sees without a click (hide-input folds it into a closed <details>).
+  const unfolded = Array.from(document.querySelectorAll('div.cell_input'))
+    .filter(e => !e.closest('details:not([open])') && !hidden(e)).length;
+  // Tables wider than the content column and not inside a horizontally scrolling box are cut off.
+  const article = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
+  const right = article.getBoundingClientRect().right;
+  const scrolls = t => { for (let e = t.parentElement; e && e !== article; e = e.parentElement) {
+    const ox = getComputedStyle(e).overflowX; if (ox === 'auto' || ox === 'scroll') return true; } return false; };
+  const overflowing = Array.from(article.querySelectorAll('table'))
+    .filter(t => !hidden(t) && !scrolls(t) && t.getBoundingClientRect().right > right + 1).length;
+  done({imgs, math, links, resources, notebook, mathjax, strayMerror, unfolded, overflowing, url: location.href});
 }
 run();
 """
@@ -213,6 +225,12 @@ def check_page(driver, root: Path, base: str, rel: str, links: LinkChecker, time
     notebook = is_notebook_page(root, rel, probe)
     if notebook and shown == 0:
         problems.append("notebook page shows no image")
+
+    # what a reader sees: code folded, tables inside the column
+    if notebook and probe["unfolded"]:
+        problems.append(f"{probe['unfolded']} code cell input(s) shown unfolded (tag them hide-input)")
+    if probe["overflowing"]:
+        problems.append(f"{probe['overflowing']} table(s) wider than the content column and not scrollable")
 
     # equations
     math = probe["math"]

@@ -14,7 +14,7 @@ from .decide import Classification, decide
 from .images import ImageInput
 from .noise import NoiseDistribution, make_noise
 from .plan import Plan, Schedule
-from .prompts import Conditionings, resolve_conditionings
+from .prompts import DEFAULT_TEMPLATE, Conditionings, resolve_conditionings
 from .scoring import ScoreOptions, Scorer, ScoreResult
 
 
@@ -52,15 +52,19 @@ class DiffusionClassifier:
                                 revision=revision, autocast=autocast, compile=compile, lora=lora))
 
     # ------------------------------------------------------------------------------------------ helpers
-    def conditionings(self, prompts=None, class_labels=None, dataset=None) -> Conditionings:
+    def conditionings(self, prompts=None, class_labels=None, dataset=None, label_names: Sequence[str] | None = None,
+                      template: str = DEFAULT_TEMPLATE) -> Conditionings:
         """The candidates: prompts (a list, a prompt CSV) for a text model, class labels (default all) for a
         class-conditional one. Without either, a text model takes the prompt CSV ``dataset`` carries
-        (``embedded:zeroshot-test`` does)."""
+        (``embedded:zeroshot-test`` does), else one prompt per class of the dataset: ``template`` filled with
+        each of ``label_names`` (the dataset's own class names)."""
         a = self.adapter
-        if prompts is None and class_labels is None and a.text_conditioned and dataset is not None:
+        if prompts is None and class_labels is None and a.text_conditioned:
             from .data import embedded_prompt_file
 
-            prompts = embedded_prompt_file(dataset)
+            prompts = embedded_prompt_file(dataset) if dataset is not None else None
+            if prompts is None and label_names:
+                return Conditionings.from_class_names(label_names, template)
         return resolve_conditionings(prompts, class_labels, a.class_names, a.text_conditioned)
 
     def encode_image(self, image: ImageInput | torch.Tensor) -> tuple[torch.Tensor, str]:

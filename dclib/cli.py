@@ -8,6 +8,7 @@ import sys
 
 from .adapters.base import COMPILE_MODES
 from .errors import DclibError, check_finite
+from .prompts import DEFAULT_TEMPLATE
 from .train.run import NAMES as TRAINABLE
 
 EPILOG = """examples:
@@ -150,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="embedded:NAME, an image folder (one subfolder per class), a save_to_disk folder, or a "
                         "Hugging Face dataset id")
     g.add_argument("--split", default=None, help="dataset split (default: the only one, else test)")
+    g.add_argument("--template", default=DEFAULT_TEMPLATE,
+                   help="text models without --prompts, on a dataset that carries no prompt CSV: one prompt per "
+                        "class, this template filled with the dataset's class name (default %(default)r)")
     g.add_argument("--subset", default=None,
                    help="a file of dataset indices, or N: N rows drawn at random with --subset-seed")
     g.add_argument("--subset-seed", type=int, default=0, help="seed of --subset N (default 0)")
@@ -301,7 +305,7 @@ def cmd_evaluate(args) -> int:
 
     summary = runs.evaluate(
         args.model, args.dataset, args.out, prompts=_prompts_arg(args.prompts), labels=args.labels,
-        schedule=args.schedule, n_trials=args.n_trials, loss=args.loss, objective=args.objective,
+        template=args.template, schedule=args.schedule, n_trials=args.n_trials, loss=args.loss, objective=args.objective,
         guidance=args.guidance, crop=args.crop, noise=args.noise, seed=args.seed, batch_size=args.batch_size,
         dtype=args.dtype, device=args.device, resolution=args.resolution, revision=args.revision,
         autocast=args.autocast, compile=_compile_arg(args), lora=args.lora, split=args.split,

@@ -59,22 +59,25 @@ class ContrastiveModel:
 
     @classmethod
     def from_pretrained(cls, model: str, device: str | torch.device = "cpu") -> "ContrastiveModel":
-        """A folder with a transformers ``CLIPModel`` (safetensors) and its tokenizer, or ``embedded:NAME``."""
+        """A hub id or a folder with a transformers ``CLIPModel`` (safetensors) and its tokenizer, or
+        ``embedded:NAME``."""
         from transformers import CLIPModel, CLIPTokenizer
 
         from .adapters.loading import quiet_hf_logging, resolve_model_path
 
         path = Path(resolve_model_path(model))
-        if not (path / "config.json").exists():
+        local = path.is_dir() or str(model).startswith(("/", ".", "~", "embedded:"))
+        if local and not (path / "config.json").exists():
             raise ModelNotFoundError(f"{model}: not a CLIPModel folder (no config.json)")
         index = path / "model_index.json"
         resolution = None
-        if index.exists():
+        if local and index.exists():
             resolution = json.loads(index.read_text()).get("resolution")
+        source = path if local else str(model)  # a hub id: the local cache when offline
         try:
             with quiet_hf_logging():
-                clip = CLIPModel.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
-                tokenizer = CLIPTokenizer.from_pretrained(path)
+                clip = CLIPModel.from_pretrained(source, dtype=torch.float32, use_safetensors=True)
+                tokenizer = CLIPTokenizer.from_pretrained(source)
         except (OSError, ValueError) as err:
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise ModelNotFoundError(f"cannot load contrastive model {model!r}: {first}") from None

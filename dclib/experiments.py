@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -18,7 +18,8 @@ from .errors import InputError
 from .evaluate import clopper_pearson
 from .noise import NoiseDistribution, make_noise
 from .plan import Plan
-from .prompts import Conditionings
+from .prompts import DEFAULT_TEMPLATE, Conditionings
+from .runs import DatasetSource, label_mapping, open_dataset, open_image
 from .scoring import ScoreOptions, Scorer
 
 
@@ -75,6 +76,79 @@ class ErrorSet:
         z = np.load(path, allow_pickle=False)
         return cls(z["errors"], z["timesteps"], z["labels"], z["class_idx"], [str(v) for v in z["ids"]],
                    {"source": str(path)})
+
+
+class LabelledImages:
+    """The images an experiment scores, read from any dataset :func:`dclib.runs.open_dataset` opens.
+
+    ``data[i]`` is ``{"image": PIL image, "label": the model's class index, "id": the id that keys its noise}``;
+    ``data["label"]`` (or ``"image"``, ``"id"``) is a whole column. Images are decoded when read.
+    """
+
+    def __init__(self, source: DatasetSource, rows: Sequence[int], label_table: Sequence[int] | None = None):
+        self.source, self.rows, self.label_table = source, list(rows), label_table
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _label(self, row: int) -> int:
+        label = int(self.source.dataset[row][self.source.label_column])
+        return label if self.label_table is None else int(self.label_table[label])
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            if key == "image":
+                return [self[i]["image"] for i in range(len(self))]
+            if key == "label":
+                return [self._label(r) for r in self.rows]
+            if key == "id":
+                return [self.source.ids[r] for r in self.rows]
+            raise KeyError(key)
+        row = self.rows[key]
+        image_id = self.source.ids[row]
+        return {"image": open_image(self.source.dataset[row][self.source.image_column], image_id),
+                "label": self._label(row), "id": image_id}
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def select(self, positions) -> "LabelledImages":
+        """The images at ``positions`` (e.g. ``range(10)``), as ``datasets.Dataset.select`` picks rows."""
+        return LabelledImages(self.source, [self.rows[i] for i in positions], self.label_table)
+
+
+class Experiment(NamedTuple):
+    classifier: "DiffusionClassifier"  # noqa: F821 (imported in open_experiment: classifier imports this module's users)
+    data: LabelledImages
+    conditionings: Conditionings
+
+
+def open_experiment(model, dataset, prompts=None, *, template: str = DEFAULT_TEMPLATE, n_images: int | None = None,
+                    split: str | None = None, resolution: int | None = None, dtype: str | None = "float32",
+                    device: str | None = "auto", lora: str | None = None) -> Experiment:
+    """What every book page starts from: (classifier, test images, candidate conditionings).
+
+    ``model``: a hub id, a local diffusers folder, ``embedded:NAME`` or a loaded ``DiffusionClassifier``.
+    ``dataset``: ``embedded:NAME``, an image folder (one subfolder per class), a ``save_to_disk`` folder or a
+    Hugging Face dataset id (with ``split``), opened as ``dclib evaluate`` opens it.
+    ``prompts`` (text models): a prompt CSV, a text file or a list; default the dataset's own prompt CSV if it
+    carries one, else ``template`` filled with each of the dataset's class names. Class-conditional models take
+    every class (or the labels in ``prompts``). Dataset labels become the model's class indices by name when
+    every dataset class name is a class name, else by index. ``n_images`` keeps the first rows.
+    """
+    from .classifier import DiffusionClassifier
+
+    source = open_dataset(dataset, split)
+    clf = model if isinstance(model, DiffusionClassifier) else DiffusionClassifier.from_pretrained(
+        model, torch_dtype=dtype, device=device, resolution=resolution, lora=lora)
+    conds = clf.conditionings(prompts, dataset=source.spec, label_names=source.label_names, template=template)
+    _, table = label_mapping(source.label_names, conds.class_names)
+    n_labels = len(source.label_names) if source.label_names else None
+    if table is None and n_labels is not None and n_labels > conds.n_classes:
+        raise InputError(f"the dataset has {n_labels} classes but the conditionings stand for {conds.n_classes}, "
+                         f"and its class names ({', '.join(source.label_names[:5])}, ...) are not all among theirs")
+    n = len(source.dataset) if n_images is None else min(int(n_images), len(source.dataset))
+    return Experiment(clf, LabelledImages(source, range(n), table), conds)
 
 
 def score_dataset(classifier, dataset, plan: Plan | Callable[[int], Plan], conditionings: Conditionings | None = None,

@@ -73,6 +73,23 @@ class Conditionings:
         return cls(tuple(indices), tuple(indices), tuple(class_names))
 
 
+    @classmethod
+    def from_class_names(cls, class_names: Sequence[str], template: str = "a photo of a {}.") -> "Conditionings":
+        """One prompt per class, ``template`` filled with the class name (underscores read as spaces, as in
+        ``american_bulldog``); the class keeps the name as given, so dataset labels match it by name."""
+        names = [str(n) for n in class_names]
+        if not names:
+            raise InputError("no class names to build prompts from")
+        if template.count("{}") != 1:
+            raise InputError(f"a prompt template needs exactly one '{{}}' for the class name; got {template!r}")
+        return cls(tuple(template.format(n.replace("_", " ")) for n in names), tuple(range(len(names))),
+                   tuple(names))
+
+
+#: The default prompt template when a dataset carries no prompts: the CLIP-style wording the paper uses.
+DEFAULT_TEMPLATE = "a photo of a {}."
+
+
 def read_prompt_file(path: str | os.PathLike) -> Conditionings:
     """A prompt CSV (``prompt,classname,classidx``, the official format) or a text file, one prompt a line."""
     path = os.fspath(path)

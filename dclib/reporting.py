@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import json
 from pathlib import Path
 
 
@@ -51,3 +52,19 @@ def setting_note(model: str, dataset: str):
 
     text = EMBEDDED_SETTINGS.get((str(model), str(dataset)))
     return Markdown(text or f"**Setting:** model `{model}` on `{dataset}` (parameters of this run).")
+
+
+def training_facts(model: str) -> dict:
+    """What is known of how a model was trained, for the model-versions page: ``step`` (the training step of a
+    checkpoint folder ``.../step-NNNNN``, or the step an embedded model's card says it was kept at), ``seed`` and
+    ``n_scenes`` of its recipe. None where unknown (a hub id, a folder without a dclib training card)."""
+    from .adapters import resolve_model_path
+
+    path = Path(resolve_model_path(str(model)))
+    card = path / "training.json"
+    facts = json.loads(card.read_text()) if card.is_file() else {}
+    step = facts.get("best_step", facts.get("steps_run"))
+    if step is None and path.name.startswith("step-") and path.name[5:].isdigit():
+        step = int(path.name[5:])
+    recipe = facts.get("recipe", {})
+    return {"step": step, "seed": recipe.get("seed"), "n_scenes": recipe.get("n_scenes")}

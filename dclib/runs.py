@@ -40,6 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import DclibError, InputError, NonFiniteError, check_finite
+from .prompts import DEFAULT_TEMPLATE
 
 CONFIG = "config.json"
 RESULTS = "results.parquet"
@@ -698,7 +699,7 @@ def expected_scored_pairs(schedule, n_conditionings: int, num_train_timesteps: i
     return pairs
 
 
-def _label_mapping(label_names: list[str] | None, class_names: Sequence[str]) -> tuple[str, list[int] | None]:
+def label_mapping(label_names: list[str] | None, class_names: Sequence[str]) -> tuple[str, list[int] | None]:
     """Dataset label -> model class index: by name when every dataset class name is a model class name (so a
     folder's sorted subfolder names or a differently ordered dataset still line up), else by index."""
     names = list(class_names)
@@ -718,7 +719,8 @@ def _distributed_state(device):
     return PartialState(cpu=cpu, timeout=datetime.timedelta(days=7))
 
 
-def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, schedule: str | int = 100,
+def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, template: str = DEFAULT_TEMPLATE,
+             schedule: str | int = 100,
              n_trials: int = 1, loss: str = "l2", objective: str = "uniform", guidance: float = 0.0, crop: int = 0,
              noise: str = "normal", seed: int = 0, batch_size: "int | str" = "auto", dtype: str = "float32",
              device: str | None = "auto", resolution: int | None = None, revision: str | None = None,
@@ -782,8 +784,10 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, s
         model = model if model is not None else adapter.model_id
         if model is not None and os.path.isdir(os.fspath(model)):
             model = os.path.abspath(os.fspath(model))  # the same folder, whatever the working directory
-        conds = classifier.conditionings(prompts, labels, dataset=source.spec)  # embedded sets may carry prompts
-        mapping, label_table = _label_mapping(source.label_names, conds.class_names)
+        # embedded sets may carry prompts; else a text model gets one prompt per dataset class from `template`
+        conds = classifier.conditionings(prompts, labels, dataset=source.spec, label_names=source.label_names,
+                                         template=template)
+        mapping, label_table = label_mapping(source.label_names, conds.class_names)
 
         config = {
             "format": FORMAT,

@@ -124,3 +124,54 @@ def test_separation_by_timestep_is_the_ideal_observers_d_prime():
     np.testing.assert_allclose(d[1], 2 * snr_sqrt, rtol=1e-5)
     assert np.all(np.diff(d[1]) < 0)  # noisier timesteps hide the difference more
     assert separation_by_timestep(adapter, a, a).max() == 0
+
+
+# ------------------------------------------------------------------------- open_experiment: any model, any data
+@pytest.fixture(scope="module")
+def user_data(tmp_path_factory):
+    from dclib.testing import save_image_folder, save_prompt_csv
+
+    root = tmp_path_factory.mktemp("user-data")
+    return save_image_folder(root / "images"), save_prompt_csv(root / "prompts.csv")
+
+
+def test_open_experiment_reads_the_dataset_as_evaluate_does(tiny_models, user_data):
+    """A text model on an image folder without prompts: one prompt per subfolder from the template, labels in
+    the folder's sorted order, ids = paths inside the folder (what `evaluate` keys the noise by)."""
+    from dclib.experiments import open_experiment
+    from dclib.runs import open_dataset
+
+    folder, _ = user_data
+    clf, data, conds = open_experiment(tiny_models["sd"], folder, template="a photo of a {}, a kind of thing.")
+    assert conds.values == ("a photo of a car, a kind of thing.", "a photo of a cat, a kind of thing.",
+                            "a photo of a dog, a kind of thing.")
+    assert conds.class_names == ("car", "cat", "dog")
+    assert data["label"] == [0, 0, 1, 1, 2, 2] and data["id"] == open_dataset(folder).ids
+    assert data[3]["id"] == "cat/cat-1.png" and data[3]["image"].size == (40, 40)
+    assert [r["label"] for r in data.select([5, 0])] == [2, 0]
+    errors = score_dataset(clf, data, even_plan(2), conds, progress=False)
+    assert errors.errors.shape == (6, 3, 2) and list(errors.labels) == data["label"]
+
+
+def test_open_experiment_matches_labels_to_a_prompt_csv_by_name(tiny_models, user_data):
+    from dclib.experiments import open_experiment
+
+    folder, csv = user_data
+    _, data, conds = open_experiment(tiny_models["sd"], folder, csv, n_images=4)
+    assert conds.class_names == ("dog", "cat", "car") and len(conds) == 6  # two prompts per class
+    assert len(data) == 4 and data["label"] == [2, 2, 1, 1]  # car -> 2, cat -> 1 in the CSV's numbering
+
+
+def test_open_experiment_class_conditional_and_bad_input(tiny_models, user_data):
+    from dclib.errors import InputError
+    from dclib.experiments import open_experiment
+
+    folder, _ = user_data
+    _, data, conds = open_experiment(tiny_models["dit"], folder)  # folder names are no class names: by index
+    assert conds.n_classes == 10 and data["label"] == [0, 0, 1, 1, 2, 2]
+    with pytest.raises(InputError, match="exactly one"):
+        open_experiment(tiny_models["sd"], folder, template="a photo")
+    with pytest.raises(InputError, match="dataset folder not found"):
+        open_experiment(tiny_models["sd"], "./no/such/folder")
+    with pytest.raises(InputError, match="3 classes but the conditionings stand for 2"):
+        open_experiment(tiny_models["sd"], folder, ["a photo of a red thing", "a photo of a blue thing"])

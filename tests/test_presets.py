@@ -160,3 +160,37 @@ def test_a_small_site_build_leaves_the_book_site_alone(checkout):
     assert "small numbers" in page and "book numbers" not in page
     assert (build_book.site_dir("small") / "book" / "intro.html").exists()
     assert _snapshot(*_folders("book")) == before
+
+
+def test_every_preset_parameter_is_a_parameter_of_its_page():
+    """A typo in book/params.yml would be injected by papermill as a new variable and silently ignored."""
+    import yaml
+
+    presets = yaml.safe_load((ROOT / "book" / "params.yml").read_text())
+    assert set(presets) == {"book", "paper"}
+    for preset, pages in presets.items():
+        for page, params in pages.items():
+            nb = nbformat.read(ROOT / "notebooks" / f"{page}.ipynb", as_version=4)
+            cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+            names = set(re.findall(r"^(\w+)\s*=", cell.source, re.M))
+            assert set(params) <= names, (preset, page, sorted(set(params) - names))
+
+
+def test_paper_preset_stops_at_once_offline_naming_what_is_missing(monkeypatch, capsys, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    executed = []
+    monkeypatch.setattr(build_book, "execute", lambda *a, **k: executed.append(a) or "executed")
+    assert build_book.main(["--preset", "paper", "--no-build"]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert not executed and len(out) == 1, out
+    assert "model 'stabilityai/stable-diffusion-2-base' (quickstart: model) is not in the local" in out[0]
+    # Local folders and embedded models need no cache; a cached snapshot counts as present.
+    assert build_book.missing_inputs("p", {"model": str(tmp_path), "dataset": "embedded:digits-test"}) == []
+    snapshot = tmp_path / "empty-cache" / "datasets--timm--oxford-iiit-pet" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "README.md").write_text("")
+    assert build_book.missing_inputs("p", {"dataset": "timm/oxford-iiit-pet", "models": ["a/b"]}) == \
+        ["model 'a/b' (p: models)"]

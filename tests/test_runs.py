@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from datasets import Dataset
 from PIL import Image
 
 from dclib import DiffusionClassifier, runs
@@ -375,8 +376,13 @@ def test_text_model_on_the_zero_shot_benchmark_takes_the_prompts_it_carries(tiny
     config = json.loads((tmp_path / "zs" / "config.json").read_text())
     carried = read_prompt_file(embedded_prompt_file("embedded:zeroshot-test"))
     assert config["conditionings"] == list(carried.values) and len(config["class_names"]) == 24
-    with pytest.raises(InputError, match="pass prompts"):  # a dataset that carries none still needs them
-        runs.evaluate(tiny_models["sd"], "embedded:digits-test", tmp_path / "d", limit=1, schedule=1, progress=False)
+    # A dataset that carries none: one prompt per class name, from the template.
+    runs.evaluate(tiny_models["sd"], "embedded:digits-test", tmp_path / "d", limit=1, schedule=1, progress=False)
+    config = json.loads((tmp_path / "d" / "config.json").read_text())
+    assert config["conditionings"] == [f"a photo of a {i}." for i in range(10)]
+    unnamed = Dataset.from_dict({"image": [np.zeros((8, 8), np.uint8)], "label": [0]})  # labels without names
+    with pytest.raises(InputError, match="pass prompts"):
+        runs.evaluate(tiny_models["sd"], unnamed, tmp_path / "u", limit=1, schedule=1, progress=False)
 
 
 def test_dataset_selection_and_resolution_errors():
@@ -391,5 +397,20 @@ def test_dataset_selection_and_resolution_errors():
         runs.open_dataset("nobody/no-such-dataset", split="test")
     with pytest.raises(InputError, match="folder not found"):
         runs.open_dataset("./no/such/folder")
-    assert runs._label_mapping(["b", "a"], ["a", "b"]) == ("by-name", [1, 0])
-    assert runs._label_mapping(["x"], ["a", "b"]) == ("by-index", None)
+    assert runs.label_mapping(["b", "a"], ["a", "b"]) == ("by-name", [1, 0])
+    assert runs.label_mapping(["x"], ["a", "b"]) == ("by-index", None)
+
+
+def test_evaluate_builds_prompts_from_the_folder_class_names(tiny_models, tmp_path, capsys):
+    """A text model on an image folder with no prompt file: --template filled with each subfolder name."""
+    from dclib.testing import save_image_folder
+
+    folder = save_image_folder(tmp_path / "images", per_class=1)
+    assert main(["evaluate", "--model", tiny_models["sd"], "--dataset", folder, "--schedule", "2",
+                 "--template", "a drawing of a {}.", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["conditionings"] == ["a drawing of a car.", "a drawing of a cat.", "a drawing of a dog."]
+    assert config["class_names"] == ["car", "cat", "dog"] and config["label_mapping"] == "by-index"
+    assert main(["evaluate", "--model", tiny_models["sd"], "--dataset", folder, "--schedule", "2",
+                 "--template", "no slot", "--out", str(tmp_path / "bad"), "--no-progress"]) != 0
+    assert "exactly one '{}'" in capsys.readouterr().err

@@ -156,7 +156,8 @@ def load_adapter(model: str, torch_dtype=None, device=None, resolution: int | No
                                  f"{', '.join(sorted(ADAPTERS))}")
     import diffusers
 
-    pipeline_cls = getattr(diffusers, class_name)
+    with quiet_hf_logging():  # the lazy import of a pipeline class imports transformers' processors (warnings)
+        pipeline_cls = getattr(diffusers, class_name)
     dtype, dev = resolve_dtype(torch_dtype), resolve_device(device)
     # diffusers renamed torch_dtype to dtype in 0.36; older releases only know torch_dtype.
     dtype_key = "dtype" if _version_tuple(diffusers.__version__) >= (0, 36) else "torch_dtype"
