@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .classifier import DiffusionClassifier
 from .errors import InputError
 from .evaluate import clopper_pearson
 from .noise import NoiseDistribution, make_noise
@@ -118,7 +119,7 @@ class LabelledImages:
 
 
 class Experiment(NamedTuple):
-    classifier: "DiffusionClassifier"  # noqa: F821 (imported in open_experiment: classifier imports this module's users)
+    classifier: DiffusionClassifier
     data: LabelledImages
     conditionings: Conditionings
 
@@ -136,8 +137,6 @@ def open_experiment(model, dataset, prompts=None, *, template: str = DEFAULT_TEM
     every class (or the labels in ``prompts``). Dataset labels become the model's class indices by name when
     every dataset class name is a class name, else by index. ``n_images`` keeps the first rows.
     """
-    from .classifier import DiffusionClassifier
-
     source = open_dataset(dataset, split)
     clf = model if isinstance(model, DiffusionClassifier) else DiffusionClassifier.from_pretrained(
         model, torch_dtype=dtype, device=device, resolution=resolution, lora=lora)
