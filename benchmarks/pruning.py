@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from dclib import DiffusionClassifier  # noqa: E402
 from dclib.experiments import cached, score_dataset  # noqa: E402
-from dclib.plan import even_plan, strided_positions  # noqa: E402
-from dclib.pruning import live_check, replay, top_k_candidates  # noqa: E402
+from dclib.plan import even_plan  # noqa: E402
+from dclib.pruning import Method, compare_methods, live_check, top_k_candidates  # noqa: E402
 
 CACHE = Path(__file__).parent / ".cache"
 GRID = 100
@@ -92,23 +92,22 @@ def main() -> None:
         weak_acc = float((weak_scores.argmax(1) == errors.labels).mean())
         weak_topk = float(np.mean([label in t for label, t in zip(errors.labels, top)]))
 
-        def add(method, schedule, candidates=None, **extra):
-            row = replay(errors, schedule, candidates, clf.adapter.num_train_timesteps)
-            results.append({"task": task, "method": method, **row, **extra})
-            return results[-1]
-
-        for n in map(int, ALGORITHM_1):
-            # n strided points of the saved 100-grid, the way the official adaptive code takes a stage's
-            # timesteps (the official even grid of n itself is not a subset: 100, 300, ... vs 105, 305, ...)
-            acc, low, high = errors.accuracy_ci(strided_positions(GRID, n))
-            results.append({"task": task, "method": f"Algorithm 1, {n} timesteps", "schedule": f"{n} of {GRID}",
-                            "accuracy": acc, "ci_low": low, "ci_high": high,
-                            "evaluations_per_image": float(n * errors.errors.shape[1]), "n": errors.n_images})
-        paper = [add(f"Algorithm 2 {s} ({name})", s) for s, name in PAPER.items()]
-        paired = [add(f"paired pruning, {s.split(',', 1)[1]}", s) for s in PAIRED]
-        add(f"{weak_name} top-{args.top_k} + Algorithm 1, 100", "100", top,
-            weak_accuracy=weak_acc, weak_top_k_accuracy=weak_topk)
-        add(f"{weak_name} top-{args.top_k} + paired, alpha=0.01", "paired:100,alpha=0.01", top)
+        # Algorithm 1 with n timesteps: n strided points of the saved 100-grid, the way the official adaptive code
+        # takes a stage's timesteps (the official even grid of n itself is not a subset: 100, 300, ... vs 105, ...)
+        paper_methods = [Method(f"Algorithm 2 {s} ({name})", s) for s, name in PAPER.items()]
+        paired_methods = [Method(f"paired pruning, {s.split(',', 1)[1]}", s) for s in PAIRED]
+        top_methods = [Method(f"{weak_name} top-{args.top_k} + Algorithm 1, 100", "100", top),
+                       Method(f"{weak_name} top-{args.top_k} + paired, alpha=0.01", "paired:100,alpha=0.01", top)]
+        table, _ = compare_methods(errors, GRID, [int(n) for n in ALGORITHM_1],
+                                   paper_methods + paired_methods + top_methods, clf.adapter.num_train_timesteps)
+        rows = {r["method"]: {"task": task, **{k: v for k, v in r.items() if k not in ("seconds_per_image",
+                                                                                   "live equals replay")},
+                              "n": errors.n_images} for r in table.to_dict("records")}
+        for m in top_methods:
+            rows[m.label].update(weak_accuracy=weak_acc, weak_top_k_accuracy=weak_topk)
+        results.extend(rows.values())
+        paper = [rows[m.label] for m in paper_methods]
+        paired = [rows[m.label] for m in paired_methods]
 
         # The target: the paper schedule's accuracy with at most half its evaluations, or higher
         # accuracy at no more evaluations.

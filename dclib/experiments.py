@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -18,7 +19,7 @@ from .classifier import DiffusionClassifier
 from .errors import InputError
 from .evaluate import clopper_pearson
 from .noise import NoiseDistribution, make_noise
-from .plan import Plan
+from .plan import Plan, even_cycle_plan, even_plan, fixed_plan, strided_positions, uniform_plan
 from .prompts import DEFAULT_TEMPLATE, Conditionings
 from .runs import DatasetSource, label_mapping, open_dataset, open_image
 from .scoring import ScoreOptions, Scorer
@@ -248,8 +249,6 @@ def compare_settings(classifier, dataset, settings: dict[str, dict], plan: Plan,
     ``conditionings`` are the candidates (a text model's prompts); default: every class of a class-conditional model.
     Returns (table, {name: ErrorSet}).
     """
-    import pandas as pd
-
     groups: dict[str, tuple[dict, dict[str, str]]] = {}  # everything but the loss -> (kwargs, {name: loss})
     for name, kwargs in settings.items():
         options = kwargs.get("options") or ScoreOptions()
@@ -267,3 +266,81 @@ def compare_settings(classifier, dataset, settings: dict[str, dict], plan: Plan,
         acc, low, high = errors.accuracy_ci()
         rows.append({"setting": name, "accuracy": acc, "ci_low": low, "ci_high": high, "n": errors.n_images})
     return pd.DataFrame(rows), sets
+
+
+def true_conditioning(error_set: ErrorSet, image: int) -> int:
+    """The first conditioning standing for image ``image``'s true class (a prompt CSV may give a class several)."""
+    return int(np.flatnonzero(np.asarray(error_set.class_idx) == error_set.labels[image])[0])
+
+
+def noise_variance_summary(error_set: ErrorSet, n_timesteps: int, n_noises: int) -> pd.DataFrame:
+    """Why the paper shares (t, eps) across classes (Sec. 3.3): per image, the spread over eps at a fixed t of the
+    true class's error, and of its paired difference to every other class (averaged over t and classes).
+    ``error_set`` is scored on a plan of ``n_timesteps`` timesteps with ``n_noises`` eps each (``even_plan(...,
+    n_trials=n_noises)``)."""
+    rows = []
+    for i in range(error_set.n_images):
+        e = error_set.errors[i].reshape(len(error_set.class_idx), n_timesteps, n_noises)
+        true = e[true_conditioning(error_set, i)]
+        others = np.asarray(error_set.class_idx) != error_set.labels[i]
+        rows.append({"image": error_set.ids[i], "std of error over eps": true.std(-1).mean(),
+                     "std of paired difference over eps": (e[others] - true[None]).std(-1).mean()})
+    return pd.DataFrame(rows)
+
+
+def accuracy_by_sample_count(error_sets: dict[str, ErrorSet], grid: int, counts: Sequence[int]):
+    """Accuracy (95% interval) of each setting with k evenly spaced timesteps, k in ``counts``: k strided points of
+    the ``grid`` the sets were scored on, so each k sees the noise a direct run with those timesteps would.
+    Returns (table with setting / timesteps / accuracy / ci_low / ci_high, {(setting, k): per-image correctness})."""
+    rows, right = [], {}
+    for k in counts:
+        columns = strided_positions(grid, k)
+        for name, s in error_sets.items():
+            right[name, k] = s.predictions(columns) == s.labels
+            acc, low, high = s.accuracy_ci(columns)
+            rows.append({"setting": name, "timesteps": k, "accuracy": acc, "ci_low": low, "ci_high": high})
+    return pd.DataFrame(rows), right
+
+
+def timestep_strategies(n_max: int, num_train_timesteps: int = 1000, seed: int = 0) -> dict:
+    """The timestep strategies of the paper's Fig. 4, each up to ``n_max`` trials per class: {name: plan, or a
+    function of the image index giving its plan (Uniform draws its timesteps per image)}. The first k samples of
+    each plan are the strategy with k trials."""
+    from .data.common import stable_seed  # dclib.data imports the datasets library: loaded only when needed
+
+    T = num_train_timesteps
+    return {
+        "Uniform": lambda i: uniform_plan(n_max, T, np.random.default_rng(stable_seed(seed, "uniform", i))),
+        "{0}": fixed_plan([0], n_max),
+        "{500}": fixed_plan([500], n_max),
+        "{1000}": fixed_plan([T - 1], n_max),
+        "{0, 500, 1000}": fixed_plan([0, 500, T - 1], n_max),
+        "{475, 500, 525}": fixed_plan([475, 500, 525], n_max),
+        "Even 5": even_cycle_plan(5, n_max, T),
+        "Even 10": even_cycle_plan(10, n_max, T),
+    }
+
+
+def compare_timestep_strategies(classifier, dataset, conditionings: Conditionings, trial_counts: Sequence[int],
+                                n_images: int | None = None, seed: int = 0, batch_size: "int | str" = "auto"):
+    """Fig. 4: accuracy of each :func:`timestep_strategies` strategy with k trials per class for k in
+    ``trial_counts`` (the first k samples of one run), and of dclib's default, k evenly spaced timesteps (its own
+    run for each k). Returns (table with strategy / trials / accuracy / ci_low / ci_high, {strategy: per-image
+    correctness at the largest k} with the default as "Even N")."""
+    T, n_max = classifier.adapter.num_train_timesteps, max(trial_counts)
+    rows, right = [], {}
+    for name, plan in timestep_strategies(n_max, T, seed).items():
+        errors = score_dataset(classifier, dataset, plan, conditionings, n_images=n_images, seed=seed,
+                               batch_size=batch_size, progress=False)
+        right[name] = errors.predictions() == errors.labels
+        for k in trial_counts:
+            acc, low, high = errors.accuracy_ci(list(range(k)))
+            rows.append({"strategy": name, "trials": k, "accuracy": acc, "ci_low": low, "ci_high": high})
+    for k in trial_counts:
+        errors = score_dataset(classifier, dataset, even_plan(k, T), conditionings, n_images=n_images, seed=seed,
+                               batch_size=batch_size, progress=False)
+        if k == n_max:
+            right["Even N"] = errors.predictions() == errors.labels
+        acc, low, high = errors.accuracy_ci()
+        rows.append({"strategy": "Even N (dclib default)", "trials": k, "accuracy": acc, "ci_low": low, "ci_high": high})
+    return pd.DataFrame(rows), right

@@ -24,11 +24,12 @@ discriminative model ranks highest, then run Diffusion Classifier on those.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 from .errors import InputError
-from .plan import Plan, even_timesteps
+from .plan import Plan, even_timesteps, strided_positions
 
 
 @dataclass(frozen=True)
@@ -271,3 +272,66 @@ def live_check(classifier, dataset, error_set, schedule, n_images: int, candidat
             "live_evaluations_per_image": float(np.mean(live["evaluations"])) if n_images else 0.0,
             "replayed_evaluations_per_image": replayed["evaluations_per_image"],
             "seconds_per_image": live["seconds_per_image"]}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One way to spend denoiser evaluations, replayed from saved errors: a schedule (``"5,1:10,100"``,
+    ``"paired:100"``, ``"100"`` ...) and optionally per-image candidate classes (top-k pre-pruning)."""
+
+    label: str
+    schedule: str
+    candidates: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class LiveRun:
+    """Classify the first ``n_images`` rows of ``dataset`` for real: the time per image, and the check that a
+    replay tells what real model calls do (same predictions, same evaluation counts)."""
+
+    classifier: object
+    dataset: object
+    n_images: int
+    conditionings: object = None
+    seed: int = 0
+    batch_size: "int | str" = "auto"
+
+
+def compare_methods(error_set, grid: int, algorithm1: Sequence[int] = (), methods: Sequence[Method] = (),
+                    num_train_timesteps: int = 1000, live: LiveRun | None = None):
+    """Accuracy (95% interval) against evaluations per image of several evaluation strategies on the same images,
+    all read from one :class:`dclib.experiments.ErrorSet` scored on ``grid`` evenly spaced timesteps.
+
+    ``algorithm1``: Algorithm 1 with n timesteps, n strided points of the grid (as the official adaptive code
+    takes a stage's timesteps). ``methods``: replayed with :func:`replay`. With ``live``, each row also gets the
+    live ``seconds_per_image`` and (for ``methods``) whether live equals replay. Returns (table, {label:
+    per-image correctness}) for paired tests.
+    """
+    import pandas as pd
+
+    rows, right = [], {}
+    n_conditionings = error_set.errors.shape[1]
+    for n in algorithm1:
+        label = f"Algorithm 1, {n} timesteps"
+        columns = strided_positions(grid, int(n))
+        acc, low, high = error_set.accuracy_ci(columns)
+        right[label] = error_set.predictions(columns) == error_set.labels
+        seconds = None
+        if live is not None:  # the official n-point grid: the same cost as n strided points
+            seconds = classify_live(live.classifier, live.dataset, live.n_images, str(n), prompts=live.conditionings,
+                                    seed=live.seed, batch_size=live.batch_size)["seconds_per_image"]
+        rows.append({"method": label, "schedule": str(n), "accuracy": acc, "ci_low": low, "ci_high": high,
+                     "evaluations_per_image": int(n) * n_conditionings, "seconds_per_image": seconds,
+                     "live equals replay": None})
+    for m in methods:
+        row = replay(error_set, m.schedule, m.candidates, num_train_timesteps, details=True)
+        right[m.label] = np.array(row["predictions"]) == error_set.labels
+        seconds, same = None, None
+        if live is not None:
+            check = live_check(live.classifier, live.dataset, error_set, m.schedule, live.n_images, m.candidates,
+                               prompts=live.conditionings, seed=live.seed, batch_size=live.batch_size)
+            seconds, same = check["seconds_per_image"], check["same_predictions"] and check["same_evaluations"]
+        rows.append({"method": m.label, **{k: row[k] for k in ("schedule", "accuracy", "ci_low", "ci_high",
+                                                               "evaluations_per_image")},
+                     "seconds_per_image": seconds, "live equals replay": same})
+    return pd.DataFrame(rows), right

@@ -175,3 +175,19 @@ def test_open_experiment_class_conditional_and_bad_input(tiny_models, user_data)
         open_experiment(tiny_models["sd"], "./no/such/folder")
     with pytest.raises(InputError, match="3 classes but the conditionings stand for 2"):
         open_experiment(tiny_models["sd"], folder, ["a photo of a red thing", "a photo of a blue thing"])
+
+
+def test_noise_variance_summary_and_accuracy_by_sample_count_by_hand():
+    from dclib.experiments import accuracy_by_sample_count, noise_variance_summary
+
+    # one image, classes (0, 1, 1: two prompts for class 1), 2 timesteps x 2 eps; true class 1
+    errors = np.array([[[1.0, 3.0, 2.0, 2.0],    # class 0
+                        [0.0, 2.0, 1.0, 1.0],    # class 1 (true): the same eps pattern, 1 lower
+                        [5.0, 5.0, 5.0, 5.0]]])  # class 1, second prompt: ignored as "the true class"
+    es = ErrorSet(errors, np.array([[0, 0, 500, 500]]), np.array([1]), np.array([0, 1, 1]), ["a"])
+    row = noise_variance_summary(es, 2, 2).iloc[0]
+    assert row["std of error over eps"] == pytest.approx(0.5)  # std(0, 2) = 1, std(1, 1) = 0
+    assert row["std of paired difference over eps"] == 0.0  # class 0 - true is 1 for every eps
+    table, right = accuracy_by_sample_count({"x": es}, 4, [1, 4])
+    assert list(table.timesteps) == [1, 4] and list(table.setting) == ["x", "x"]
+    assert right["x", 4].tolist() == [True] and table.accuracy[1] == 1.0

@@ -174,3 +174,27 @@ def test_live_check_with_a_text_model_restricts_the_prompts_to_the_candidates(cl
     assert check["same_predictions"] and check["same_evaluations"]
     live = classify_live(clf, data, 3, "4", top, prompts=conds, seed=0, batch_size=500)
     assert live["evaluations"] == [5 * 4] * 3 and all(p in t for p, t in zip(live["predictions"], top))
+
+
+def test_compare_methods_reads_every_strategy_off_one_error_set():
+    """Algorithm 1 rows are strided subsets of the grid, method rows are replays, and the per-image correctness
+    returned for paired tests is the rows' accuracy."""
+    from dclib.experiments import ErrorSet
+    from dclib.plan import strided_positions
+    from dclib.pruning import Method, compare_methods, replay
+
+    rng = np.random.default_rng(0)
+    grid, n_images, n_cond = 10, 12, 4
+    timesteps = np.tile(even_timesteps(grid), (n_images, 1))
+    labels = rng.integers(0, n_cond, n_images)
+    errors = rng.random((n_images, n_cond, grid)) - 0.15 * (np.arange(n_cond)[None, :, None] == labels[:, None, None])
+    es = ErrorSet(errors, timesteps, labels, np.arange(n_cond), [str(i) for i in range(n_images)])
+    top = np.array([[int(l), (int(l) + 1) % n_cond] for l in labels])
+    methods = [Method("adaptive", "2,1:5,10"), Method("top-2", "10", top)]
+    table, right = compare_methods(es, grid, [2, 10], methods, 1000)
+    assert list(table.method) == ["Algorithm 1, 2 timesteps", "Algorithm 1, 10 timesteps", "adaptive", "top-2"]
+    assert table.accuracy[0] == es.accuracy(strided_positions(grid, 2)) and table.evaluations_per_image[1] == 40
+    assert table.accuracy[2] == replay(es, "2,1:5,10")["accuracy"]
+    assert table.accuracy[3] == replay(es, "10", top)["accuracy"] >= table.accuracy[1]  # fewer ways to be wrong
+    assert all(right[m].mean() == a for m, a in zip(table.method, table.accuracy))
+    assert table["seconds_per_image"].isna().all()  # nothing classified live without a LiveRun
