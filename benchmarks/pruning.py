@@ -3,7 +3,7 @@
 schedules (Table 6's 10-class shapes, on a 100-timestep grid), dclib's statistical paired-test pruning, and
 top-k pre-pruning with a weak discriminative model (Appendix B), on the embedded tasks.
 
-    python benchmarks/pruning.py [--tasks digits,mnist,shapes-shape] [--n-images 300] [--live 10]
+    python benchmarks/pruning.py [--tasks digits,mnist,shapes-shape,zeroshot] [--n-images 300] [--live 10]
 
 Every method is replayed from one saved full error matrix per task (Even 100, shared noise; cached under
 benchmarks/.cache), so all methods see exactly the same (t, eps) samples; ``--live`` images are then
@@ -66,6 +66,13 @@ def task_setup(task: str, n_images: int, seed: int):
         # class scores rank the classes as probabilities would: top-k and argmax need nothing more
         return clf, data, Conditionings.from_rows(rows), weak.classify(list(data["image"]), rows).class_scores, \
             "embedded:shapes-clip"
+    if task == "zeroshot":  # the zero-shot benchmark: 24 fine-grained classes, cluttered scenes, held-out wording
+        from dclib.contrastive import ContrastiveModel
+        from dclib.experiments import open_experiment
+
+        clf, data, conds = open_experiment("embedded:zeroshot", "embedded:zeroshot-test", n_images=n_images)
+        weak = ContrastiveModel.from_pretrained("embedded:shapes-clip")
+        return clf, data, conds, weak.classify(list(data["image"]), conds).class_scores, "embedded:shapes-clip"
     raise SystemExit(f"unknown task {task!r}")
 
 

@@ -344,3 +344,26 @@ def compare_timestep_strategies(classifier, dataset, conditionings: Conditioning
         acc, low, high = errors.accuracy_ci()
         rows.append({"strategy": "Even N (dclib default)", "trials": k, "accuracy": acc, "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows), right
+
+
+def single_timestep_accuracy(error_set: ErrorSet) -> pd.DataFrame:
+    """Fig. 3: accuracy (95% interval) from each sample alone, for an error set scored on one noise per timestep
+    (``Plan.from_timesteps``): one row per timestep."""
+    rows = []
+    for j, t in enumerate(error_set.timesteps[0]):
+        acc, low, high = error_set.accuracy_ci([j])
+        rows.append({"t": int(t), "accuracy": acc, "ci_low": low, "ci_high": high})
+    return pd.DataFrame(rows)
+
+
+def attribute_separation(classifier, task: str, n_scenes: int) -> np.ndarray:
+    """Median over ``n_scenes`` procedural one-object scenes of how far apart (d', :func:`separation_by_timestep`)
+    the scene rendered as class 0 of ``task`` and as each other class stay in x_t, at every timestep [T]: where
+    it is far above 1 the noised image alone tells the classes apart."""
+    from .data.shapes import attribute_variants  # imports the datasets library: loaded only when needed
+
+    variants = attribute_variants(task, n_scenes)  # [scenes, classes, 32, 32, 3]
+    x0 = torch.stack([classifier.encode_image(img)[0] for img in variants.reshape(-1, *variants.shape[2:])])
+    x0 = x0.view(len(variants), variants.shape[1], *x0.shape[1:])
+    d = np.concatenate([separation_by_timestep(classifier.adapter, x0[:, 0], x0[:, k]) for k in range(1, x0.shape[1])])
+    return np.median(d, axis=0)

@@ -191,3 +191,16 @@ def test_noise_variance_summary_and_accuracy_by_sample_count_by_hand():
     table, right = accuracy_by_sample_count({"x": es}, 4, [1, 4])
     assert list(table.timesteps) == [1, 4] and list(table.setting) == ["x", "x"]
     assert right["x", 4].tolist() == [True] and table.accuracy[1] == 1.0
+
+
+def test_single_timestep_accuracy_and_attribute_separation(classifiers):
+    from dclib.experiments import attribute_separation, single_timestep_accuracy
+
+    # two images, two classes, timesteps 100 and 900: right at t = 100 only
+    errors = np.array([[[0.0, 1.0], [1.0, 0.0]], [[1.0, 1.0], [0.0, 2.0]]])
+    es = ErrorSet(errors, np.array([[100, 900], [100, 900]]), np.array([0, 1]), np.array([0, 1]), ["a", "b"])
+    table = single_timestep_accuracy(es)
+    assert table.t.tolist() == [100, 900] and table.accuracy.tolist() == [1.0, 0.0]
+    curve = attribute_separation(classifiers["sd"], "colour", 2)
+    assert curve.shape == (classifiers["sd"].adapter.num_train_timesteps,)
+    assert np.all(np.diff(curve) <= 1e-6)  # more noise, less separation
