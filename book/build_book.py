@@ -136,10 +136,6 @@ def parameters_for(name: str, preset: str, params: dict) -> dict:
     return p
 
 
-def _hub_offline() -> bool:
-    return any(os.environ.get(v, "0") not in ("0", "", "false", "False") for v in ("HF_HUB_OFFLINE",))
-
-
 def _in_hub_cache(repo_id: str, repo_type: str) -> bool:
     from huggingface_hub.constants import HF_HUB_CACHE
 
@@ -163,7 +159,9 @@ def missing_inputs(name: str, params: dict) -> list[str]:
 def preflight(notebooks: list[dict], preset: str, params: dict) -> None:
     """Offline, stop before any execution when a page of the preset names a hub model or dataset that is not in
     the local cache (online, the build downloads them)."""
-    if not _hub_offline():
+    from dclib.runs import hub_offline
+
+    if not hub_offline():
         return
     for nb in notebooks:
         missing = missing_inputs(nb["name"], parameters_for(nb["name"], preset, params))

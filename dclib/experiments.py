@@ -87,36 +87,39 @@ class LabelledImages:
     ``data["label"]`` (or ``"image"``, ``"id"``) is a whole column. Images are decoded when read.
     """
 
-    def __init__(self, source: DatasetSource, rows: Sequence[int], label_table: Sequence[int] | None = None):
+    def __init__(self, source: DatasetSource, rows: Sequence[int], label_table: Sequence[int] | None = None,
+                 labels: Sequence[int] | None = None):
         self.source, self.rows, self.label_table = source, list(rows), label_table
+        if labels is None:  # the label column alone, read once (a row read would also load the image bytes)
+            column = list(source.dataset[source.label_column])
+            labels = [int(column[r]) if label_table is None else int(label_table[column[r]]) for r in self.rows]
+        self.labels = list(labels)
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    def _label(self, row: int) -> int:
-        label = int(self.source.dataset[row][self.source.label_column])
-        return label if self.label_table is None else int(self.label_table[label])
 
     def __getitem__(self, key):
         if isinstance(key, str):
             if key == "image":
                 return [self[i]["image"] for i in range(len(self))]
             if key == "label":
-                return [self._label(r) for r in self.rows]
+                return list(self.labels)
             if key == "id":
                 return [self.source.ids[r] for r in self.rows]
             raise KeyError(key)
         row = self.rows[key]
         image_id = self.source.ids[row]
         return {"image": open_image(self.source.dataset[row][self.source.image_column], image_id),
-                "label": self._label(row), "id": image_id}
+                "label": self.labels[key], "id": image_id}
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
 
     def select(self, positions) -> "LabelledImages":
         """The images at ``positions`` (e.g. ``range(10)``), as ``datasets.Dataset.select`` picks rows."""
-        return LabelledImages(self.source, [self.rows[i] for i in positions], self.label_table)
+        positions = list(positions)
+        return LabelledImages(self.source, [self.rows[i] for i in positions], self.label_table,
+                              [self.labels[i] for i in positions])
 
 
 class Experiment(NamedTuple):

@@ -343,7 +343,8 @@ class DatasetSource:
     label_names: list[str] | None
 
 
-def _offline() -> bool:
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub (models or datasets) is set offline by the environment."""
     return any(os.environ.get(v, "0") not in ("0", "", "false", "False")
                for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
 
@@ -423,7 +424,7 @@ def open_dataset(dataset, split: str | None = None, image_column: str | None = N
                 with _quiet_datasets():
                     loaded = datasets.load_dataset(spec, split=split)
             except Exception as err:
-                if _offline():
+                if hub_offline():
                     hint = "it is not in the local Hugging Face cache and HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set"
                 else:
                     hint = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
