@@ -45,9 +45,9 @@ from pruning import PAPER, task_setup  # noqa: E402  (benchmarks/pruning.py)
 from throughput import reference_errors  # noqa: E402  (benchmarks/throughput.py)
 
 from dclib.adapters.cpu_threads import plan_workers  # noqa: E402
-from dclib.evaluate import clopper_pearson  # noqa: E402
+from dclib.stats import clopper_pearson  # noqa: E402
 from dclib.noise import make_noise  # noqa: E402
-from dclib.plan import Schedule  # noqa: E402
+from dclib.schedules import Schedule  # noqa: E402
 from dclib.prompts import Conditionings  # noqa: E402
 from dclib.pruning import classify_live, top_k_candidates  # noqa: E402
 from dclib.scoring import auto_batch_size  # noqa: E402

@@ -15,12 +15,12 @@ from .classifier import DiffusionClassifier
 from .decide import Classification
 from .errors import DclibError, InputError, ModelNotFoundError
 from .noise import NoiseDistribution, make_noise
-from .plan import (Plan, Schedule, even_plan, even_timesteps, fixed_plan, logit_normal_plan, uniform_plan,
-                   window_plan)
+from .plan import Plan, even_plan, even_timesteps, fixed_plan, logit_normal_plan, uniform_plan, window_plan
 from .prompts import Conditionings, read_prompt_file
+from .schedules import PairedPruning, Schedule, parse_schedule
 from .scoring import ScoreOptions, Scorer
 
 __all__ = ["DiffusionClassifier", "Classification", "DclibError", "InputError", "ModelNotFoundError",
-           "NoiseDistribution", "make_noise", "Plan", "Schedule", "even_plan", "even_timesteps", "fixed_plan",
+           "NoiseDistribution", "make_noise", "Plan", "Schedule", "PairedPruning", "parse_schedule", "even_plan", "even_timesteps", "fixed_plan",
            "logit_normal_plan", "uniform_plan", "window_plan", "Conditionings", "read_prompt_file", "ScoreOptions",
            "Scorer"]

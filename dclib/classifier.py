@@ -13,8 +13,9 @@ from .adapters import DiffusionAdapter, load_adapter
 from .decide import Classification, decide
 from .images import ImageInput
 from .noise import NoiseDistribution, make_noise
-from .plan import Plan, Schedule
+from .plan import Plan
 from .prompts import DEFAULT_TEMPLATE, Conditionings, resolve_conditionings
+from .settings import ClassifySettings
 from .scoring import ScoreOptions, Scorer, ScoreResult
 
 
@@ -60,7 +61,7 @@ class DiffusionClassifier:
         each of ``label_names`` (the dataset's own class names)."""
         a = self.adapter
         if prompts is None and class_labels is None and a.text_conditioned:
-            from .data import embedded_prompt_file
+            from .data import embedded_prompt_file  # local: dclib.data loads `datasets`, which `import dclib` skips
 
             prompts = embedded_prompt_file(dataset) if dataset is not None else None
             if prompts is None and label_names:
@@ -92,42 +93,40 @@ class DiffusionClassifier:
 
     # ------------------------------------------------------------------------------------------ classify
     def classify(self, image: ImageInput | torch.Tensor, prompts=None, class_labels=None,
-                 schedule: str | int | Schedule = 100, *, n_trials: int = 1, seed: int = 0,
-                 image_id: str | int | None = None, loss: str = "l2", objective: str = "uniform",
-                 guidance: float = 0.0, crop: int = 0, noise: str | NoiseDistribution | None = "normal",
-                 batch_size: "int | str" = "auto", temperature: float = 1.0, progress: bool = False) -> Classification:
+                 settings: ClassifySettings | None = None, *, image_id: str | int | None = None,
+                 temperature: float = 1.0, progress: bool = False, **options) -> Classification:
         """Classify one image.
 
         Args:
             prompts: for text models, a list of prompts, a prompt file (official CSV or one prompt a line)
                 or a :class:`Conditionings`; for class-conditional models, optional class labels.
             class_labels: class indices or names for class-conditional models (default: all classes).
-            schedule: ``N`` (Algorithm 1, N evenly spaced timesteps) or ``"KEEP,...:TRIALS,..."`` (Algorithm 2).
-            n_trials: noises per timestep.
-            seed, image_id: key the noise; the default id is a hash of the image's pixels.
-            loss, objective, guidance, crop: see :class:`ScoreOptions`. noise: see :class:`NoiseDistribution`.
+            settings: a :class:`ClassifySettings`; ``options`` are any of its fields, given on their own or put
+                over ``settings``: ``schedule`` (``N``: Algorithm 1 with N evenly spaced timesteps; ``"KEEP,...:
+                TRIALS,..."``: Algorithm 2; ``"paired:N"``: statistical pruning), ``n_trials`` (noises per
+                timestep), ``seed``, ``loss``, ``objective``, ``guidance``, ``crop``, ``noise``, ``batch_size``.
+            image_id: keys the noise with the seed; the default is a hash of the image's pixels.
             temperature: of the posterior softmax(-error / temperature).
 
         Raises :class:`dclib.errors.NonFiniteError` instead of predicting when an error is NaN or inf.
         """
         started = time.perf_counter()
         conds = self.conditionings(prompts, class_labels)
-        sched = Schedule.parse(schedule, n_trials)
-        options = ScoreOptions(loss=loss, objective=objective, guidance=guidance, crop=crop)
+        settings = ClassifySettings.resolve(settings, **options)
+        sched, dist = settings.parsed_schedule, settings.noise_distribution
         x0, content_id = self.encode_image(image)
         image_id = content_id if image_id is None else image_id
-        dist = NoiseDistribution.parse(noise)
+        seed = settings.seed
         bar = tqdm(total=sched.max_evaluations(len(conds)), desc="classify", unit="eval", leave=False,
                    disable=not progress)
-        scorer = Scorer(self.adapter, options, batch_size=batch_size, progress=bar)
+        scorer = Scorer(self.adapter, settings.score_options, batch_size=settings.batch_size, progress=bar)
         encoded = self.adapter.encode_conditions(list(conds.values))
         unconditional = [0]
 
         def score(indices: list[int], plan: Plan) -> np.ndarray:
-            eps = make_noise(plan, x0.shape, seed, image_id, dist)
             # every conditioning (a first stage) is scored from the encoded tensor itself, not a gathered copy
             rows = encoded if list(indices) == list(range(len(encoded))) else encoded[indices]
-            result = scorer.score(x0, rows, torch.tensor(plan.timesteps), eps)
+            result = scorer.score_plan(x0, rows, plan, seed, image_id, dist)
             unconditional[0] += result.evaluations - len(indices) * len(plan)
             return result.errors.numpy().astype(np.float64)
 
@@ -135,8 +134,7 @@ class DiffusionClassifier:
         bar.close()
         result.evaluations += unconditional[0]
         result.seconds = time.perf_counter() - started
-        result.extra.update(image_id=str(image_id), schedule=str(sched), n_trials=n_trials, seed=seed,
-                            **options.to_dict(), noise=str(dist))
+        result.image_id, result.settings = str(image_id), settings.to_dict()
         return result
 
     def classify_batch(self, images: Sequence, **kwargs) -> list[Classification]:

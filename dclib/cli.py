@@ -1,4 +1,8 @@
-"""Command line: ``python -m dclib COMMAND ...`` (see ``python -m dclib --help``)."""
+"""Command line: ``python -m dclib COMMAND ...`` (see ``python -m dclib --help``).
+
+Each command imports what it runs inside its function: ``--help`` and a mistyped option answer at once, without
+loading diffusers, datasets or pyarrow for a command that was not asked for.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +13,10 @@ import sys
 from .adapters.base import COMPILE_MODES
 from .errors import DclibError, check_finite
 from .prompts import DEFAULT_TEMPLATE
+from .settings import ClassifySettings
 from .train.run import NAMES as TRAINABLE
+
+DEFAULTS = ClassifySettings()  # the scoring options' defaults, as the library has them
 
 EPILOG = """examples:
   python -m dclib classify dog.jpg --model stabilityai/stable-diffusion-2-base --dtype float16 \\
@@ -66,27 +73,32 @@ def _add_scoring_args(p: argparse.ArgumentParser, temperature: bool = True) -> N
     g.add_argument("--labels", default=None,
                    help="class-conditional models: comma-separated class indices or names (default: all)")
     g = p.add_argument_group("scoring (paper defaults)")
-    g.add_argument("--schedule", default="100",
+    g.add_argument("--schedule", default=DEFAULTS.schedule,
                    help="N: Algorithm 1 with N evenly spaced timesteps; KEEP,..:TRIALS,..: Algorithm 2, e.g. "
                         "5,1:25,250 (keep 5 after 25 timesteps, then 1 after 250); paired:N[,alpha=A,strata=S]: "
-                        "statistical pruning by paired tests over N timesteps (dclib.pruning). Default 100")
-    g.add_argument("--n-trials", type=int, default=1, help="noises per timestep (default 1)")
-    g.add_argument("--loss", default="l2", choices=["l2", "l1", "huber"])
-    g.add_argument("--objective", default="uniform", choices=["uniform", "elbo", "vlb", "uniform+vlb"],
+                        "statistical pruning by paired tests over N timesteps (dclib.schedules). Default 100")
+    g.add_argument("--n-trials", type=int, default=DEFAULTS.n_trials, help="noises per timestep (default %(default)s)")
+    g.add_argument("--loss", default=DEFAULTS.loss, choices=["l2", "l1", "huber"])
+    g.add_argument("--objective", default=DEFAULTS.objective, choices=["uniform", "elbo", "vlb", "uniform+vlb"],
                    help="timestep weighting: uniform (w_t=1, the paper), elbo (exact ELBO weights), vlb / "
                         "uniform+vlb (the variational bound with the model's learned variance, as DiT's, or its "
                         "scheduler's fixed one; Table 5)")
-    g.add_argument("--guidance", type=float, default=0.0,
+    g.add_argument("--guidance", type=float, default=DEFAULTS.guidance,
                    help="classifier-free guidance weight w (eps~ = (1+w) eps(x,c) - w eps(x)); 0 = off")
-    g.add_argument("--crop", type=int, default=0, help="latent pixels cropped off each error-map edge")
-    g.add_argument("--noise", default="normal",
+    g.add_argument("--crop", type=int, default=DEFAULTS.crop, help="latent pixels cropped off each error-map edge")
+    g.add_argument("--noise", default=DEFAULTS.noise,
                    help="normal, zero, expected_norm, truncated:LOW,HIGH (Table 12)")
-    g.add_argument("--seed", type=int, default=0, help="noise seed (noise is keyed by seed and image)")
-    g.add_argument("--batch-size", type=_batch_size, default="auto",
+    g.add_argument("--seed", type=int, default=DEFAULTS.seed, help="noise seed (noise is keyed by seed and image)")
+    g.add_argument("--batch-size", type=_batch_size, default=DEFAULTS.batch_size,
                    help="(conditioning, sample) pairs per denoiser call, or auto (from free GPU memory; 256 on CPU)")
     if temperature:  # evaluate stores errors and predictions, not probabilities: calibrate the run afterwards
         g.add_argument("--temperature", type=float, default=1.0,
                        help="temperature of the uncalibrated posterior softmax(-error / T) (default 1)")
+
+
+def _add_output_args(p: argparse.ArgumentParser, json_help: str) -> None:
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,8 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="classes to print (default 5)")
     p.add_argument("--calibration", default=None, metavar="FILE",
                    help="a calibration.json written by `calibrate`: also report calibrated probabilities")
-    p.add_argument("--json", action="store_true", help="print one JSON object per image")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_output_args(p, json_help="print one JSON object per image")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("interpret", help="DDIM-invert an image and reconstruct it under each conditioning (App. D)",
@@ -169,8 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--flush-rows", type=int, default=16, help="write a part file every N images (default 16)")
     g.add_argument("--flush-seconds", type=float, default=30.0,
                    help="... or every S seconds, whichever comes first (default 30)")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object (the last line)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_output_args(p, json_help="print the summary as one JSON object (the last line)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="summarise a run folder written by evaluate",
@@ -210,20 +220,24 @@ def _prompts_arg(values):
     return list(values)
 
 
+def _settings(args):
+    """The scoring arguments as one :class:`dclib.settings.ClassifySettings` (checked before any loading)."""
+    return ClassifySettings.from_options(**{k: getattr(args, k) for k in (*ClassifySettings.KEYS, "batch_size")})
+
+
 def cmd_classify(args) -> int:
     from .classifier import DiffusionClassifier
 
+    settings = _settings(args)
     clf = DiffusionClassifier.from_pretrained(args.model, torch_dtype=args.dtype, device=args.device,
                                               resolution=args.resolution, revision=args.revision,
                                               autocast=args.autocast, compile=_compile_arg(args), lora=args.lora)
     conds = clf.conditionings(_prompts_arg(args.prompts), args.labels)
-    calibrator = _load_calibrator(args, conds) if args.calibration else None
+    calibrator = _load_calibrator(args, conds, settings) if args.calibration else None
     progress = not args.no_progress and sys.stderr.isatty() or (not args.no_progress and len(args.images) > 1)
     for path in args.images:
-        result = clf.classify(path, prompts=conds, schedule=args.schedule, n_trials=args.n_trials,
-                              seed=args.seed, loss=args.loss, objective=args.objective, guidance=args.guidance,
-                              crop=args.crop, noise=args.noise, batch_size=args.batch_size,
-                              temperature=args.temperature, progress=progress)
+        result = clf.classify(path, prompts=conds, settings=settings, temperature=args.temperature,
+                              progress=progress)
         d = result.to_dict(top=args.top)
         if calibrator is not None:  # "probabilities" stay the uncalibrated softmax(-error / temperature)
             calibrated = calibrator.transform(result.class_errors)
@@ -243,20 +257,14 @@ def cmd_classify(args) -> int:
     return 0
 
 
-def _load_calibrator(args, conds):
+def _load_calibrator(args, conds, settings):
     """The calibration file, refused for other classes; a warning when it was fitted on other settings."""
     from .calibration import Calibrator, source_mismatches
-    from .noise import NoiseDistribution
-    from .plan import Schedule
 
     cal = Calibrator.load(args.calibration, n_classes=conds.n_classes, class_names=conds.class_names)
     model = os.path.abspath(args.model) if os.path.isdir(args.model) else args.model
-    try:  # spelled as the run's config.json spells them; a bad value is reported by classify itself
-        schedule, noise = str(Schedule.parse(args.schedule, args.n_trials)), str(NoiseDistribution.parse(args.noise))
-    except DclibError:
-        schedule = noise = None
-    differ = source_mismatches(cal, model=model, schedule=schedule, n_trials=args.n_trials, loss=args.loss,
-                               objective=args.objective, guidance=float(args.guidance), crop=args.crop, noise=noise)
+    # spelled as the run's config.json spells them
+    differ = source_mismatches(cal, model=model, **settings.method_dict())
     if differ:
         print(f"dclib: warning: {args.calibration} was fitted with other settings ({'; '.join(differ)}); the error "
               "scale depends on them, so the calibrated probabilities may be off", file=sys.stderr, flush=True)
@@ -305,9 +313,7 @@ def cmd_evaluate(args) -> int:
 
     summary = runs.evaluate(
         args.model, args.dataset, args.out, prompts=_prompts_arg(args.prompts), labels=args.labels,
-        template=args.template, schedule=args.schedule, n_trials=args.n_trials, loss=args.loss, objective=args.objective,
-        guidance=args.guidance, crop=args.crop, noise=args.noise, seed=args.seed, batch_size=args.batch_size,
-        dtype=args.dtype, device=args.device, resolution=args.resolution, revision=args.revision,
+        template=args.template, settings=_settings(args), dtype=args.dtype, device=args.device, resolution=args.resolution, revision=args.revision,
         autocast=args.autocast, compile=_compile_arg(args), lora=args.lora, split=args.split,
         subset=args.subset, subset_seed=args.subset_seed, limit=args.limit, image_column=args.image_column,
         label_column=args.label_column, save_errors=args.save_errors, retry_failed=args.retry_failed,
@@ -330,7 +336,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from .calibration import Calibrator, json_safe, load_calibration_data, plot_reliability
+    from .calibration import Calibrator, json_safe, plot_reliability
+    from .calibration_data import load_calibration_data
 
     check_finite("--l2", args.l2)  # the other float options are checked by the library objects that take them
     data = load_calibration_data(args.source)

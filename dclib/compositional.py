@@ -13,14 +13,16 @@ each image's unconditional error, s(c, x) = -(err(c, x) - err(null, x)), a commo
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
+import datasets
 import numpy as np
 import pandas as pd
-import torch
 from tqdm import tqdm
 
-from .noise import make_noise
+from .data import wino_dataset
+from .errors import InputError
 from .plan import Plan, even_plan
 from .scoring import ScoreOptions, Scorer
 
@@ -40,14 +42,13 @@ def diffusion_match_scores(classifier, images, captions, plan: Plan | None = Non
     plan = plan or even_plan(100, adapter.num_train_timesteps)
     scorer = Scorer(adapter, options, batch_size=batch_size)
     conds = adapter.encode_conditions(list(captions))
-    t = torch.tensor(plan.timesteps)
     out = np.zeros((len(captions), len(images)))
     for j, image in enumerate(images):
         x0, _ = classifier.encode_image(image)
-        eps = make_noise(plan, x0.shape, seed, f"{item_id}|{j}")
-        errors = scorer.score(x0, conds, t, eps).errors.mean(1).numpy()
-        if normalize == "unconditional":
-            errors = errors - scorer.score(x0, adapter.null_condition(), t, eps).errors.mean().item()
+        errors = scorer.score_plan(x0, conds, plan, seed, f"{item_id}|{j}").errors.mean(1).numpy()
+        if normalize == "unconditional":  # the same samples and noise, without the caption
+            errors = errors - scorer.score_plan(x0, adapter.null_condition(), plan, seed,
+                                                f"{item_id}|{j}").errors.mean().item()
         elif normalize is not None:
             raise ValueError(f"unknown normalization {normalize!r}")
         out[:, j] = -errors
@@ -87,16 +88,8 @@ def load_pairs(spec: str = "embedded:shapes-wino", split: str = "test", per_swap
     accept its terms and log in once; it is read from the local cache when offline). Winoground's ``tag``
     (object / relation / both) becomes ``swap_type``.
     """
-    import os
-
-    from .errors import InputError
-
     if spec in ("embedded:shapes-wino", "shapes-wino"):
-        from .data import wino_dataset
-
         return wino_dataset() if per_swap is None else wino_dataset(per_swap)
-    import datasets
-
     try:
         ds = datasets.load_from_disk(spec) if os.path.isdir(spec) else datasets.load_dataset(spec, split=split)
     except Exception as err:  # offline without a cache, gated without a token, a typo
@@ -112,3 +105,45 @@ def load_pairs(spec: str = "embedded:shapes-wino", split: str = "test", per_swap
     if "swap_type" not in ds.column_names and "tag" in ds.column_names:
         ds = ds.rename_column("tag", "swap_type")
     return ds
+
+
+def compare_on_pairs(classifier, contrastive, dataset, plan: Plan | None = None, seed: int = 0,
+                     normalize: str | None = None, progress: bool = True) -> dict[str, pd.DataFrame]:
+    """:func:`winoground_table` of Diffusion Classifier (:func:`diffusion_match_scores` with ``plan``, ``seed``
+    and ``normalize``) and of a contrastive model (its image-text similarities) on the same items:
+    {"Diffusion Classifier": table, "contrastive": table}."""
+    return {
+        "Diffusion Classifier": winoground_table(
+            lambda images, captions, item: diffusion_match_scores(classifier, images, captions, plan, seed=seed,
+                                                                  item_id=item, normalize=normalize),
+            dataset, progress=progress),
+        "contrastive": winoground_table(lambda images, captions, item: contrastive.scores(images, captions).T,
+                                        dataset, progress=progress),
+    }
+
+
+def summarize_models(outcomes: dict[str, pd.DataFrame], dataset) -> pd.DataFrame:
+    """:func:`summarize_scores` of every model of :func:`compare_on_pairs`, stacked with a ``model`` index level
+    and rounded to 0.1%: per caption-template split and swap type when ``dataset`` has template_split, else per
+    swap type."""
+    by = ("template_split", "swap_type") if "template_split" in dataset.column_names else ("swap_type",)
+    return pd.concat({name: summarize_scores(t, by=by) for name, t in outcomes.items()}, names=["model"]).round(1)
+
+
+def text_score_pairs(outcomes: dict[str, pd.DataFrame], swaps=("object", "relation", "both"),
+                     model: str = "Diffusion Classifier", baseline: str = "contrastive") -> dict:
+    """The paired evidence of the compositional claim: {"SWAP swaps": (model's text outcomes, baseline's)} per
+    swap type of ``swaps`` that the items have, from :func:`compare_on_pairs`."""
+    dc, cl = outcomes[model], outcomes[baseline]
+    return {f"{swap} swaps": (dc.text[dc.swap_type == swap].to_numpy(), cl.text[cl.swap_type == swap].to_numpy())
+            for swap in swaps if (dc.swap_type == swap).any()}
+
+
+def describe_text_scores(outcomes: dict[str, pd.DataFrame], model: str = "Diffusion Classifier",
+                         baseline: str = "contrastive") -> str:
+    """"Text score, Diffusion Classifier vs contrastive: object 50.0% vs 25.0%, ..." for every swap type, in the
+    items' order."""
+    dc, cl = outcomes[model], outcomes[baseline]
+    return f"Text score, {model} vs {baseline}: " + ", ".join(
+        f"{swap} {100 * dc.text[dc.swap_type == swap].mean():.1f}% vs {100 * cl.text[cl.swap_type == swap].mean():.1f}%"
+        for swap in dict.fromkeys(dc.swap_type)) + "."

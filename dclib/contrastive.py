@@ -19,9 +19,12 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import CLIPModel, CLIPTokenizer
 
+from .adapters.loading import quiet_hf_logging, resolve_model_path
 from .errors import InputError, ModelNotFoundError
 from .images import preprocess
+from .prompts import Conditionings, resolve_conditionings
 
 
 def image_embeddings(model, pixels: torch.Tensor) -> torch.Tensor:
@@ -39,7 +42,6 @@ def text_embeddings(model, input_ids: torch.Tensor) -> torch.Tensor:
 @dataclass
 class ContrastiveResult:
     """predictions[i]: class index of image i; class_scores [n_images, n_classes]: best prompt per class."""
-
     predictions: np.ndarray
     prediction_names: list[str]
     class_scores: np.ndarray
@@ -61,10 +63,6 @@ class ContrastiveModel:
     def from_pretrained(cls, model: str, device: str | torch.device = "cpu") -> "ContrastiveModel":
         """A hub id or a folder with a transformers ``CLIPModel`` (safetensors) and its tokenizer, or
         ``embedded:NAME``."""
-        from transformers import CLIPModel, CLIPTokenizer
-
-        from .adapters.loading import quiet_hf_logging, resolve_model_path
-
         path = Path(resolve_model_path(model))
         local = path.is_dir() or str(model).startswith(("/", ".", "~", "embedded:"))
         if local and not (path / "config.json").exists():
@@ -124,8 +122,6 @@ class ContrastiveModel:
     def classify(self, images, prompt_rows) -> ContrastiveResult:
         """prompt_rows: (prompt, classname, classidx) rows, a prompt file, a list of prompts (one class each)
         or a :class:`dclib.prompts.Conditionings`. Prediction = class of the best-scoring prompt."""
-        from .prompts import Conditionings, resolve_conditionings
-
         if isinstance(prompt_rows, (list, tuple)) and prompt_rows and isinstance(prompt_rows[0], (list, tuple)):
             conds = Conditionings.from_rows([(str(p), str(n), int(i)) for p, n, i in prompt_rows])
         else:

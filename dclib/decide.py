@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import InputError, NonFiniteError, check_finite
-from .plan import Plan, Schedule
+from .plan import Plan
 from .prompts import Conditionings
 
 ScoreFn = Callable[[list[int], Plan], np.ndarray]
@@ -30,7 +30,16 @@ class Classification:
     evaluations: int  # denoiser calls for this image
     temperature: float = 1.0
     seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
+    scored_pairs: int = 0  # (conditioning, sample) errors computed: every other entry of ``errors`` is NaN
+    schedule_facts: dict = field(default_factory=dict)  # what the schedule reports (paired pruning: its rounds)
+    image_id: str | None = None  # the id that keyed the noise (set by ``DiffusionClassifier.classify``)
+    settings: dict = field(default_factory=dict)  # ``ClassifySettings.to_dict()`` of the run, when classified
+
+    @property
+    def extra(self) -> dict:
+        """Schedule facts, pairs scored, the image id and the settings, as :meth:`to_dict` reports them."""
+        image = {} if self.image_id is None else {"image_id": self.image_id}
+        return {**self.schedule_facts, "scored_pairs": self.scored_pairs, **image, **self.settings}
 
     @property
     def n_samples(self) -> np.ndarray:
@@ -127,14 +136,23 @@ def class_errors(cond_mean_errors: np.ndarray, class_idx: Sequence[int], n_class
     return out
 
 
-def posterior(errors: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    logits = -np.asarray(errors, dtype=np.float64) / float(temperature)
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax ignoring non-finite entries (probability 0); a row with no finite logit is uniform."""
+    logits = np.atleast_2d(logits)
     finite = np.isfinite(logits)
-    if not finite.any():
-        return np.full(len(logits), 1.0 / len(logits))
-    logits = np.where(finite, logits - logits[finite].max(), -np.inf)
-    p = np.exp(logits)
-    return p / p.sum()
+    top = np.where(finite, logits, -np.inf).max(axis=1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    p = np.where(finite, np.exp(np.where(finite, logits - top, 0.0)), 0.0)
+    total = p.sum(axis=1, keepdims=True)
+    empty = total[:, 0] == 0
+    p[empty] = 1.0 / logits.shape[1]
+    total[empty] = 1.0
+    return p / total
+
+
+def posterior(errors: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """softmax(-errors / temperature) over one image's classes (paper eq. 6 with a uniform prior)."""
+    return softmax(-np.asarray(errors, dtype=np.float64) / float(temperature))[0]
 
 
 def check_temperature(temperature) -> float:
@@ -175,9 +193,7 @@ def run_schedule(score: ScoreFn, n_conditionings: int, stage_plans: Sequence[Pla
     Returns (errors [n_cond, n_samples] with NaN where not scored, the full plan, the best conditioning,
     pairs scored).
     """
-    full_plan = Plan((), ())
-    for p in stage_plans:
-        full_plan = full_plan + p
+    full_plan = Plan.concat(stage_plans)
     errors = np.full((n_conditionings, len(full_plan)), np.nan)
     alive = list(range(n_conditionings))
     offset, pairs = 0, 0
@@ -194,22 +210,12 @@ def run_schedule(score: ScoreFn, n_conditionings: int, stage_plans: Sequence[Pla
 
 def decide(score: ScoreFn, conditionings: Conditionings, schedule, num_train_timesteps: int,
            temperature: float = 1.0) -> Classification:
-    """Classify with ``schedule`` (Algorithm 1 or 2, or a :class:`dclib.pruning.PairedPruning`) using the
-    ``score`` callback. Raises :class:`NonFiniteError` as soon as a scored error is NaN or inf."""
-    from .pruning import PairedPruning, run_paired_pruning
-
+    """Classify with ``schedule`` (any :class:`dclib.schedules.EvaluationSchedule`: Algorithm 1 or 2, or paired
+    pruning) using the ``score`` callback. Raises :class:`NonFiniteError` as soon as a scored error is NaN or inf."""
     temperature = check_temperature(temperature)
-    score = finite_scores(score)
-    extra: dict = {}
-    if isinstance(schedule, PairedPruning):
-        errors, plan, best, pairs, facts = run_paired_pruning(score, len(conditionings), schedule,
-                                                              num_train_timesteps)
-        extra["pruning_rounds"] = facts["rounds"]
-    else:
-        errors, plan, best, pairs = run_schedule(score, len(conditionings),
-                                                 schedule.stage_plans(num_train_timesteps), schedule.keep)
-    extra["scored_pairs"] = pairs  # (conditioning, sample) errors computed: every other entry is NaN
-    cls = conditionings.class_idx[best]
+    outcome = schedule.run(finite_scores(score), len(conditionings), num_train_timesteps)
+    cls = conditionings.class_idx[outcome.best]
     return Classification(prediction=int(cls), prediction_name=conditionings.class_names[cls],
-                          best_conditioning=best, conditionings=conditionings, errors=errors, plan=plan,
-                          evaluations=pairs, temperature=temperature, extra=extra)
+                          best_conditioning=outcome.best, conditionings=conditionings, errors=outcome.errors,
+                          plan=outcome.plan, evaluations=outcome.pairs, temperature=temperature,
+                          scored_pairs=outcome.pairs, schedule_facts=dict(outcome.facts))

@@ -6,6 +6,7 @@ another strategy) is then a cheap reduction, and every subset sees exactly the n
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
@@ -16,19 +17,20 @@ import torch
 from tqdm import tqdm
 
 from .classifier import DiffusionClassifier
+from .data.common import stable_seed
+from .data.shapes import attribute_variants
 from .errors import InputError
-from .evaluate import clopper_pearson
-from .noise import NoiseDistribution, make_noise
+from .noise import NoiseDistribution
 from .plan import Plan, even_cycle_plan, even_plan, fixed_plan, strided_positions, uniform_plan
 from .prompts import DEFAULT_TEMPLATE, Conditionings
 from .runs import DatasetSource, label_mapping, open_dataset, open_image
 from .scoring import ScoreOptions, Scorer
+from .stats import EvaluationSummary, clopper_pearson, summarize
 
 
 @dataclass
 class ErrorSet:
     """errors[i, c, s]: error of conditioning c on sample s of image i."""
-
     errors: np.ndarray
     timesteps: np.ndarray  # [n_images, n_samples]
     labels: np.ndarray  # [n_images]
@@ -86,7 +88,6 @@ class LabelledImages:
     ``data[i]`` is ``{"image": PIL image, "label": the model's class index, "id": the id that keys its noise}``;
     ``data["label"]`` (or ``"image"``, ``"id"``) is a whole column. Images are decoded when read.
     """
-
     def __init__(self, source: DatasetSource, rows: Sequence[int], label_table: Sequence[int] | None = None,
                  labels: Sequence[int] | None = None):
         self.source, self.rows, self.label_table = source, list(rows), label_table
@@ -191,14 +192,11 @@ def score_dataset_by_loss(classifier, dataset, plan: Plan | Callable[[int], Plan
         image_plan = plan(i) if callable(plan) else plan
         x0, _ = classifier.encode_image(row["image"])
         image_id = row.get("id", i)
-        t = torch.tensor(image_plan.timesteps)
         if shared_noise:
-            eps = make_noise(image_plan, x0.shape, seed, image_id, dist)
-            results = [scorer.score(x0, encoded, t, eps, losses=losses[1:])]
+            results = [scorer.score_plan(x0, encoded, image_plan, seed, image_id, dist, losses=losses[1:])]
         else:
-            results = [scorer.score(x0, encoded[c:c + 1], t,
-                                    make_noise(image_plan, x0.shape, seed, f"{image_id}|cond{c}", dist),
-                                    losses=losses[1:])
+            results = [scorer.score_plan(x0, encoded[c:c + 1], image_plan, seed, f"{image_id}|cond{c}", dist,
+                                         losses=losses[1:])
                        for c in range(len(conds))]
         for loss in losses:
             errors[loss].append(torch.cat([r.by_loss[loss] if r.by_loss else r.errors for r in results]).numpy())
@@ -209,6 +207,36 @@ def score_dataset_by_loss(classifier, dataset, plan: Plan | Callable[[int], Plan
                            ids, {"seed": seed, "shared_noise": shared_noise,
                                  "options": replace(options, loss=loss).to_dict(), "noise": str(dist)})
             for loss in losses}
+
+
+def evaluate_dataset(classifier, dataset, limit: int | None = None, progress: bool = True, desc: str = "evaluate",
+                     **classify_kwargs) -> EvaluationSummary:
+    """Classify every row of a Hugging Face dataset with ``image``/``label``/``id`` columns, in memory (the
+    resumable, distributed run store of ``dclib evaluate`` is :func:`dclib.runs.evaluate`)."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    preds, labels, evals, secs = [], [], [], []
+    for i in tqdm(range(n), desc=desc, disable=not progress):
+        row = dataset[i]
+        started = time.perf_counter()
+        result = classifier.classify(row["image"], image_id=row.get("id", i), **classify_kwargs)
+        preds.append(result.prediction)
+        labels.append(int(row["label"]))
+        evals.append(result.evaluations)
+        secs.append(time.perf_counter() - started)
+    return summarize(preds, labels, evals, secs)
+
+
+def classification_table(results: Sequence, dataset, class_names: Sequence[str]) -> pd.DataFrame:
+    """One row per classified image: its ``id``, true ``label`` and ``prediction`` (class names), the predicted
+    class's ``probability`` and the denoiser ``evaluations`` spent. ``results[i]`` is the
+    :class:`dclib.decide.Classification` of ``dataset[i]`` (rows with ``id`` and ``label`` columns)."""
+    return pd.DataFrame({
+        "id": dataset["id"],
+        "label": [class_names[i] for i in dataset["label"]],
+        "prediction": [r.prediction_name for r in results],
+        "probability": [r.probabilities[r.prediction] for r in results],
+        "evaluations": [r.evaluations for r in results],
+    })
 
 
 def separation_by_timestep(adapter, x0_a: torch.Tensor, x0_b: torch.Tensor) -> np.ndarray:
@@ -291,6 +319,29 @@ def noise_variance_summary(error_set: ErrorSet, n_timesteps: int, n_noises: int)
     return pd.DataFrame(rows)
 
 
+class PairedErrorCurves(NamedTuple):
+    """One image's errors on a plan of ``n_timesteps`` timesteps with ``n_noises`` eps each, for its true class
+    and for the closest wrong one (:func:`paired_error_curves`)."""
+    timesteps: np.ndarray  # [n_timesteps]
+    true_errors: np.ndarray  # [n_timesteps, n_noises]: the true class's first conditioning
+    other_errors: np.ndarray  # [n_timesteps, n_noises]: the closest wrong conditioning, on the same (t, eps)
+    true_class: int
+    other_class: int
+
+
+def paired_error_curves(error_set: ErrorSet, image: int, n_timesteps: int, n_noises: int) -> PairedErrorCurves:
+    """Fig. 2's curves for image ``image``: the error of its true class and of the closest wrong conditioning (the
+    lowest mean error among conditionings of other classes) at each timestep, one curve per eps. ``error_set`` is
+    scored on ``even_plan(n_timesteps, T, n_trials=n_noises)``."""
+    label = int(error_set.labels[image])
+    order = np.argsort(error_set.errors[image].mean(-1))  # conditionings from best to worst
+    other = int(next(c for c in order if error_set.class_idx[c] != label))  # the closest wrong class
+    shape = (n_timesteps, n_noises)
+    return PairedErrorCurves(np.asarray(error_set.timesteps[image]).reshape(shape)[:, 0],
+                             error_set.errors[image, true_conditioning(error_set, image)].reshape(shape),
+                             error_set.errors[image, other].reshape(shape), label, int(error_set.class_idx[other]))
+
+
 def accuracy_by_sample_count(error_sets: dict[str, ErrorSet], grid: int, counts: Sequence[int]):
     """Accuracy (95% interval) of each setting with k evenly spaced timesteps, k in ``counts``: k strided points of
     the ``grid`` the sets were scored on, so each k sees the noise a direct run with those timesteps would.
@@ -309,8 +360,6 @@ def timestep_strategies(n_max: int, num_train_timesteps: int = 1000, seed: int =
     """The timestep strategies of the paper's Fig. 4, each up to ``n_max`` trials per class: {name: plan, or a
     function of the image index giving its plan (Uniform draws its timesteps per image)}. The first k samples of
     each plan are the strategy with k trials."""
-    from .data.common import stable_seed  # dclib.data imports the datasets library: loaded only when needed
-
     T = num_train_timesteps
     return {
         "Uniform": lambda i: uniform_plan(n_max, T, np.random.default_rng(stable_seed(seed, "uniform", i))),
@@ -363,8 +412,6 @@ def attribute_separation(classifier, task: str, n_scenes: int) -> np.ndarray:
     """Median over ``n_scenes`` procedural one-object scenes of how far apart (d', :func:`separation_by_timestep`)
     the scene rendered as class 0 of ``task`` and as each other class stay in x_t, at every timestep [T]: where
     it is far above 1 the noised image alone tells the classes apart."""
-    from .data.shapes import attribute_variants  # imports the datasets library: loaded only when needed
-
     variants = attribute_variants(task, n_scenes)  # [scenes, classes, 32, 32, 3]
     x0 = torch.stack([classifier.encode_image(img)[0] for img in variants.reshape(-1, *variants.shape[2:])])
     x0 = x0.view(len(variants), variants.shape[1], *x0.shape[1:])

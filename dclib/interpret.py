@@ -12,6 +12,7 @@ construction.)
 """
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import InputError
+from .runs import select_indices
 
 
 def ddim_timesteps(t_start: int, n_steps: int, num_train_timesteps: int = 1000) -> list[int]:
@@ -105,7 +107,6 @@ def distances(x0: torch.Tensor, recon: torch.Tensor) -> np.ndarray:
 @dataclass
 class Reconstructions:
     """Distances of every candidate's round trip to its input, for a set of images."""
-
     distances: np.ndarray  # [n_images, n_candidates]
     labels: np.ndarray  # [n_images], read from the dataset after the round trips
     class_idx: np.ndarray  # [n_candidates]: the class each candidate stands for
@@ -166,8 +167,6 @@ def reconstruct_dataset(classifier, dataset, conditionings=None, n_images: int |
     """:func:`round_trips` for ``n_images`` rows drawn at random with ``seed`` (all rows if None) among those whose
     label is a candidate class. ``conditionings``: all classes by default, or a subset (Conditionings). Images
     go through the denoiser together, about ``batch_rows`` (image, candidate) rows per call."""
-    from .runs import select_indices
-
     conds = conditionings or classifier.conditionings()
     class_idx = np.array(conds.class_idx)
     # Images of classes that are not candidates could never be a hit; the label picks rows, never a conditioning.
@@ -205,9 +204,7 @@ def grid_figure(adapter, panels, names, true_names=None, title: str = ""):
 
     ``panels``: (x0, reconstructions [K, ...]) per image; ``names``: the K candidates' titles; ``true_names``:
     per image, the candidate title to mark as the true class (green), if known."""
-    import textwrap
-
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # local: pyplot picks a backend on import; only drawing needs it
 
     k = len(names)
     fig, axes = plt.subplots(2 * len(panels), k + 1, figsize=(1.2 * (k + 1), 2.6 * len(panels)), squeeze=False,

@@ -2,7 +2,8 @@
 
 The losses and the variational bound map tensors [B, C, H, W] to elementwise terms [B, C, H, W]; the engine
 crops them and takes the mean over elements, as the official code does
-(``F.mse_loss(..., reduction="none").mean(dim=(1, 2, 3))``).
+(``F.mse_loss(..., reduction="none").mean(dim=(1, 2, 3))``). :func:`verdict_inputs` turns a comparison of
+losses or objectives into the inputs of the paper's claim about it.
 """
 from __future__ import annotations
 
@@ -169,3 +170,18 @@ def discretized_gaussian_log_likelihood(x, means, log_scales):
     cdf_delta = cdf_plus - cdf_min
     return torch.where(x < -0.999, log_cdf_plus,
                        torch.where(x > 0.999, log_one_minus_cdf_min, torch.log(cdf_delta.clamp(min=1e-12))))
+
+
+def verdict_inputs(table, sets: dict, label: str, pair: tuple[str, str], dataset: str, n_timesteps: int,
+                   n_images: int | None = None) -> dict:
+    """The keyword arguments of ``Claim.evaluate`` for one pair of settings of a ``compare_settings`` run.
+
+    ``table`` is its table with a ``model`` column (one model), ``sets`` its error sets and ``pair`` the two setting
+    names in the order the claim takes them. ``setting`` reads "MODEL, N images of DATASET, T timesteps" (N: the
+    table's image count unless ``n_images`` is given) and ``ours`` lists every setting's accuracy in table order,
+    e.g. "Accuracy: l2 60.0%, l1 55.0%, huber 60.0%.".
+    """
+    n = table.n.iloc[0] if n_images is None else n_images
+    return {"outcomes": {label: (sets[pair[0]], sets[pair[1]])},
+            "setting": f"{table.model.iloc[0]}, {n} images of {dataset}, {n_timesteps} timesteps",
+            "ours": "Accuracy: " + ", ".join(f"{s} {a:.1%}" for s, a in zip(table.setting, table.accuracy)) + "."}

@@ -54,6 +54,21 @@ class Plan:
     def __add__(self, other: "Plan") -> "Plan":
         return Plan(self.timesteps + other.timesteps, self.repeats + other.repeats)
 
+    @classmethod
+    def concat(cls, plans: Iterable["Plan"]) -> "Plan":
+        """The plans one after another (the full plan of a schedule's stages)."""
+        timesteps: tuple[int, ...] = ()
+        repeats: tuple[int, ...] = ()
+        for p in plans:
+            timesteps, repeats = timesteps + p.timesteps, repeats + p.repeats
+        return cls(timesteps, repeats)
+
+    @classmethod
+    def with_trials(cls, timesteps: Iterable[int], n_trials: int = 1) -> "Plan":
+        """Each of ``timesteps`` (distinct) tried with ``n_trials`` noises: repeats 0 .. n_trials - 1, in a row."""
+        ts = [int(t) for t in timesteps]
+        return cls(tuple(t for t in ts for _ in range(n_trials)), tuple(k for _ in ts for k in range(n_trials)))
+
     def keys(self) -> list[tuple[int, int]]:
         return list(zip(self.timesteps, self.repeats))
 
@@ -83,8 +98,7 @@ def strided_positions(grid_size: int, n: int) -> list[int]:
 
 def even_plan(n_timesteps: int, num_train_timesteps: int = 1000, n_trials: int = 1) -> Plan:
     """Algorithm 1 with ``n_timesteps`` evenly spaced timesteps, each tried with ``n_trials`` noises."""
-    ts = even_timesteps(n_timesteps, num_train_timesteps)
-    return Plan(tuple(t for t in ts for _ in range(n_trials)), tuple(k for _ in ts for k in range(n_trials)))
+    return Plan.with_trials(even_timesteps(n_timesteps, num_train_timesteps), n_trials)
 
 
 def fixed_plan(timesteps: Sequence[int], n_samples: int) -> Plan:
@@ -130,90 +144,3 @@ def logit_normal_plan(n_samples: int, num_train_timesteps: int, rng: np.random.G
                       mean: float = 0.0, std: float = 1.0) -> Plan:
     """Timesteps drawn from SD3's logit-normal training density (deterministic given the seed)."""
     return Plan.from_timesteps(logit_normal_timesteps(n_samples, num_train_timesteps, rng, mean, std))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Adaptive schedules (Algorithm 2)
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Algorithm 2: after stage i every surviving conditioning has been scored on ``trials[i]`` timesteps
-    (times ``n_trials`` noises each) and the ``keep[i]`` best survive. ``Schedule((1,), (100,))`` is
-    Algorithm 1 with 100 evenly spaced timesteps."""
-
-    keep: tuple[int, ...]
-    trials: tuple[int, ...]
-    n_trials: int = 1
-
-    def __post_init__(self):
-        if not self.keep or len(self.keep) != len(self.trials):
-            raise InputError("a schedule needs as many KeepList entries as TrialList entries "
-                             f"(got keep={list(self.keep)}, trials={list(self.trials)})")
-        if self.keep[-1] != 1:
-            raise InputError(f"the KeepList must end in 1 (got {list(self.keep)})")
-        if any(b >= a for a, b in zip(self.keep, self.keep[1:])):
-            raise InputError(f"the KeepList must be strictly decreasing (got {list(self.keep)})")
-        if any(k < 1 for k in self.keep) or any(n < 1 for n in self.trials):
-            raise InputError("KeepList and TrialList entries must be positive integers")
-        if any(b <= a for a, b in zip(self.trials, self.trials[1:])):
-            raise InputError(f"the TrialList must be strictly increasing (got {list(self.trials)})")
-        if self.n_trials < 1:
-            raise InputError("n_trials must be >= 1")
-
-    @classmethod
-    def parse(cls, spec, n_trials: int = 1):
-        """``"100"`` -> Algorithm 1 with 100 timesteps; ``"5,1:25,250"`` -> KeepList (5, 1), TrialList (25, 250);
-        ``"paired:100,alpha=0.01"`` -> statistical pruning (:class:`dclib.pruning.PairedPruning`)."""
-        from .pruning import PairedPruning
-
-        if isinstance(spec, (Schedule, PairedPruning)):
-            return spec
-        if isinstance(spec, str) and spec.strip().startswith("paired"):
-            return PairedPruning.parse(spec, n_trials)
-        if isinstance(spec, int):
-            return cls((1,), (spec,), n_trials)
-        text = str(spec).strip()
-        try:
-            if ":" in text:
-                keep_text, trials_text = text.split(":")
-                keep = tuple(int(v) for v in keep_text.split(",") if v.strip())
-                trials = tuple(int(v) for v in trials_text.split(",") if v.strip())
-            else:
-                keep, trials = (1,), (int(text),)
-        except ValueError:
-            raise InputError(f"cannot read schedule {spec!r}: use N (evenly spaced timesteps), "
-                             "KEEP,...:TRIALS,... such as 5,1:25,250, or paired:N") from None
-        return cls(keep, trials, n_trials)
-
-    def stage_timesteps(self, num_train_timesteps: int = 1000) -> list[list[int]]:
-        """The new timesteps each stage adds, exactly as the official adaptive evaluation picks them.
-
-        All stages draw from the evenly spaced grid of ``max(trials)`` points; stage i takes
-        ``trials[i]`` evenly strided points of that grid and evaluates the ones not evaluated yet.
-        """
-        grid = even_timesteps(max(self.trials), num_train_timesteps)
-        done: set[int] = set()
-        stages = []
-        for n in self.trials:
-            chosen = [grid[i] for i in strided_positions(len(grid), n)]
-            new = [t for t in chosen if t not in done]
-            done.update(new)
-            stages.append(new)
-        return stages
-
-    def stage_plans(self, num_train_timesteps: int = 1000) -> list[Plan]:
-        return [Plan(tuple(t for t in ts for _ in range(self.n_trials)),
-                     tuple(k for _ in ts for k in range(self.n_trials)))
-                for ts in self.stage_timesteps(num_train_timesteps)]
-
-    def max_evaluations(self, n_conditionings: int) -> int:
-        """Denoiser evaluations for one image (no CFG), as Table 6 counts them."""
-        total, alive, prev = 0, n_conditionings, 0
-        for keep, n in zip(self.keep, self.trials):
-            total += alive * (n - prev) * self.n_trials
-            alive, prev = min(keep, alive), n
-        return total
-
-    def __str__(self) -> str:
-        return ",".join(map(str, self.keep)) + ":" + ",".join(map(str, self.trials))

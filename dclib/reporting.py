@@ -1,9 +1,11 @@
 """Where notebooks write their numbers, and what setting a page ran on."""
 from __future__ import annotations
 
-import os
 import json
+import os
 from pathlib import Path
+
+from .adapters import resolve_model_path
 
 
 def results_dir() -> Path:
@@ -48,7 +50,7 @@ EMBEDDED_SETTINGS = {
 
 def setting_note(model: str, dataset: str):
     """Markdown saying which model and data a page ran on and how that differs from the paper's setting."""
-    from IPython.display import Markdown
+    from IPython.display import Markdown  # local: IPython is there in a notebook, not necessarily elsewhere
 
     text = EMBEDDED_SETTINGS.get((str(model), str(dataset)))
     return Markdown(text or f"**Setting:** model `{model}` on `{dataset}` (parameters of this run).")
@@ -58,8 +60,6 @@ def training_facts(model: str) -> dict:
     """What is known of how a model was trained, for the model-versions page: ``step`` (the training step of a
     checkpoint folder ``.../step-NNNNN``, or the step an embedded model's card says it was kept at), ``seed`` and
     ``n_scenes`` of its recipe. None where unknown (a hub id, a folder without a dclib training card)."""
-    from .adapters import resolve_model_path
-
     path = Path(resolve_model_path(str(model)))
     card = path / "training.json"
     facts = json.loads(card.read_text()) if card.is_file() else {}

@@ -12,35 +12,19 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .baselines import CNNClassifier, make_baseline_family, prepare
+from .classifier import DiffusionClassifier
 from .data import embedded_arrays, load_embedded
 from .data.common import ImageSplit, split_to_dataset
 from .data.shifts import shifted_test_split
-from .evaluate import clopper_pearson
 from .experiments import score_dataset
 from .plan import even_plan
+from .stats import clopper_pearson, expected_ood, fit_line
 
 # The filter plays ResNet-50's role for ImageNet-A: a discriminative model trained on the same split, kept out of
 # the fitted family (its own seed and width), whose mistakes define the adversarial set.
 FILTER_WIDTH = 16
-
-
-def probit(accuracy, n) -> np.ndarray:
-    """Probit of accuracies measured on n items, clipped to [0.5/n, 1 - 0.5/n]."""
-    acc, n = np.asarray(accuracy, float), np.asarray(n, float)
-    return stats.norm.ppf(np.clip(acc, 0.5 / n, 1 - 0.5 / n))
-
-
-def fit_line(id_acc, ood_acc, n_id, n_ood) -> np.ndarray:
-    """Least-squares line probit(OOD) = a probit(ID) + b through the reference models; returns [a, b]."""
-    return np.polyfit(probit(id_acc, n_id), probit(ood_acc, n_ood), 1)
-
-
-def expected_ood(coeffs, id_acc: float, n_id: int) -> float:
-    """The OOD accuracy the line predicts for a model with ID accuracy ``id_acc``."""
-    return float(stats.norm.cdf(np.polyval(coeffs, probit(id_acc, n_id))))
 
 
 def adversarial_split(task: str, filter_model, resolution: int, shifts) -> ImageSplit:
@@ -61,8 +45,6 @@ def robustness_comparison(model: str, task: str, resolution: int, shifts, n_imag
     """Accuracy of the discriminative family and of Diffusion Classifier on the clean test split, each shift and
     the adversarial split (the first ``n_images`` of each). Returns (table with one row per method and set,
     per-image correctness of Diffusion Classifier by set)."""
-    from .classifier import DiffusionClassifier
-
     train = embedded_arrays(f"{task}-train")
     x_train, y_train = prepare(train.images, resolution), np.asarray(train.labels)
     filter_model = CNNClassifier(epochs=cnn_epochs, seed=seed + 1, width=FILTER_WIDTH).fit(x_train, y_train)

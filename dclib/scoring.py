@@ -13,7 +13,9 @@ from tqdm import tqdm
 
 from .adapters.base import DiffusionAdapter
 from .errors import InputError, check_finite
+from .noise import NoiseDistribution, make_noise
 from .objectives import OBJECTIVES, GaussianPosterior, check_loss, elbo_weights, loss_terms
+from .plan import Plan
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,13 @@ class Scorer:
         return vlb if o.objective == "vlb" else vlb + loss_terms(target, pred, "l2")
 
     @torch.inference_mode()
+    def score_plan(self, x0: torch.Tensor, conditions: torch.Tensor, plan: Plan, seed: int, image_id: str | int,
+                   noise: str | NoiseDistribution | None = None, **kwargs) -> ScoreResult:
+        """:meth:`score` on a plan's samples, with the noise keyed by (seed, image id, t, repeat) as everywhere in
+        dclib (:func:`dclib.noise.make_noise`): the glue between plan and score."""
+        eps = make_noise(plan, x0.shape, seed, image_id, noise)
+        return self.score(x0, conditions, torch.tensor(plan.timesteps), eps, **kwargs)
+
     def score(self, x0: torch.Tensor, conditions: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor,
               return_maps: bool = False, losses: tuple[str, ...] = ()) -> ScoreResult:
         """Errors of every conditioning on every sample.

@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .errors import InputError
+from .stats import clopper_pearson
 
 
 def bin_errors(errors: np.ndarray, timesteps: np.ndarray, class_idx: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -89,3 +91,25 @@ class TimestepWeights:
 
     def correct(self, error_set, weights: np.ndarray | None = None) -> np.ndarray:
         return self.predictions(error_set, weights) == np.asarray(error_set.labels)
+
+
+#: The two weightings :func:`judge_on_held_out` compares, as its table names them.
+UNIFORM, LEARNED = "uniform (Algorithm 1)", "learned weights"
+
+
+def judge_on_held_out(error_set, n_fit: int, n_bins: int, num_train_timesteps: int
+                      ) -> tuple[TimestepWeights, pd.DataFrame, dict[str, np.ndarray]]:
+    """Fit per-bin weights on the first ``n_fit`` images of ``error_set`` and judge them on the others, against
+    uniform weights (Algorithm 1) on the same errors.
+
+    Returns (the fitted weights, a table of held-out accuracy with a 95% Clopper-Pearson interval per weighting,
+    {weighting: per-image correctness on the held-out images}), the uniform weighting first.
+    """
+    fit_set, test_set = error_set.select(slice(0, n_fit)), error_set.select(slice(n_fit, None))
+    weights = TimestepWeights(n_bins=n_bins, num_train_timesteps=num_train_timesteps).fit(fit_set)
+    right = {UNIFORM: weights.correct(test_set, np.ones(n_bins)), LEARNED: weights.correct(test_set)}
+    rows = []
+    for name, r in right.items():
+        low, high = clopper_pearson(int(r.sum()), len(r))
+        rows.append({"weighting": name, "accuracy": r.mean(), "ci_low": low, "ci_high": high, "n": len(r)})
+    return weights, pd.DataFrame(rows), right

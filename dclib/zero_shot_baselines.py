@@ -9,18 +9,30 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
+from diffusers import DDIMScheduler, StableDiffusionPipeline
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
+from .adapters.loading import quiet_hf_logging, resolve_model_path
+from .baselines import CNNClassifier, prepare
+from .classifier import DiffusionClassifier, image_key
+from .contrastive import ContrastiveModel
+from .data import zero_shot_task
+from .data.shapes import ZERO_SHOT_TASKS, labelled_scenes
 from .errors import InputError
+from .experiments import attribute_separation, evaluate_dataset, score_dataset, single_timestep_accuracy
+from .noise import make_noise
+from .plan import Plan, even_timesteps
+from .prompts import Conditionings
+from .stats import clopper_pearson
 
 
 def load_text_to_image_pipeline(model: str, device: str = "cpu"):
     """A diffusers StableDiffusionPipeline for ``model`` (hub id, folder or ``embedded:NAME``), DDIM sampler."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-
-    from .adapters.loading import quiet_hf_logging, resolve_model_path
-
     path = resolve_model_path(model)
     with quiet_hf_logging():
         pipe = StableDiffusionPipeline.from_pretrained(path, torch_dtype=torch.float32, use_safetensors=True,
@@ -61,8 +73,6 @@ def synthetic_data_baseline(model: str, prompt_rows, n_per_prompt: int = 100, st
     ``prompt_rows``: (prompt, class name, class index) rows (several prompts per class are pooled).
     Predict on real images with ``classifier.predict(prepare(images, resolution, 3))``.
     """
-    from .baselines import CNNClassifier, prepare
-
     rows = list(prompt_rows)
     pipe = load_text_to_image_pipeline(model)
     images, prompt_idx = generate_images(pipe, [r[0] for r in rows], n_per_prompt, steps, guidance, seed,
@@ -80,7 +90,6 @@ class UNetFeatures:
     an image's features do not depend on what else is in the batch, and the denoiser is called once with
     ``condition`` (the empty prompt, or the null class).
     """
-
     def __init__(self, classifier, t: int = 100, seed: int = 0, condition=None):
         adapter = classifier.adapter
         network = getattr(adapter, "unet", None)
@@ -94,10 +103,6 @@ class UNetFeatures:
 
     @torch.inference_mode()
     def __call__(self, images, batch_size: int = 64, progress: bool = True) -> np.ndarray:
-        from .classifier import image_key
-        from .noise import make_noise
-        from .plan import Plan
-
         a = self.adapter
         cond = a.null_condition() if self.condition is None else a.encode_conditions([self.condition])
         plan = Plan((self.t,), (0,))
@@ -120,10 +125,6 @@ class UNetFeatures:
 
 def feature_baseline(features: UNetFeatures, train_images, train_labels, C: float = 1.0, progress: bool = True):
     """Logistic regression (standardised features) on UNet features of labelled real images."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     x = features(train_images, progress=progress)
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000)).fit(x, np.asarray(train_labels))
 
@@ -135,14 +136,6 @@ def zero_shot_comparison(task: str, model: str = "embedded:shapes", contrastive:
     """Table 1 on one embedded shapes task (shape, colour or position): accuracy with 95% Clopper-Pearson
     intervals of Diffusion Classifier, the contrastive model, the synthetic-data CNN and the UNet-feature
     logistic regression, all on the same first ``n_images`` test scenes. Returns (table, predictions)."""
-    import pandas as pd
-
-    from .baselines import prepare
-    from .classifier import DiffusionClassifier
-    from .data import zero_shot_task
-    from .data.shapes import labelled_scenes
-    from .evaluate import clopper_pearson, evaluate_dataset
-
     data, names, rows = zero_shot_task(task)
     data = data.select(range(min(n_images, len(data))))
     images, labels = [r["image"] for r in data], np.asarray(data["label"])
@@ -153,8 +146,6 @@ def zero_shot_comparison(task: str, model: str = "embedded:shapes", contrastive:
         clf, data, progress=progress, desc=f"{task}: Diffusion Classifier", prompts=rows, schedule=schedule, seed=seed,
         batch_size=500).predictions
     if contrastive:
-        from .contrastive import ContrastiveModel
-
         preds["contrastive"] = np.asarray(ContrastiveModel.from_pretrained(contrastive).classify(images, rows).predictions)
     synth, _, _ = synthetic_data_baseline(model, rows, n_generated, generation_steps, guidance, seed, cnn_epochs,
                                           progress)
@@ -172,3 +163,76 @@ def zero_shot_comparison(task: str, model: str = "embedded:shapes", contrastive:
         out.append({"task": task, "method": method, "zero_shot": zero_shot[method], "accuracy": correct / len(labels),
                     "ci_low": low, "ci_high": high, "n": len(labels), "classes": len(names)})
     return pd.DataFrame(out), preds
+
+
+def zero_shot_comparisons(tasks, model: str = "embedded:shapes", contrastive: str | None = "embedded:shapes-clip",
+                          **options) -> tuple[pd.DataFrame, dict]:
+    """:func:`zero_shot_comparison` on each task in turn: (one table, the tasks' rows in order; predictions
+    {task: {method: predicted labels}}). ``options`` are those of :func:`zero_shot_comparison`."""
+    tables, predictions = [], {}
+    for task in tasks:
+        table, predictions[task] = zero_shot_comparison(task, model, contrastive, **options)
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True), predictions
+
+
+def per_image_correct(predictions: dict) -> dict:
+    """{(task, method): bool [n]}: which of a task's first n test scenes each method got right, from
+    :func:`zero_shot_comparisons`' predictions ({task: {method: labels [n]}})."""
+    return {(t, m): p == np.asarray(zero_shot_task(t)[0]["label"][:len(p)])
+            for t in predictions for m, p in predictions[t].items()}
+
+
+def paired_correctness(right: dict, method: str, label: str | None = None,
+                       reference: str = "Diffusion Classifier") -> dict:
+    """The paired evidence a claim compares, per task: {"TASK: DC vs LABEL": (reference's correctness,
+    method's correctness)}, from :func:`per_image_correct` (``label`` defaults to ``method``)."""
+    tasks = dict.fromkeys(t for t, _ in right)
+    return {f"{t}: DC vs {label or method}": (right[t, reference], right[t, method]) for t in tasks}
+
+
+def accuracy_sentence(table: pd.DataFrame) -> str:
+    """"TASK: METHOD 83%, ...; TASK: ..." for every task of :func:`zero_shot_comparisons`' table (methods
+    in alphabetical order), ending with a full stop."""
+    acc = table.pivot(index="method", columns="task", values="accuracy")
+    return "; ".join(f"{t}: " + ", ".join(f"{m} {acc.loc[m, t]:.0%}" for m in acc.index)
+                     for t in dict.fromkeys(table.task)) + "."
+
+
+def single_timestep_by_task(classifier, tasks, n_timesteps: int = 10, n_images: int = 12, seed: int = 0,
+                            progress: bool = False) -> pd.DataFrame:
+    """Fig. 3 per zero-shot task: each task's first ``n_images`` test scenes scored with its zero-shot prompts
+    at ``n_timesteps`` evenly spaced timesteps (one noise each), and the accuracy from each timestep alone.
+    One row per (task, t): columns t, accuracy, ci_low, ci_high (95%), task, chance (1 / classes)."""
+    plan = Plan.from_timesteps(even_timesteps(n_timesteps))
+    per_timestep = []
+    for task in tasks:
+        data, names, rows = zero_shot_task(task)
+        errors = score_dataset(classifier, data, plan, Conditionings.from_rows(rows), n_images=n_images, seed=seed,
+                               progress=progress)
+        per_timestep.append(single_timestep_accuracy(errors).assign(task=task, chance=1 / len(names)))
+    return pd.concat(per_timestep, ignore_index=True)
+
+
+def describe_best_timesteps(per_timestep: pd.DataFrame) -> str:
+    """One line per task of :func:`single_timestep_by_task`'s table: its best single timestep, the accuracy
+    there with its 95% interval, and chance."""
+    best = per_timestep.loc[per_timestep.groupby("task", sort=False).accuracy.idxmax()]
+    return "\n".join(f"{row.task}: best single timestep t = {row.t}: {row.accuracy:.0%} "
+                     f"(95% interval {row.ci_low:.0%}-{row.ci_high:.0%}; chance {row.chance:.0%})"
+                     for row in best.itertuples())
+
+
+def attribute_separations(classifier, tasks, n_scenes: int) -> dict:
+    """{task: median d' between classes at every timestep [T]} (:func:`dclib.experiments.attribute_separation`)
+    for the single-object tasks among ``tasks`` (one attribute re-rendered; others, such as clutter, skipped)."""
+    return {task: attribute_separation(classifier, task, n_scenes) for task in tasks if task in ZERO_SHOT_TASKS}
+
+
+def describe_separations(separation: dict, reference: str) -> str:
+    """One line per curve of :func:`attribute_separations`: d' at the middle and the last timestep, and (but for
+    ``reference``'s own line) the last value as a multiple of ``reference``'s curve's."""
+    return "\n".join(
+        f"{task}: median d' {curve[len(curve) // 2]:.1f} at t = {len(curve) // 2}, {curve[-1]:.2f} at t = {len(curve) - 1}"
+        + ("" if task == reference else f"; {curve[-1] / separation[reference][-1]:.1f}x the {reference} curve")
+        for task, curve in separation.items())

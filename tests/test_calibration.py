@@ -2,6 +2,8 @@
 pruned classes, the calibration file, and `calibrate` / `classify --calibration` on the embedded digits model."""
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from dclib.calibration import (Calibrator, brier_score, calibration_metrics, cla
                                format_temperature, logits_from_errors, negative_log_likelihood, noise_elements,
                                paper_temperature, per_element_temperature, plot_reliability, reliability,
                                uncalibrated_probabilities)
+from dclib.calibration_data import class_errors_from_run, load_calibration_data
 from dclib.cli import main
 from dclib.decide import class_errors, decide, mean_errors, posterior
 from dclib.errors import InputError
@@ -357,8 +360,42 @@ def test_cli_calibrate_vector_heldout_and_saved_errors(digit_run, tmp_path, caps
     assert "neither" in capsys.readouterr().err
 
 
+def test_calibration_data_reads_a_run_folder(digit_run):
+    data = load_calibration_data(digit_run / "run")
+    assert data.class_errors.shape == (8, 10) and data.class_names == [str(i) for i in range(10)]
+    assert data.source["kind"] == "run" and data.source["schedule"] == "1:10"
+    np.testing.assert_array_equal(class_errors_from_run(digit_run / "run").class_errors, data.class_errors)
+
+
+def test_calibration_sits_below_runs():
+    # the calibration core must not import run folders or experiments (dclib.calibration_data does, above both)
+    code = ("import sys, dclib.calibration; "
+            "print([m for m in sys.modules if m.startswith('dclib.runs') or m == 'dclib.experiments'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_evaluate_no_longer_takes_a_temperature(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", "--model", "embedded:digits", "--dataset", "embedded:digits-test", "--temperature", "0.1",
               "--out", str(tmp_path / "x")])
     assert exc.value.code == 2
+
+
+def test_the_pages_comparison_table_by_hand():
+    from dclib.calibration import CalibrationData, compare_calibrations, describe_comparison
+
+    fit_e, fit_y = miscalibrated(300, 0)
+    test_e, test_y = miscalibrated(200, 1)
+    d = 16
+    table, cals = compare_calibrations(CalibrationData(fit_e, fit_y), CalibrationData(test_e, test_y), d)
+    assert list(table.probabilities) == ["dclib default, T = 1", "paper eq. 6, paper T = 1", "temperature scaling",
+                                         "vector scaling"]
+    np.testing.assert_allclose(table["T (paper)"][:3], [d, 1.0, d * cals["temperature"].temperature])
+    assert math.isnan(table["T (per element)"][3])
+    eq6 = np.stack([posterior(e, 1.0 / d) for e in test_e])  # eq. 6: the summed error at T = 1
+    assert table.ece[1] == pytest.approx(calibration_metrics(eq6, test_y)["ece"])
+    assert table.nll[2] == pytest.approx(cals["temperature"].evaluate(test_e, test_y)["after"]["nll"])
+    sentence = describe_comparison(table, fit_e.shape[1])
+    assert f"paper T = {d * cals['temperature'].temperature:.3g}" in sentence
+    assert ("over-confident" in sentence) == (table.mean_confidence[1] > table.accuracy[1])

@@ -5,7 +5,7 @@ import threading
 import pytest
 import torch
 
-from dclib import DiffusionClassifier, ScoreOptions, Scorer, even_plan, make_noise
+from dclib import ScoreOptions, Scorer, even_plan, make_noise
 from dclib.adapters.cpu_threads import MIN_CHUNK_ROWS, chunk_bounds, map_rows, plan_workers
 
 

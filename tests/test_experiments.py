@@ -5,7 +5,7 @@ from datasets import Dataset
 from PIL import Image
 
 from dclib import Plan, ScoreOptions, even_plan
-from dclib.evaluate import clopper_pearson, summarize
+from dclib.stats import clopper_pearson, summarize
 from dclib.verdicts import mcnemar
 from dclib.experiments import (ErrorSet, cached, compare_settings, score_dataset,
                                separation_by_timestep)

@@ -4,10 +4,11 @@ import pytest
 
 from dclib.decide import decide, run_schedule
 from dclib.errors import InputError
-from dclib.plan import Schedule, even_timesteps
+from dclib.plan import even_timesteps
 from dclib.prompts import Conditionings
-from dclib.pruning import (PairedPruning, replay_score_fn, run_paired_pruning, stratified_paired_t,
-                           top_k_candidates)
+from dclib.pruning import replay_score_fn, top_k_candidates
+from dclib.schedules import PairedPruning, Schedule, run_paired_pruning
+from dclib.stats import stratified_paired_t
 
 
 def synthetic_errors(n_cond, timesteps, gaps, rng, noise=0.05):

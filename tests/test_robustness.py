@@ -5,19 +5,20 @@ import pytest
 from scipy import stats
 
 from dclib import robustness
+from dclib import stats as dstats
 from dclib.data.shifts import shifted_test_split
 
 
 def test_line_through_models_on_an_exact_probit_line():
     id_acc = np.array([0.6, 0.7, 0.8, 0.9])
     ood = stats.norm.cdf(0.5 * stats.norm.ppf(id_acc) - 1.0)
-    coeffs = robustness.fit_line(id_acc, ood, 10_000, 10_000)
+    coeffs = dstats.fit_line(id_acc, ood, 10_000, 10_000)
     np.testing.assert_allclose(coeffs, [0.5, -1.0], atol=1e-9)
-    assert robustness.expected_ood(coeffs, 0.85, 10_000) == pytest.approx(stats.norm.cdf(0.5 * stats.norm.ppf(0.85) - 1))
+    assert dstats.expected_ood(coeffs, 0.85, 10_000) == pytest.approx(stats.norm.cdf(0.5 * stats.norm.ppf(0.85) - 1))
 
 
 def test_probit_keeps_perfect_and_zero_accuracy_finite():
-    values = robustness.probit([0.0, 1.0], 100)
+    values = dstats.probit([0.0, 1.0], 100)
     assert np.isfinite(values).all()
     assert values[0] == pytest.approx(stats.norm.ppf(0.005)) and values[1] == pytest.approx(-values[0])
 

@@ -312,7 +312,7 @@ def test_unwritable_output_fails_before_any_work(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(runs, "open", full_disk, raising=False)
+    monkeypatch.setattr(runs.store, "open", full_disk, raising=False)  # the probe is written by runs.store
     with pytest.raises(InputError, match="the disk is full"):
         runs.evaluate("no/such-model", "no/such-dataset", tmp_path / "full")
     monkeypatch.undo()

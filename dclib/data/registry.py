@@ -88,3 +88,22 @@ def load_embedded(name: str) -> Dataset:
     # A fresh view of the cached table: set_format/set_transform act in place, and must not leak into
     # other callers' copies.
     return _dataset(_canonical(name)).with_format(None)
+
+
+def zero_shot_task(name: str):
+    """(dataset, class_names, prompts) for name in shape, colour, position, or ``clutter`` (the benchmark).
+
+    dataset: the 1,000 shapes test scenes with `label` set to the task's class (for ``clutter``, the 500 scenes
+    of embedded:zeroshot-test); prompts: rows of (prompt_text, class_name, class_idx), the same as a
+    `prompt,classname,classidx` CSV.
+    """
+    if name == shapes.CLUTTER_TASK:
+        return load_embedded("zeroshot-test"), list(shapes.CLUTTER_CLASSES), shapes.clutter_prompts()
+    split = shapes.zero_shot_split(name)
+    # with_format(None): a fresh view, so in-place set_format calls do not reach the cached copy.
+    return _zero_shot_dataset(name).with_format(None), list(split.class_names), shapes.zero_shot_prompts(name)
+
+
+@lru_cache(maxsize=None)
+def _zero_shot_dataset(name: str):
+    return split_to_dataset(shapes.zero_shot_split(name))

@@ -15,11 +15,11 @@ import os
 from functools import lru_cache
 
 import numpy as np
+from datasets import Dataset, Features, Image, Value
 
 from dclib.data import captions as cap
-from dclib.data.common import ImageSplit
-from dclib.data.shapes_render import (BACKGROUNDS, COLOUR_NAMES, POSITIONS, RELATIONS, SHAPES, SIZES,
-                                      render_scene)
+from dclib.data.common import ImageSplit, to_pil
+from dclib.data.shapes_render import BACKGROUNDS, COLOUR_NAMES, POSITIONS, RELATIONS, SHAPES, SIZES, render_scene
 
 TRAIN_SEED, TEST_SEED, WINO_SEED = 1, 2, 3
 FEATURE_TRAIN_SEED = 4  # labelled scenes for the "model features" baseline (the diffusion validation set uses 11)
@@ -182,29 +182,6 @@ def zero_shot_prompts(task: str) -> list[tuple[str, str, int]]:
     return rows
 
 
-def zero_shot_task(name: str):
-    """(dataset, class_names, prompts) for name in shape, colour, position, or ``clutter`` (the benchmark).
-
-    dataset: the 1,000 shapes test scenes with `label` set to the task's class (for ``clutter``, the 500 scenes
-    of embedded:zeroshot-test); prompts: rows of (prompt_text, class_name, class_idx), the same as a
-    `prompt,classname,classidx` CSV.
-    """
-    if name == CLUTTER_TASK:
-        from dclib.data.registry import load_embedded
-
-        return load_embedded("zeroshot-test"), list(CLUTTER_CLASSES), clutter_prompts()
-    split = zero_shot_split(name)
-    # with_format(None): a fresh view, so in-place set_format calls do not reach the cached copy.
-    return _zero_shot_dataset(name).with_format(None), list(split.class_names), zero_shot_prompts(name)
-
-
-@lru_cache(maxsize=None)
-def _zero_shot_dataset(name: str):
-    from dclib.data.common import split_to_dataset
-
-    return split_to_dataset(zero_shot_split(name))
-
-
 # ---------------------------------------------------------------------------------------------------
 # The zero-shot benchmark: fine-grained classes in cluttered scenes
 
@@ -325,10 +302,6 @@ def wino_dataset(per_swap: int = WINO_PER_SWAP):
     """HF Dataset: id, image_0, image_1 (RGB), caption_0, caption_1, swap_type (Winoground's tag), template_split,
     template_id, relation, swap (what moved, in this world's terms). image_0 matches caption_0 and image_1
     matches caption_1."""
-    from datasets import Dataset, Features, Image, Value
-
-    from dclib.data.common import to_pil
-
     rows = wino_rows(per_swap)
     string_cols = ("id", "caption_0", "caption_1", "swap_type", "template_split", "template_id", "relation", "swap")
     columns = {c: [r[c] for r in rows] for c in string_cols}

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
+from dclib.data import digits
 from dclib.data.common import ImageSplit, stable_seed
 
 # Gaussian pixel noise, standard deviation in 0..255 units (not scaled: it is per pixel).
@@ -105,8 +106,6 @@ def shift_split(split: ImageSplit, shift: str) -> ImageSplit:
 @lru_cache(maxsize=None)
 def shifted_test_split(family: str, shift: str) -> ImageSplit:
     """The `shift` version of `family`'s test split (family in digits, mnist, mnist16)."""
-    from dclib.data import digits
-
     builders = {"digits": digits.digits_split, "mnist": digits.mnist_split, "mnist16": digits.mnist16_split}
     if family not in builders:
         raise ValueError(f"unknown family {family!r}; valid: {', '.join(builders)}")

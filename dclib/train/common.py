@@ -1,4 +1,4 @@
-"""Pieces every training recipe shares: schedules, EMA, deterministic batches, model cards."""
+"""Pieces every training recipe shares: the learning-rate schedule, EMA, bf16 autocast, model cards."""
 from __future__ import annotations
 
 import copy
@@ -7,7 +7,15 @@ import math
 import platform
 from pathlib import Path
 
+import numpy as np
 import torch
+
+
+def seeded(seed: int) -> tuple[torch.Generator, np.random.Generator]:
+    """Seed torch's global generator and return a torch and a numpy generator with the same seed: a recipe's
+    every random draw (initialisation, batches, noise) then follows from its one seed."""
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed), np.random.default_rng(seed)
 
 
 def cosine_lr(step: int, total: int, warmup: int, peak: float) -> float:
@@ -32,6 +40,11 @@ class EMA:
             ema_p.lerp_(p.detach(), 1 - decay)
         for ema_b, b in zip(self.model.buffers(), model.buffers()):
             ema_b.copy_(b)
+
+
+def bf16_autocast(enabled: bool):
+    """bf16 autocast on CPU (fp32 master weights): ~1.5x faster steps on AVX512-BF16 CPUs."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
 
 
 def count_parameters(*modules: torch.nn.Module) -> int:

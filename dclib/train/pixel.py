@@ -12,6 +12,7 @@ half detached (the "frozen mean"), so it trains the variance only and L_simple a
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,11 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from PIL import Image
 
+from ..adapters.loading import quiet_hf_logging
+from ..data import embedded_arrays
 from ..images import resize_center_crop, to_tensor
 from ..objectives import GaussianPosterior
-from .common import EMA, cosine_lr, count_parameters, folder_size_mb
+from .common import EMA, count_parameters, folder_size_mb
+from .loop import StepLoss, train_loop
 
 
 @dataclass
@@ -64,43 +69,45 @@ RECIPES = {
 
 def load_pixels(dataset: str, resolution: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Images prepared exactly as the classifier prepares them (bicubic resize + center crop, [-1, 1])."""
-    from ..data import embedded_arrays
-
     split = embedded_arrays(dataset)
-    from PIL import Image
-
     pixels = torch.stack([to_tensor(resize_center_crop(Image.fromarray(np.asarray(a)), resolution), 1)
                           for a in split.images])
     return pixels, torch.tensor(np.asarray(split.labels), dtype=torch.long), list(split.class_names)
 
 
+# the betas of build_scheduler's linear schedule (the learned variance's posterior reads them)
 BETAS = torch.linspace(1e-4, 0.02, 1000)
 
 
-def build_pipeline(unet, class_names):
-    from diffusers import DDPMPipeline, DDPMScheduler
+def build_scheduler(learned_variance: bool = False) -> DDPMScheduler:
+    """T = 1000 linear betas 1e-4..0.02; ``learned_range`` when the UNet also outputs its variance."""
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                         clip_sample=False, variance_type="learned_range" if learned_variance else "fixed_small")
 
+
+def build_pipeline(unet, class_names):
     learned = unet.config.out_channels == 2 * unet.config.in_channels
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                              clip_sample=False, variance_type="learned_range" if learned else "fixed_small")
-    pipe = DDPMPipeline(unet=unet, scheduler=scheduler)
+    pipe = DDPMPipeline(unet=unet, scheduler=build_scheduler(learned))
     pipe.register_to_config(id2label={str(i): n for i, n in enumerate(class_names)})
     return pipe
 
 
 def save(unet, class_names, path: Path) -> None:
-    import copy
-
-    from ..adapters.loading import quiet_hf_logging
-
     with quiet_hf_logging():
         half = copy.deepcopy(unet).to(torch.float16)  # fp16 on disk keeps the package small; loads as fp32
         build_pipeline(half, class_names).save_pretrained(path, safe_serialization=True)
 
 
-def train(recipe: PixelRecipe, out: Path, steps: int | None = None, progress: bool = True) -> dict:
-    from diffusers import UNet2DModel
+def build_unet(recipe: PixelRecipe, n_classes: int) -> UNet2DModel:
+    """Class-conditional UNet: K + 1 class embeddings (row K = the null class for label dropout)."""
+    n_levels = len(recipe.block_out_channels)
+    return UNet2DModel(sample_size=recipe.resolution, in_channels=1, out_channels=2 if recipe.learned_variance else 1,
+                       block_out_channels=recipe.block_out_channels, layers_per_block=recipe.layers_per_block,
+                       down_block_types=("DownBlock2D",) * n_levels, up_block_types=("UpBlock2D",) * n_levels,
+                       norm_num_groups=8, num_class_embeds=n_classes + 1, add_attention=recipe.add_attention)
 
+
+def train(recipe: PixelRecipe, out: Path, steps: int | None = None, progress: bool = True) -> dict:
     steps = steps or recipe.steps
     out = Path(out)
     torch.manual_seed(recipe.seed)
@@ -111,20 +118,15 @@ def train(recipe: PixelRecipe, out: Path, steps: int | None = None, progress: bo
     n_val = int(len(pixels) * recipe.val_fraction)
     val_idx, train_idx = perm[:n_val], perm[n_val:]
 
-    n_levels = len(recipe.block_out_channels)
-    unet = UNet2DModel(sample_size=recipe.resolution, in_channels=1, out_channels=2 if recipe.learned_variance else 1,
-                       block_out_channels=recipe.block_out_channels, layers_per_block=recipe.layers_per_block,
-                       down_block_types=("DownBlock2D",) * n_levels, up_block_types=("UpBlock2D",) * n_levels,
-                       norm_num_groups=8, num_class_embeds=n_classes + 1, add_attention=recipe.add_attention)
+    unet = build_unet(recipe, n_classes)
     ema = EMA(unet, recipe.ema_decay)
     opt = torch.optim.AdamW(unet.parameters(), lr=recipe.lr, weight_decay=0.0)
-    abar = torch.cumprod(1 - BETAS, 0)
+    scheduler = build_scheduler(recipe.learned_variance)
     posterior = GaussianPosterior(BETAS, "learned_range") if recipe.learned_variance else None
 
     def losses(model, x0, t, eps, y) -> tuple[torch.Tensor, torch.Tensor]:
         """(L_simple, L_vlb in bits per dimension; 0 without a learned variance)."""
-        a = abar[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+        xt = scheduler.add_noise(x0, eps, t)
         out = model(xt, t, class_labels=y).sample
         simple = F.mse_loss(out[:, :1], eps)
         if posterior is None:
@@ -139,15 +141,7 @@ def train(recipe: PixelRecipe, out: Path, steps: int | None = None, progress: bo
     val_eps = torch.randn(val_x.shape, generator=vgen)
     val_y = labels[val_idx]
 
-    def val_loss(model) -> tuple[float, float]:
-        with torch.inference_mode():
-            simple, vlb = losses(model, val_x, val_t, val_eps, val_y)
-            return float(simple), float(vlb)
-
-    history, best = [], (float("inf"), 0)
-    started = time.perf_counter()
-    bar = tqdm(range(steps), desc=f"train {recipe.name}", disable=not progress)
-    for step in bar:
+    def step_loss(step: int) -> StepLoss:
         idx = train_idx[torch.randint(0, len(train_idx), (recipe.batch_size,), generator=gen)]
         x0, y = pixels[idx], labels[idx].clone()
         y[torch.rand(len(y), generator=gen) < recipe.label_dropout] = n_classes  # null class
@@ -155,25 +149,29 @@ def train(recipe: PixelRecipe, out: Path, steps: int | None = None, progress: bo
         eps = torch.randn(x0.shape, generator=gen)
         simple, vlb = losses(unet, x0, t, eps, y)
         loss = simple + vlb
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, steps, recipe.warmup, recipe.lr)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        ema.update(unet, step)
-        done = step + 1
-        if done in recipe.checkpoints and done < steps:
-            save(ema.model, class_names, out / "checkpoints" / f"step-{done:05d}")
-        if done % recipe.eval_every == 0 or done == steps:
-            v_simple, v_vlb = val_loss(ema.model)
-            v = v_simple + v_vlb  # the objective trained on, so early stopping also watches the variance
-            history.append({"step": done, "train_loss": loss.item(), "val_loss": v_simple,
-                            **({"val_vlb_bits_per_dim": v_vlb} if posterior is not None else {})})
-            bar.set_postfix(loss=f"{loss.item():.4f}", val=f"{v:.4f}")
-            if v < best[0]:
-                best = (v, done)
-                save(ema.model, class_names, out)  # early stopping: the shipped weights are the best EMA
+        return StepLoss(loss, loss.item())
+
+    best = (float("inf"), 0)
+
+    def evaluate(model, step: int) -> dict:
+        nonlocal best
+        with torch.inference_mode():
+            simple, vlb = (float(x) for x in losses(model, val_x, val_t, val_eps, val_y))
+        v = simple + vlb  # the objective trained on, so early stopping also watches the variance
+        if v < best[0]:
+            best = (v, step)
+            save(model, class_names, out)  # early stopping: the shipped weights are the best EMA
+        return {"val_loss": simple, **({"val_vlb_bits_per_dim": vlb} if posterior is not None else {})}
+
+    started = time.perf_counter()
+    history = train_loop(
+        unet, opt, step_loss, steps, lr=recipe.lr, warmup=recipe.warmup, grad_clip=1.0, ema=ema,
+        evaluate=evaluate, eval_every=recipe.eval_every, train_loss_window=1,  # the last step's loss
+        describe=lambda row: {"loss": f"{row['train_loss']:.4f}",
+                              "val": f"{row['val_loss'] + row.get('val_vlb_bits_per_dim', 0.0):.4f}"},
+        checkpoints=recipe.checkpoints,
+        save_checkpoint=lambda step: save(ema.model, class_names, out / "checkpoints" / f"step-{step:05d}"),
+        desc=f"train {recipe.name}", progress=progress).history
     seconds = time.perf_counter() - started
     return {
         "model": f"embedded:{recipe.name}",

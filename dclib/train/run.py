@@ -4,7 +4,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from ..adapters.loading import EMBEDDED_DIR
+from ..classifier import DiffusionClassifier
+from ..contrastive import ContrastiveModel
+from ..prompts import Conditionings
+from ..schedules import Schedule
+from ..stats import clopper_pearson
+from .common import write_card
+
+# The CLI imports NAMES from here at start-up, so what loads datasets, pandas, diffusers or transformers
+# (seconds) is imported inside the functions that train or measure.
 
 TEST_SETS = {"digits": "digits-test", "mnist": "mnist-test", "mnist-learned-variance": "mnist-test"}
 BENCHMARK_SCHEDULE = "20"
@@ -14,9 +25,8 @@ NAMES = ("digits", "mnist", "mnist-learned-variance", "shapes", "shapes-25k", "s
 def measure(model_path: str, dataset: str, schedule: str = "100", limit: int | None = None,
             progress: bool = True) -> dict:
     """Diffusion Classifier test accuracy of a class-conditional model (Algorithm 1, shared noise)."""
-    from ..classifier import DiffusionClassifier
-    from ..data import load_embedded
-    from ..evaluate import evaluate_dataset
+    from ..data import load_embedded  # heavy (see the note above)
+    from ..experiments import evaluate_dataset
 
     clf = DiffusionClassifier.from_pretrained(model_path)
     summary = evaluate_dataset(clf, load_embedded(dataset), limit=limit, progress=progress, schedule=schedule,
@@ -28,25 +38,16 @@ def measure_shapes(model_path: str, kind: str, limit: int = 200, wino_limit: int
                    progress: bool = True) -> dict:
     """Zero-shot shape / colour / position accuracy (held-out prompt wording) and Winoground-style scores, for
     the text-to-image model (kind "diffusion") or the contrastive baseline (kind "contrastive")."""
-    import numpy as np
-
-    from ..compositional import diffusion_match_scores, summarize_scores, winoground_table
+    from ..compositional import diffusion_match_scores, summarize_scores, winoground_table  # heavy (see above)
     from ..data import wino_dataset, zero_shot_task
     from ..data.shapes import CLUTTER_TASK
-    from ..evaluate import clopper_pearson
-    from ..plan import Schedule
-    from ..prompts import Conditionings
 
     out = {"schedule": schedule if kind == "diffusion" else None, "zero_shot": {}, "limit": limit}
     if kind == "diffusion":
-        from ..classifier import DiffusionClassifier
-
         model = DiffusionClassifier.from_pretrained(model_path)
         plan = Schedule.parse(schedule).stage_plans()[0]
         match = lambda images, captions, item: diffusion_match_scores(model, images, captions, plan, item_id=item)
     else:
-        from ..contrastive import ContrastiveModel
-
         model = ContrastiveModel.from_pretrained(model_path)
         match = lambda images, captions, item: model.scores(images, captions).T
     def accuracy(task: str, task_schedule: str) -> dict:
@@ -78,13 +79,11 @@ def measure_shapes(model_path: str, kind: str, limit: int = 200, wino_limit: int
 def train_embedded(name: str, out: str | None = None, steps: int | None = None, eval_limit: int | None = None,
                    eval_schedule: str = "100", progress: bool = True, measure_only: bool = False) -> dict:
     """Train (or with ``measure_only``, re-measure an already trained folder) and write the model card."""
-    from .common import write_card
-
     out_path = Path(out) if out else EMBEDDED_DIR / name
     if measure_only and not (out_path / "training.json").exists():
         raise FileNotFoundError(f"{out_path} holds no trained model (training.json) to measure")
     if name.startswith("shapes"):
-        from .shapes import SHAPES_RECIPES, train_shapes, train_shapes_clip
+        from .shapes import SHAPES_RECIPES, train_shapes, train_shapes_clip  # heavy (see above)
 
         diffusion = name in SHAPES_RECIPES
         if measure_only:
@@ -98,7 +97,7 @@ def train_embedded(name: str, out: str | None = None, steps: int | None = None, 
         card = (out_path / "README.md").read_text().split("\n", 2)
         write_card(out_path, f"embedded:{name}", facts, card[2].split("| fact |")[0] if len(card) > 2 else "")
         return facts
-    from .pixel import RECIPES, train
+    from .pixel import RECIPES, train  # heavy (see above)
 
     recipe = RECIPES[name]
     if measure_only:

@@ -1,0 +1,262 @@
+"""Schedules: how many samples each conditioning is scored on before the decision.
+
+A schedule is anything with the small protocol :class:`EvaluationSchedule`: ``run(score, n_conditionings,
+num_train_timesteps)`` asks the ``score(indices, plan)`` callback of :mod:`dclib.decide` for errors stage by stage
+and returns a :class:`ScheduleRun` (which reports the pairs it scored); ``max_evaluations`` bounds the work
+beforehand; ``str()`` is the spec that :func:`parse_schedule` reads back. Two families:
+
+* :class:`Schedule`, the paper's Algorithm 1 (one stage) and Algorithm 2 (KeepList/TrialList), with the official
+  timestep choice;
+* :class:`PairedPruning`, statistical pruning in the spirit of Clark & Jaini (2023), with a stated bound on the
+  chance of dropping the conditioning whose expected error is lowest.
+
+:mod:`dclib.decide` runs any of them without knowing which, so the import graph is plan -> decide -> schedules
+(-> pruning, which replays schedules on saved errors).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+import numpy as np
+from scipy.stats import t as student_t
+
+from .decide import ScoreFn, run_schedule
+from .errors import InputError
+from .plan import Plan, even_timesteps, strided_positions
+from .stats import stratified_paired_t
+
+
+class ScheduleRun(NamedTuple):
+    """What a schedule's run leaves: errors [n_conditionings, n_samples] with NaN where a pruned conditioning
+    was not scored, the full plan (columns of ``errors``), the best conditioning, the (conditioning, sample)
+    pairs scored, and facts to report with the decision."""
+
+    errors: np.ndarray
+    plan: Plan
+    best: int
+    pairs: int
+    facts: dict
+
+
+class EvaluationSchedule(Protocol):
+    n_trials: int
+
+    def run(self, score: ScoreFn, n_conditionings: int, num_train_timesteps: int = 1000) -> ScheduleRun: ...
+
+    def max_evaluations(self, n_conditionings: int) -> int: ...
+
+
+def parse_schedule(spec, n_trials: int = 1) -> "Schedule | PairedPruning":
+    """``100`` or ``"100"`` -> Algorithm 1 with 100 timesteps; ``"5,1:25,250"`` -> Algorithm 2 with KeepList
+    (5, 1) and TrialList (25, 250); ``"paired:100,alpha=0.01"`` -> :class:`PairedPruning`. A schedule passes
+    through unchanged."""
+    if isinstance(spec, (Schedule, PairedPruning)):
+        return spec
+    if isinstance(spec, str) and spec.strip().startswith("paired"):
+        return PairedPruning.parse(spec, n_trials)
+    if isinstance(spec, int):
+        return Schedule((1,), (spec,), n_trials)
+    text = str(spec).strip()
+    try:
+        if ":" in text:
+            keep_text, trials_text = text.split(":")
+            keep = tuple(int(v) for v in keep_text.split(",") if v.strip())
+            trials = tuple(int(v) for v in trials_text.split(",") if v.strip())
+        else:
+            keep, trials = (1,), (int(text),)
+    except ValueError:
+        raise InputError(f"cannot read schedule {spec!r}: use N (evenly spaced timesteps), "
+                         "KEEP,...:TRIALS,... such as 5,1:25,250, or paired:N") from None
+    return Schedule(keep, trials, n_trials)
+
+
+# ------------------------------------------------------------------------------------------ Algorithms 1 and 2
+@dataclass(frozen=True)
+class Schedule:
+    """Algorithm 2: after stage i every surviving conditioning has been scored on ``trials[i]`` timesteps
+    (times ``n_trials`` noises each) and the ``keep[i]`` best survive. ``Schedule((1,), (100,))`` is
+    Algorithm 1 with 100 evenly spaced timesteps."""
+
+    keep: tuple[int, ...]
+    trials: tuple[int, ...]
+    n_trials: int = 1
+
+    def __post_init__(self):
+        if not self.keep or len(self.keep) != len(self.trials):
+            raise InputError("a schedule needs as many KeepList entries as TrialList entries "
+                             f"(got keep={list(self.keep)}, trials={list(self.trials)})")
+        if self.keep[-1] != 1:
+            raise InputError(f"the KeepList must end in 1 (got {list(self.keep)})")
+        if any(b >= a for a, b in zip(self.keep, self.keep[1:])):
+            raise InputError(f"the KeepList must be strictly decreasing (got {list(self.keep)})")
+        if any(k < 1 for k in self.keep) or any(n < 1 for n in self.trials):
+            raise InputError("KeepList and TrialList entries must be positive integers")
+        if any(b <= a for a, b in zip(self.trials, self.trials[1:])):
+            raise InputError(f"the TrialList must be strictly increasing (got {list(self.trials)})")
+        if self.n_trials < 1:
+            raise InputError("n_trials must be >= 1")
+
+    parse = staticmethod(parse_schedule)
+
+    def stage_timesteps(self, num_train_timesteps: int = 1000) -> list[list[int]]:
+        """The new timesteps each stage adds, exactly as the official adaptive evaluation picks them.
+
+        All stages draw from the evenly spaced grid of ``max(trials)`` points; stage i takes
+        ``trials[i]`` evenly strided points of that grid and evaluates the ones not evaluated yet.
+        """
+        grid = even_timesteps(max(self.trials), num_train_timesteps)
+        done: set[int] = set()
+        stages = []
+        for n in self.trials:
+            chosen = [grid[i] for i in strided_positions(len(grid), n)]
+            new = [t for t in chosen if t not in done]
+            done.update(new)
+            stages.append(new)
+        return stages
+
+    def stage_plans(self, num_train_timesteps: int = 1000) -> list[Plan]:
+        return [Plan.with_trials(ts, self.n_trials) for ts in self.stage_timesteps(num_train_timesteps)]
+
+    def run(self, score: ScoreFn, n_conditionings: int, num_train_timesteps: int = 1000) -> ScheduleRun:
+        errors, plan, best, pairs = run_schedule(score, n_conditionings, self.stage_plans(num_train_timesteps),
+                                                 self.keep)
+        return ScheduleRun(errors, plan, best, pairs, {})
+
+    def max_evaluations(self, n_conditionings: int) -> int:
+        """Denoiser evaluations for one image (no CFG), as Table 6 counts them."""
+        total, alive, prev = 0, n_conditionings, 0
+        for keep, n in zip(self.keep, self.trials):
+            total += alive * (n - prev) * self.n_trials
+            alive, prev = min(keep, alive), n
+        return total
+
+    def __str__(self) -> str:
+        return ",".join(map(str, self.keep)) + ":" + ",".join(map(str, self.trials))
+
+
+# ------------------------------------------------------------------------------------------ statistical pruning
+@dataclass(frozen=True)
+class PairedPruning:
+    """Drop a conditioning once a paired test on shared noise says it is worse than the current best.
+
+    * The pool is ``n_timesteps`` evenly spaced timesteps (the official grid), cut into ``strata`` contiguous
+      bins. Each round adds one not-yet-used timestep from every bin (in a seeded random order within the bin),
+      so after ``r`` rounds every bin holds ``r`` samples and the full budget is exactly Algorithm 1 on the grid,
+      with the same noise (noise is keyed by (t, repeat)).
+    * Every surviving conditioning is scored on the round's samples. Then each one is compared with the current
+      best b on the differences d_s = err_c,s - err_b,s over all shared samples. The error level varies by
+      orders of magnitude with t, so the test is stratified (:func:`dclib.stats.stratified_paired_t`).
+    * c is dropped when the one-sided t statistic exceeds the (1 - alpha / (R (K - 1))) quantile of Student's t
+      with S (r - 1) degrees of freedom, R the maximum number of rounds and K the number of conditionings. By a
+      union bound over rounds and over which conditioning is the current best, the conditioning with the lowest
+      expected error is dropped with probability at most ``alpha`` (under the t approximation).
+    * It stops when one conditioning is left or the budget is spent; survivors are then ranked by mean error.
+    """
+
+    n_timesteps: int = 100
+    strata: int = 5
+    alpha: float = 0.01
+    min_rounds: int = 2  # a within-bin variance needs two samples per bin
+    n_trials: int = 1
+    seed: int = 0  # order of the timesteps within each bin (not the noise)
+
+    def __post_init__(self):
+        if self.strata < 1 or self.n_timesteps < 2 * self.strata:
+            raise InputError(f"paired pruning needs at least 2 timesteps per stratum (got {self.n_timesteps} "
+                             f"timesteps in {self.strata} strata)")
+        if not 0.0 < self.alpha < 1.0:
+            raise InputError(f"alpha must lie in (0, 1), got {self.alpha}")
+        if self.min_rounds < 2:
+            raise InputError("min_rounds must be >= 2")
+
+    @classmethod
+    def parse(cls, spec: str, n_trials: int = 1) -> "PairedPruning":
+        """``"paired"``, ``"paired:100"`` or ``"paired:100,alpha=0.05,strata=10"``."""
+        text = str(spec).strip()
+        if not text.startswith("paired"):
+            raise InputError(f"not a paired-pruning schedule: {spec!r}")
+        kwargs: dict = {"n_trials": n_trials}
+        rest = text[len("paired"):].lstrip(":")
+        try:
+            for i, part in enumerate(p.strip() for p in rest.split(",") if p.strip()):
+                if "=" in part:
+                    key, value = (s.strip() for s in part.split("=", 1))
+                    if key not in ("alpha", "strata", "min_rounds", "seed"):
+                        raise InputError(f"unknown paired-pruning option {key!r} (alpha, strata, min_rounds, seed)")
+                    kwargs[key] = float(value) if key == "alpha" else int(value)
+                elif i == 0:
+                    kwargs["n_timesteps"] = int(part)
+                else:
+                    raise ValueError(part)
+        except ValueError:
+            raise InputError(f"cannot read schedule {spec!r}: use paired, paired:N or "
+                             "paired:N,alpha=0.01,strata=5") from None
+        return cls(**kwargs)
+
+    @property
+    def rounds_max(self) -> int:
+        return self.n_timesteps // self.strata
+
+    def round_timesteps(self, num_train_timesteps: int = 1000) -> list[list[int]]:
+        """The timesteps each round adds (one per stratum); the first ``rounds_max * strata`` of the grid."""
+        grid = even_timesteps(self.n_timesteps, num_train_timesteps)
+        per = self.rounds_max
+        rng = np.random.default_rng(self.seed)
+        bins = [[grid[h * per + j] for j in rng.permutation(per)] for h in range(self.strata)]
+        return [[b[r] for b in bins] for r in range(per)]
+
+    def round_plans(self, num_train_timesteps: int = 1000) -> list[Plan]:
+        return [Plan.with_trials(ts, self.n_trials) for ts in self.round_timesteps(num_train_timesteps)]
+
+    def max_evaluations(self, n_conditionings: int) -> int:
+        return n_conditionings * self.rounds_max * self.strata * self.n_trials
+
+    def critical_value(self, n_conditionings: int, rounds_done: int) -> float:
+        comparisons = self.rounds_max * max(n_conditionings - 1, 1)
+        return float(student_t.ppf(1.0 - self.alpha / comparisons, df=self.strata * (rounds_done * self.n_trials - 1)))
+
+    def run(self, score: ScoreFn, n_conditionings: int, num_train_timesteps: int = 1000) -> ScheduleRun:
+        errors, plan, best, pairs, facts = run_paired_pruning(score, n_conditionings, self, num_train_timesteps)
+        return ScheduleRun(errors, plan, best, pairs, {"pruning_rounds": facts["rounds"]})
+
+    def __str__(self) -> str:
+        return f"paired:{self.n_timesteps},alpha={self.alpha:g},strata={self.strata}"
+
+
+def run_paired_pruning(score: ScoreFn, n_conditionings: int, pruning: PairedPruning, num_train_timesteps: int = 1000
+                       ) -> tuple[np.ndarray, Plan, int, int, dict]:
+    """Run the sequential procedure of :class:`PairedPruning` with a ``score(indices, plan) -> errors`` callback.
+
+    Returns (errors [n_cond, n_samples] with NaN where not scored, the full plan, the best conditioning, pairs
+    scored, facts: rounds run and the round each conditioning was dropped in).
+    """
+    plans = pruning.round_plans(num_train_timesteps)
+    full = Plan.concat(plans)
+    # stratum of every column of the full plan (the round's timesteps are listed bin by bin)
+    stratum = np.array([h for _ in plans for h in range(pruning.strata) for _ in range(pruning.n_trials)])
+    errors = np.full((n_conditionings, len(full)), np.nan)
+    alive = list(range(n_conditionings))
+    dropped_in = np.full(n_conditionings, -1)
+    offset = pairs = rounds = 0
+    for r, plan in enumerate(plans):
+        if len(alive) <= 1:
+            break
+        errors[alive, offset:offset + len(plan)] = score(alive, plan)
+        pairs += len(alive) * len(plan)
+        offset += len(plan)
+        rounds = r + 1
+        if rounds < pruning.min_rounds:
+            continue
+        seen = errors[:, :offset]
+        means = seen[alive].mean(1)
+        best = alive[int(np.argmin(means))]
+        crit = pruning.critical_value(n_conditionings, rounds)
+        keep = [c for c in alive
+                if c == best or stratified_paired_t(seen[c] - seen[best], stratum[:offset]) <= crit]
+        dropped_in[[c for c in alive if c not in keep]] = rounds
+        alive = keep
+    means = np.nanmean(errors[alive], 1) if offset else np.zeros(len(alive))
+    best = alive[int(np.argmin(means))]
+    return errors, full, best, pairs, {"rounds": rounds, "dropped_in_round": dropped_in.tolist()}
+

@@ -1,0 +1,158 @@
+"""The contrastive baseline: ``train_shapes_clip`` builds ``embedded:shapes-clip``, a transformers ``CLIPModel``
+trained with a symmetric InfoNCE loss (several positives, hard negatives) on the text-to-image model's scenes."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..contrastive import image_embeddings, text_embeddings
+from ..data import captions as cap
+from .common import EMA, bf16_autocast, count_parameters, folder_size_mb, seeded, write_card
+from .loop import StepLoss, train_loop
+from .scenes import caption_truth, hard_negatives, scene_pools, swap_scene
+from .shapes_models import build_clip, save_clip, use_fast_cpu_attention
+from .shapes_recipes import ClipRecipe
+from .tokenizer import build_word_tokenizer, tokenize
+
+
+def multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """-log sum_{j positive} softmax(logits_i)_j, averaged over rows (InfoNCE with several true captions)."""
+    pos = logits.masked_fill(~positive, float("-inf")).logsumexp(-1)
+    return (logits.logsumexp(-1) - pos).mean()
+
+
+def _clip_features(model, pixels, ids):
+    return image_embeddings(model, pixels), text_embeddings(model, ids)
+
+
+def train_shapes_clip(out: Path, steps: int | None = None, progress: bool = True,
+                      recipe: ClipRecipe | None = None) -> dict:
+    """Train ``embedded:shapes-clip`` into ``out`` (CLIPModel + tokenizer, safetensors); returns the facts."""
+    recipe = recipe or ClipRecipe()
+    steps = recipe.steps if steps is None else steps
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    gen, rng = seeded(recipe.seed)
+    started = time.perf_counter()
+    pool, val = scene_pools(recipe.n_scenes, recipe.n_val)
+    tokenizer = build_word_tokenizer(model_max_length=recipe.max_length)
+    model = build_clip(recipe, tokenizer).train()
+    use_fast_cpu_attention(model)
+    ema = EMA(model, recipe.ema_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    max_scale = float(np.log(100.0))
+
+    # validation: image->caption top-1 among the val captions (TRAIN wording), and binding: does the true
+    # caption beat its colour-swapped version (TRAIN and HELD-OUT wording) on two-object scenes
+    vrng = np.random.default_rng(recipe.seed + 1)
+    val_idx = np.arange(len(val))
+    val_pixels = val.pixels(val_idx)
+    val_texts, val_temps = val.captions(val_idx, vrng, "train")
+    val_truth = torch.from_numpy(caption_truth(val.scenes, val.scenes, val_temps))
+    swap_sets = {}
+    for split in ("train", "heldout"):
+        pos, neg = [], []
+        for scene in val.scenes:
+            if scene["n_objects"] == 2 and scene["colour1"] != scene["colour2"] and scene["shape1"] != scene["shape2"]:
+                options = val.fitting(scene, split)
+                template = options[int(vrng.integers(len(options)))]
+                pos.append(cap.caption(scene, template))
+                neg.append(cap.caption(swap_scene(scene, "attribute"), template))
+        swap_sets[split] = (np.array([i for i, s in enumerate(val.scenes) if s["n_objects"] == 2
+                                      and s["colour1"] != s["colour2"] and s["shape1"] != s["shape2"]]),
+                            tokenize(tokenizer, pos), tokenize(tokenizer, neg))
+    val_ids = tokenize(tokenizer, val_texts)
+
+    @torch.inference_mode()
+    def evaluate(m, step: int) -> dict:
+        m.eval()
+        img, txt = _clip_features(m, val_pixels, val_ids)
+        top = (img @ txt.T).argmax(-1)
+        res = {"i2t_top1": float(val_truth[torch.arange(len(top)), top].float().mean())}
+        for split, (rows, pos, neg) in swap_sets.items():
+            tp, tn = text_embeddings(m, pos), text_embeddings(m, neg)
+            res[f"colour_swap_{split}"] = float(((img[rows] * tp).sum(-1) > (img[rows] * tn).sum(-1)).float().mean())
+        return {"logit_scale": model.logit_scale.exp().item(), **{k: round(x, 4) for k, x in res.items()}}
+
+    n_neg = []
+
+    def step_loss(step: int) -> StepLoss:
+        idx = torch.randint(0, len(pool), (recipe.batch_size,), generator=gen).numpy()
+        texts, temps = pool.captions(idx, rng)
+        scenes = [pool.scenes[i] for i in idx]
+        cap_scenes, cap_temps = list(scenes), list(temps)
+        if recipe.hard_negatives:
+            neg_texts, neg_scenes, neg_temps = hard_negatives(scenes, temps, rng, recipe.hard_negatives)
+            texts, cap_scenes, cap_temps = texts + neg_texts, cap_scenes + neg_scenes, cap_temps + neg_temps
+            n_neg.append(len(neg_texts))
+        truth = torch.from_numpy(caption_truth(scenes, cap_scenes, cap_temps))
+        b = len(idx)
+        with bf16_autocast(recipe.bf16):
+            img, txt = _clip_features(model, pool.pixels(idx), tokenize(tokenizer, texts))
+        logits = model.logit_scale.exp() * (img.float() @ txt.float().T)
+        # image -> text over all captions (incl. hard negatives); text -> image over the batch's own captions
+        loss = 0.5 * (multi_positive_nce(logits, truth) + multi_positive_nce(logits[:, :b].T, truth[:, :b].T))
+        return StepLoss(loss, loss.item())
+
+    def clamp_temperature() -> None:  # CLIP's cap: temperature at most 100
+        with torch.no_grad():
+            model.logit_scale.clamp_(0.0, max_scale)
+
+    t_train = time.perf_counter()
+    history = train_loop(
+        model, opt, step_loss, steps, lr=recipe.lr, warmup=recipe.warmup, grad_clip=recipe.grad_clip, ema=ema,
+        after_step=clamp_temperature, evaluate=evaluate, eval_every=recipe.eval_every,
+        describe=lambda row: {"loss": f"{row['train_loss']:.3f}", "i2t": f"{row['i2t_top1']:.2f}",
+                              "swap": f"{row['colour_swap_train']:.2f}/{row['colour_swap_heldout']:.2f}"},
+        desc=f"train {recipe.name}", progress=progress).history
+    train_seconds = time.perf_counter() - t_train
+    save_clip(ema.model, tokenizer, out, recipe)
+    final = history[-1] if history else {}
+    facts = {
+        "model": f"embedded:{recipe.name}",
+        "recipe": asdict(recipe),
+        "steps_run": steps,
+        "parameters": {"vision": count_parameters(model.vision_model, model.visual_projection),
+                       "text": count_parameters(model.text_model, model.text_projection),
+                       "total": count_parameters(model)},
+        "vocab_size": len(tokenizer),
+        "train_images": len(pool),
+        "mean_hard_negatives_per_batch": round(float(np.mean(n_neg)), 1) if n_neg else 0,
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "loop_seconds": round(train_seconds, 1),
+        "final_train_loss": final.get("train_loss"),
+        "final_logit_scale": final.get("logit_scale"),
+        "final_val": {k: final.get(k) for k in ("i2t_top1", "colour_swap_train", "colour_swap_heldout")},
+        "history": history,
+    }
+    facts["size_mb"] = round(folder_size_mb(out), 2)
+    write_card(out, f"embedded:{recipe.name}", facts, CLIP_CARD.format(**asdict(recipe), steps_run=steps))
+    facts["size_mb"] = round(folder_size_mb(out), 2)
+    return facts
+
+
+CLIP_CARD = """
+The contrastive baseline for `embedded:shapes` (`dclib.train.shapes.train_shapes_clip`): a transformers
+`CLIPModel` trained from scratch on CPU. Load it with `dclib.contrastive.ContrastiveModel.from_pretrained`
+(`model_index.json` here is only a marker so `embedded:shapes-clip` resolves).
+
+- Data: the same {n_scenes} `embedded:shapes-train` scenes and random TRAIN-template captions as `embedded:shapes`
+  (no augmentation); images in [-1, 1] exactly as `dclib.images.preprocess(image, 32, 3)` prepares them.
+- Vision tower: ViT, {patch_size}x{patch_size} patches of 32x32 images, hidden {vision_hidden}, {vision_layers} layers.
+  Text tower: the same size as the diffusion model's text encoder (hidden {text_hidden}, {text_layers} layers,
+  {text_heads} heads) and the same tokenizer. Projection {projection_dim}; learnable temperature (CLIP's
+  init, clamped at 100).
+- Loss: symmetric InfoNCE over batches of {batch_size}, with several positives where a caption is true of several
+  images in the batch (e.g. "a red circle" of every one-object red-circle scene), so true matches are never
+  pushed apart. Hard negatives: for every two-object scene, up to {hard_negatives} of its captions with colours
+  exchanged, objects exchanged or shapes exchanged (same template; only swaps that make the caption false of
+  the scene), drawn at random, are added as extra captions on the image -> text side.
+- {steps_run} steps, AdamW lr {lr} ({warmup} warm-up, cosine), weight decay {weight_decay}, grad clip {grad_clip},
+  bf16 autocast = {bf16}, EMA {ema_decay} (the shipped weights), fp16 on disk.
+- Validation on other scenes: `i2t_top1` (image -> caption retrieval among val captions, TRAIN wording),
+  `colour_swap_train` / `colour_swap_heldout` (true caption scores above its colour-swapped version).
+"""

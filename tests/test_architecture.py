@@ -1,0 +1,100 @@
+"""The module graph ARCHITECTURE.md draws: read from the source with ``ast``, so a change that adds a circle or
+climbs a layer fails here, whether the import sits at the top of a module or inside a function."""
+import ast
+from pathlib import Path
+
+import pytest
+
+from dclib.cli import DEFAULTS, build_parser
+from dclib.settings import ClassifySettings
+
+PACKAGE = Path(__file__).resolve().parents[1] / "dclib"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, modules: set[str]) -> set[str]:
+    """dclib modules ``path`` imports (a ``from package import name`` of a submodule counts as that submodule)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([node.module] if node.module else []))
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+        else:
+            continue
+        out.update(t for t in targets if t in modules and t != name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    paths = sorted(PACKAGE.rglob("*.py"))
+    modules = {module_name(p) for p in paths}
+    return {module_name(p): imported_modules(p, modules) for p in paths}
+
+
+def reaches(graph, start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_the_graph_is_read_from_the_source(graph):
+    assert "dclib.schedules" in graph["dclib.decide"] or "dclib.decide" in graph["dclib.schedules"]
+    assert "dclib.runs.store" in graph["dclib.runs.evaluation"]
+
+
+def test_no_module_imports_itself_back(graph):
+    assert sorted(m for m in graph if m in reaches(graph, m)) == []
+
+
+@pytest.mark.parametrize("low, high", [
+    # data flows one way: plan -> score -> decide; scoring and deciding never see each other
+    ("dclib.plan", "dclib.scoring"), ("dclib.plan", "dclib.decide"), ("dclib.scoring", "dclib.decide"),
+    ("dclib.decide", "dclib.scoring"), ("dclib.decide", "dclib.schedules"), ("dclib.schedules", "dclib.pruning"),
+    # the core knows nothing of run folders, experiments or the classifier built on it
+    ("dclib.schedules", "dclib.classifier"), ("dclib.scoring", "dclib.runs"), ("dclib.settings", "dclib.runs"),
+    # calibration sits below run folders: loading one is dclib.calibration_data's job
+    ("dclib.calibration", "dclib.runs"), ("dclib.calibration", "dclib.experiments"),
+    ("dclib.stats", "dclib.runs"), ("dclib.runs", "dclib.experiments"), ("dclib.runs", "dclib.calibration"),
+])
+def test_layers(graph, low, high):
+    below = {m for m in graph if m == low or m.startswith(low + ".")}
+    climbing = sorted(m for m in below if high in reaches(graph, m) or any(
+        r == high or r.startswith(high + ".") for r in reaches(graph, m)))
+    assert climbing == [], f"{climbing} reach {high}"
+
+
+def test_the_command_line_takes_its_defaults_from_the_settings():
+    args = build_parser().parse_args(["evaluate", "--model", "m", "--dataset", "d", "--out", "o"])
+    from_cli = ClassifySettings.from_options(**{k: getattr(args, k) for k in (*ClassifySettings.KEYS, "batch_size")})
+    assert from_cli == DEFAULTS == ClassifySettings()
+    assert from_cli.to_dict() == ClassifySettings().to_dict()
+
+
+def test_settings_round_trip_and_refuse_unknown_names():
+    s = ClassifySettings(schedule="5,1:25,250", n_trials=2, seed=3, loss="l1", crop=1, noise="truncated:-2,2")
+    assert ClassifySettings.from_dict(s.to_dict()).to_dict() == s.to_dict()
+    assert s.to_dict()["schedule"] == "5,1:25,250" and s.to_dict()["noise"] == str(s.noise_distribution)
+    assert "seed" not in s.method_dict() and set(s.method_dict()) == set(ClassifySettings.METHOD_KEYS)
+    assert ClassifySettings.resolve(s, seed=4).seed == 4 and ClassifySettings.resolve(s, seed=4).loss == "l1"
+    from dclib.errors import InputError
+
+    with pytest.raises(InputError, match="unknown classification option"):
+        ClassifySettings.from_options(shedule="100")
+    with pytest.raises(InputError):
+        ClassifySettings(schedule="5,2:10,100")  # the KeepList must end in 1: caught before any model loads
