@@ -48,7 +48,7 @@ PRESETS = ("small", "book", "paper")
 # Parameters that name models, and datasets, in a page's parameters (checked by the paper preset's preflight).
 MODEL_PARAMETERS = ("model", "models", "variants", "zero_shot_model", "supervised_model", "weak_model", "sd_model",
                     "contrastive", "learned_variance_model")
-DATASET_PARAMETERS = ("dataset", "zero_shot_dataset", "supervised_dataset")
+DATASET_PARAMETERS = ("dataset", "zero_shot_dataset", "supervised_dataset", "pairs", "tasks")
 
 
 # Everything a build writes is per preset (functions, not constants: tests point ROOT, BOOK and BUILD elsewhere).
@@ -149,6 +149,8 @@ def missing_inputs(name: str, params: dict) -> list[str]:
     for key, repo_type in [(k, "model") for k in MODEL_PARAMETERS] + [(k, "dataset") for k in DATASET_PARAMETERS]:
         values = params.get(key)
         for value in values if isinstance(values, list) else [values]:
+            if key == "tasks":  # Table 1's tasks: embedded task names, or dataset specs naming their dataset
+                value = value.get("dataset") if isinstance(value, dict) else None
             if not isinstance(value, str) or value.startswith("embedded:") or os.path.exists(os.path.expanduser(value)):
                 continue
             if not _in_hub_cache(value, repo_type):

@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+from typing import Any, Callable, NamedTuple
+
 import numpy as np
 import pandas as pd
 import torch
@@ -19,16 +21,17 @@ from tqdm import tqdm
 
 from .adapters.loading import quiet_hf_logging, resolve_model_path
 from .baselines import CNNClassifier, prepare
-from .classifier import DiffusionClassifier, image_key
+from .classifier import image_key
 from .contrastive import ContrastiveModel
 from .data import zero_shot_task
 from .data.shapes import ZERO_SHOT_TASKS, labelled_scenes
 from .errors import InputError
-from .experiments import attribute_separation, evaluate_dataset, score_dataset, single_timestep_accuracy
+from .experiments import evaluate_dataset, open_experiment, score_dataset
 from .noise import make_noise
 from .plan import Plan, even_timesteps
-from .prompts import Conditionings
+from .prompts import DEFAULT_TEMPLATE, Conditionings
 from .stats import clopper_pearson
+from .timestep_analysis import attribute_separation, single_timestep_accuracy
 
 
 def load_text_to_image_pipeline(model: str, device: str = "cpu"):
@@ -67,14 +70,15 @@ def generate_images(pipe, prompts, n_per_prompt: int, steps: int = 25, guidance:
 
 
 def synthetic_data_baseline(model: str, prompt_rows, n_per_prompt: int = 100, steps: int = 25,
-                            guidance: float = 3.0, seed: int = 0, epochs: int = 20, progress: bool = True):
+                            guidance: float = 3.0, seed: int = 0, epochs: int = 20, progress: bool = True,
+                            device: str | torch.device = "cpu"):
     """Train a CNN on images generated from the class prompts; returns (classifier, images, labels).
 
     ``prompt_rows``: (prompt, class name, class index) rows (several prompts per class are pooled).
     Predict on real images with ``classifier.predict(prepare(images, resolution, 3))``.
     """
     rows = list(prompt_rows)
-    pipe = load_text_to_image_pipeline(model)
+    pipe = load_text_to_image_pipeline(model, device)
     images, prompt_idx = generate_images(pipe, [r[0] for r in rows], n_per_prompt, steps, guidance, seed,
                                          progress=progress)
     labels = np.array([int(rows[p][2]) for p in prompt_idx])
@@ -129,58 +133,131 @@ def feature_baseline(features: UNetFeatures, train_images, train_labels, C: floa
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000)).fit(x, np.asarray(train_labels))
 
 
-def zero_shot_comparison(task: str, model: str = "embedded:shapes", contrastive: str | None = "embedded:shapes-clip",
-                         n_images: int = 100, schedule: str = "50", n_generated: int = 50,
+#: what a dataset task of Table 1 may say (:func:`open_zero_shot_task`)
+TASK_KEYS = ("dataset", "name", "split", "prompts", "template", "train_split", "schedule")
+
+
+class ZeroShotTask(NamedTuple):
+    """One column of Table 1: test images, the zero-shot prompts, and labelled training images for the one
+    baseline that is not zero-shot."""
+    name: str
+    test: Any  # rows {"image", "label", "id"}: a datasets.Dataset or dclib.experiments.LabelledImages
+    rows: list  # (prompt, class name, class index), as a prompt CSV gives them
+    n_classes: int
+    labelled: Callable[[int], tuple[list, np.ndarray]] | None  # n -> (images, labels); None: no labelled split
+    schedule: str | None = None  # this task's own Diffusion Classifier schedule (the paper's Table 6), else the page's
+
+
+def zero_shot_task_specs(tasks, dataset=None, prompts=None, template: str = DEFAULT_TEMPLATE, split=None,
+                         train_split=None) -> list:
+    """The tasks a Table 1 page runs: ``tasks`` (embedded shapes task names or dataset specs, see
+    :func:`open_zero_shot_task`), or, when ``dataset`` is given, that dataset alone with ``prompts``, ``template``,
+    ``split`` and ``train_split``: the parameters every other page takes."""
+    if dataset is None:
+        return list(tasks)
+    return [{"dataset": dataset, "prompts": prompts, "template": template, "split": split,
+             "train_split": train_split}]
+
+
+def open_zero_shot_task(classifier, task, seed: int = 0) -> ZeroShotTask:
+    """``task``: an embedded shapes task (shape, colour, position or clutter, :func:`dclib.data.zero_shot_task`) or
+    a dataset spec {"dataset": hub id / folder / embedded:NAME, "name", "split", "prompts", "template",
+    "train_split", "schedule"}, opened as every page opens data (:func:`dclib.experiments.open_experiment`).
+    Labelled images for the features baseline come from ``train_split`` (a seeded random subset), never from the
+    test split; without one that baseline is skipped."""
+    if isinstance(task, str):
+        data, names, rows = zero_shot_task(task)
+        return ZeroShotTask(task, data, list(rows), len(names), lambda n: labelled_scenes(task, n))
+    spec = dict(task)
+    unknown = sorted(set(spec) - set(TASK_KEYS))
+    if unknown or "dataset" not in spec:
+        raise InputError(f"a zero-shot task is an embedded task name or a dict with 'dataset' and any of "
+                         f"{', '.join(TASK_KEYS[1:])}; got {task!r}")
+    if not classifier.adapter.text_conditioned:
+        raise InputError("Table 1 scores class prompts: it needs a text-to-image model, not a class-conditional one")
+    opened = dict(prompts=spec.get("prompts"), template=spec.get("template") or DEFAULT_TEMPLATE)
+    test = open_experiment(classifier, spec["dataset"], split=spec.get("split"), **opened)
+    conds = test.conditionings
+    rows = [(str(v), conds.class_names[c], int(c)) for v, c in zip(conds.values, conds.class_idx)]
+
+    def labelled(n: int):
+        train = open_experiment(classifier, spec["dataset"], split=spec["train_split"], **opened).data
+        if train.source.split == test.data.source.split:  # e.g. an image folder: one split serves as both
+            raise InputError(f"train_split {spec['train_split']!r} of {spec['dataset']} is the split the task tests "
+                             f"on: the features baseline needs labelled images the test never sees")
+        picked = train.select(np.random.default_rng(seed).permutation(len(train))[:n])
+        return picked["image"], np.asarray(picked["label"])
+    return ZeroShotTask(str(spec.get("name") or spec["dataset"]), test.data, rows, conds.n_classes,
+                        labelled if spec.get("train_split") else None, spec.get("schedule"))
+
+
+def open_zero_shot_tasks(classifier, tasks, dataset=None, prompts=None, template: str = DEFAULT_TEMPLATE, split=None,
+                         train_split=None, seed: int = 0) -> list[ZeroShotTask]:
+    """:func:`open_zero_shot_task` on each of :func:`zero_shot_task_specs` (the page's parameters, in its order)."""
+    return [open_zero_shot_task(classifier, task, seed)
+            for task in zero_shot_task_specs(tasks, dataset, prompts, template, split, train_split)]
+
+
+def predict_in_chunks(data, predict: Callable[[list], Any], chunk: int = 256) -> np.ndarray:
+    """``predict`` (a list of images -> one label each) over every image of ``data``, ``chunk`` images at a time,
+    so that a whole test set is never decoded into memory at once."""
+    chunks = (range(start, min(start + chunk, len(data))) for start in range(0, len(data), chunk))
+    return np.concatenate([np.asarray(predict([data[i]["image"] for i in rows])) for rows in chunks])
+
+
+def zero_shot_comparison(task: ZeroShotTask, classifier, model: str, contrastive: str | None = "embedded:shapes-clip",
+                         n_images: int | None = 100, schedule: str = "50", n_generated: int = 50,
                          generation_steps: int = 25, guidance: float = 3.0, n_feature_train: int = 500,
-                         feature_t: int = 100, cnn_epochs: int = 20, seed: int = 0, progress: bool = True):
-    """Table 1 on one embedded shapes task (shape, colour or position): accuracy with 95% Clopper-Pearson
-    intervals of Diffusion Classifier, the contrastive model, the synthetic-data CNN and the UNet-feature
-    logistic regression, all on the same first ``n_images`` test scenes. Returns (table, predictions)."""
-    data, names, rows = zero_shot_task(task)
-    data = data.select(range(min(n_images, len(data))))
-    images, labels = [r["image"] for r in data], np.asarray(data["label"])
-    side = np.asarray(images[0]).shape[0]
-    clf = DiffusionClassifier.from_pretrained(model)
+                         feature_t: int = 100, cnn_epochs: int = 20, seed: int = 0, batch_size: "int | str" = 500,
+                         progress: bool = True):
+    """Table 1 on one task: accuracy with 95% Clopper-Pearson intervals of Diffusion Classifier, the contrastive
+    model, the synthetic-data CNN and the UNet-feature logistic regression (when the task has labelled
+    images), all on the same first ``n_images`` test images (None: all). Diffusion Classifier runs the task's own
+    schedule if it has one, else ``schedule``. ``classifier`` is ``model`` loaded; the generator is ``model``'s
+    pipeline on the classifier's device. Returns (table, {method: per-image correctness})."""
+    n = len(task.test) if n_images is None else min(n_images, len(task.test))
+    data = task.test.select(range(n))
+    labels, rows, device = np.asarray(data["label"]), task.rows, classifier.adapter.device
     preds = {}
     preds["Diffusion Classifier"] = evaluate_dataset(
-        clf, data, progress=progress, desc=f"{task}: Diffusion Classifier", prompts=rows, schedule=schedule, seed=seed,
-        batch_size=500).predictions
+        classifier, data, progress=progress, desc=f"{task.name}: Diffusion Classifier", prompts=rows,
+        schedule=task.schedule or schedule, seed=seed, batch_size=batch_size).predictions
     if contrastive:
-        preds["contrastive"] = np.asarray(ContrastiveModel.from_pretrained(contrastive).classify(images, rows).predictions)
-    synth, _, _ = synthetic_data_baseline(model, rows, n_generated, generation_steps, guidance, seed, cnn_epochs,
-                                          progress)
-    preds["synthetic data (CNN)"] = synth.predict(prepare(images, side, 3))
-    features = UNetFeatures(clf, t=feature_t, seed=seed)
-    train_x, train_y = labelled_scenes(task, n_feature_train)
-    lr = feature_baseline(features, list(train_x), train_y, progress=progress)
-    preds["UNet features (LR)"] = lr.predict(features(images, progress=progress))
+        clip = ContrastiveModel.from_pretrained(contrastive, device=device)
+        preds["contrastive"] = predict_in_chunks(data, lambda images: clip.classify(images, rows).predictions)
+    synth, generated, _ = synthetic_data_baseline(model, rows, n_generated, generation_steps, guidance, seed,
+                                                  cnn_epochs, progress, device)
+    preds["synthetic data (CNN)"] = predict_in_chunks(
+        data, lambda images: synth.predict(prepare(images, generated.shape[1], 3)))
+    if task.labelled is not None:
+        features = UNetFeatures(classifier, t=feature_t, seed=seed)
+        train_x, train_y = task.labelled(n_feature_train)
+        lr = feature_baseline(features, list(train_x), train_y, progress=progress)
+        preds["UNet features (LR)"] = predict_in_chunks(data, lambda images: lr.predict(features(images, progress=False)))
     zero_shot = {"Diffusion Classifier": True, "contrastive": True, "synthetic data (CNN)": True,
                  "UNet features (LR)": False}
-    out = []
+    out, right = [], {}
     for method, p in preds.items():
-        correct = int((p == labels).sum())
+        right[method] = np.asarray(p) == labels
+        correct = int(right[method].sum())
         low, high = clopper_pearson(correct, len(labels))
-        out.append({"task": task, "method": method, "zero_shot": zero_shot[method], "accuracy": correct / len(labels),
-                    "ci_low": low, "ci_high": high, "n": len(labels), "classes": len(names)})
-    return pd.DataFrame(out), preds
+        out.append({"task": task.name, "method": method, "zero_shot": zero_shot[method],
+                    "accuracy": correct / len(labels), "ci_low": low, "ci_high": high, "n": len(labels),
+                    "classes": task.n_classes})
+    return pd.DataFrame(out), right
 
 
-def zero_shot_comparisons(tasks, model: str = "embedded:shapes", contrastive: str | None = "embedded:shapes-clip",
+def zero_shot_comparisons(classifier, tasks, model: str, contrastive: str | None = "embedded:shapes-clip",
                           **options) -> tuple[pd.DataFrame, dict]:
-    """:func:`zero_shot_comparison` on each task in turn: (one table, the tasks' rows in order; predictions
-    {task: {method: predicted labels}}). ``options`` are those of :func:`zero_shot_comparison`."""
-    tables, predictions = [], {}
+    """:func:`zero_shot_comparison` on each task (:class:`ZeroShotTask`) in turn: (one table, the tasks' rows in
+    order; {(task, method): which of the task's first n test images the method got right}). ``options`` are
+    those of :func:`zero_shot_comparison`."""
+    tables, right = [], {}
     for task in tasks:
-        table, predictions[task] = zero_shot_comparison(task, model, contrastive, **options)
+        table, correct = zero_shot_comparison(task, classifier, model, contrastive, **options)
         tables.append(table)
-    return pd.concat(tables, ignore_index=True), predictions
-
-
-def per_image_correct(predictions: dict) -> dict:
-    """{(task, method): bool [n]}: which of a task's first n test scenes each method got right, from
-    :func:`zero_shot_comparisons`' predictions ({task: {method: labels [n]}})."""
-    return {(t, m): p == np.asarray(zero_shot_task(t)[0]["label"][:len(p)])
-            for t in predictions for m, p in predictions[t].items()}
+        right.update({(task.name, method): c for method, c in correct.items()})
+    return pd.concat(tables, ignore_index=True), right
 
 
 def paired_correctness(right: dict, method: str, label: str | None = None,
@@ -201,16 +278,15 @@ def accuracy_sentence(table: pd.DataFrame) -> str:
 
 def single_timestep_by_task(classifier, tasks, n_timesteps: int = 10, n_images: int = 12, seed: int = 0,
                             progress: bool = False) -> pd.DataFrame:
-    """Fig. 3 per zero-shot task: each task's first ``n_images`` test scenes scored with its zero-shot prompts
-    at ``n_timesteps`` evenly spaced timesteps (one noise each), and the accuracy from each timestep alone.
-    One row per (task, t): columns t, accuracy, ci_low, ci_high (95%), task, chance (1 / classes)."""
-    plan = Plan.from_timesteps(even_timesteps(n_timesteps))
+    """Fig. 3 per zero-shot task (:class:`ZeroShotTask`): each task's first ``n_images`` test images scored with its
+    zero-shot prompts at ``n_timesteps`` evenly spaced timesteps (one noise each), and the accuracy from each
+    timestep alone. One row per (task, t): columns t, accuracy, ci_low, ci_high (95%), task, chance (1 / classes)."""
+    plan = Plan.from_timesteps(even_timesteps(n_timesteps, classifier.adapter.num_train_timesteps))
     per_timestep = []
     for task in tasks:
-        data, names, rows = zero_shot_task(task)
-        errors = score_dataset(classifier, data, plan, Conditionings.from_rows(rows), n_images=n_images, seed=seed,
-                               progress=progress)
-        per_timestep.append(single_timestep_accuracy(errors).assign(task=task, chance=1 / len(names)))
+        errors = score_dataset(classifier, task.test, plan, Conditionings.from_rows(task.rows), n_images=n_images,
+                               seed=seed, progress=progress)
+        per_timestep.append(single_timestep_accuracy(errors).assign(task=task.name, chance=1 / task.n_classes))
     return pd.concat(per_timestep, ignore_index=True)
 
 
@@ -224,14 +300,20 @@ def describe_best_timesteps(per_timestep: pd.DataFrame) -> str:
 
 
 def attribute_separations(classifier, tasks, n_scenes: int) -> dict:
-    """{task: median d' between classes at every timestep [T]} (:func:`dclib.experiments.attribute_separation`)
-    for the single-object tasks among ``tasks`` (one attribute re-rendered; others, such as clutter, skipped)."""
-    return {task: attribute_separation(classifier, task, n_scenes) for task in tasks if task in ZERO_SHOT_TASKS}
+    """{task: median d' between classes at every timestep [T]} (:func:`dclib.timestep_analysis.attribute_separation`)
+    for the embedded single-object tasks among ``tasks`` (one attribute re-rendered). Others (clutter, datasets)
+    have no scene to re-render and are skipped."""
+    names = [task.name if isinstance(task, ZeroShotTask) else task for task in tasks]
+    return {name: attribute_separation(classifier, name, n_scenes) for name in names
+            if isinstance(name, str) and name in ZERO_SHOT_TASKS}
 
 
-def describe_separations(separation: dict, reference: str) -> str:
+def describe_separations(separation: dict, reference: str | None = None) -> str:
     """One line per curve of :func:`attribute_separations`: d' at the middle and the last timestep, and (but for
-    ``reference``'s own line) the last value as a multiple of ``reference``'s curve's."""
+    ``reference``'s own line; default the first curve) the last value as a multiple of ``reference``'s curve's."""
+    if not separation:
+        return "No embedded single-object task among the tasks: no scene to re-render once per class."
+    reference = reference or next(iter(separation))
     return "\n".join(
         f"{task}: median d' {curve[len(curve) // 2]:.1f} at t = {len(curve) // 2}, {curve[-1]:.2f} at t = {len(curve) - 1}"
         + ("" if task == reference else f"; {curve[-1] / separation[reference][-1]:.1f}x the {reference} curve")

@@ -5,10 +5,10 @@ from datasets import Dataset
 from PIL import Image
 
 from dclib import Plan, ScoreOptions, even_plan
+from dclib.experiments import ErrorSet, cached, compare_settings, score_dataset
 from dclib.stats import clopper_pearson, summarize
+from dclib.timestep_analysis import separation_by_timestep
 from dclib.verdicts import mcnemar
-from dclib.experiments import (ErrorSet, cached, compare_settings, score_dataset,
-                               separation_by_timestep)
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,7 @@ def test_open_experiment_class_conditional_and_bad_input(tiny_models, user_data)
 
 
 def test_noise_variance_summary_and_accuracy_by_sample_count_by_hand():
-    from dclib.experiments import accuracy_by_sample_count, noise_variance_summary
+    from dclib.timestep_analysis import accuracy_by_sample_count, noise_variance_summary
 
     # one image, classes (0, 1, 1: two prompts for class 1), 2 timesteps x 2 eps; true class 1
     errors = np.array([[[1.0, 3.0, 2.0, 2.0],    # class 0
@@ -194,7 +194,7 @@ def test_noise_variance_summary_and_accuracy_by_sample_count_by_hand():
 
 
 def test_single_timestep_accuracy_and_attribute_separation(classifiers):
-    from dclib.experiments import attribute_separation, single_timestep_accuracy
+    from dclib.timestep_analysis import attribute_separation, single_timestep_accuracy
 
     # two images, two classes, timesteps 100 and 900: right at t = 100 only
     errors = np.array([[[0.0, 1.0], [1.0, 0.0]], [[1.0, 1.0], [0.0, 2.0]]])

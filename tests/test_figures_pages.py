@@ -11,13 +11,14 @@ from matplotlib.figure import Figure
 
 from dclib.calibration import Calibrator
 from dclib.decide import decide
-from dclib.experiments import ErrorSet, classification_table, paired_error_curves
+from dclib.experiments import ErrorSet, classification_table
 from dclib.figures.adaptive_evaluation import accuracy_cost_figure
 from dclib.figures.calibration import reliability_figure
 from dclib.figures.error_variance import accuracy_by_timesteps_figure, error_curves_figure
 from dclib.figures.quickstart import predictions_figure
 from dclib.prompts import Conditionings
 from dclib.schedules import parse_schedule
+from dclib.timestep_analysis import paired_error_curves
 from fakes import replay
 
 
@@ -140,3 +141,28 @@ def test_reliability_figure():
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     assert [ax.get_title() for ax in fig.axes] == ["eq. 6 vs temperature scaling, 30 images",
                                                   "eq. 6 vs vector scaling, 30 images"]
+
+
+def test_effective_robustness_figure_puts_each_model_at_its_probit_accuracies():
+    from dclib.figures.supervised_robustness import effective_robustness_figure
+    from dclib.robustness import line_reference
+    from dclib.stats import probit
+
+    acc = {("LR", "clean"): 0.9, ("LR", "adversarial"): 0.3, ("CNN", "clean"): 0.95, ("CNN", "adversarial"): 0.4,
+           ("MLP", "clean"): 0.8, ("MLP", "adversarial"): 0.2, ("Diffusion Classifier", "clean"): 0.85,
+           ("Diffusion Classifier", "adversarial"): 0.6}
+    results = pd.DataFrame([{"method": m, "set": s, "accuracy": a, "ci_low": a - 0.1, "ci_high": a + 0.05,
+                             "n": 20, "classes": 10} for (m, s), a in acc.items()])
+    line = line_reference(results, "adversarial")
+    fig = effective_robustness_figure(results, pd.Series(line), 20)
+    ax = fig.axes[0]
+    dots = ax.collections[0].get_offsets()
+    np.testing.assert_allclose(sorted(dots[:, 0]), sorted(probit(np.array([0.9, 0.95, 0.8]), 20)))
+    star = ax.containers[0].lines[0]
+    np.testing.assert_allclose(np.asarray(star.get_xdata(), float), [probit(0.85, 20)])
+    np.testing.assert_allclose(np.asarray(star.get_ydata(), float), [probit(0.6, 20)])
+    fit = ax.lines[0]
+    x, y = np.asarray(fit.get_xdata(), float), np.asarray(fit.get_ydata(), float)
+    np.testing.assert_allclose(y, line["slope"] * x + line["intercept"])
+    assert ax.get_ylabel() == "probit(accuracy on the adversarial split)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()][-1] == "Diffusion Classifier (99.5% CI)"

@@ -35,31 +35,104 @@ def zero_shot_rows(task, accuracies, n=4, classes=3):
 
 # --- dclib.zero_shot_baselines -------------------------------------------------------------------------------------
 
-def test_zero_shot_comparisons_runs_each_task_in_order_and_stacks_the_tables(monkeypatch):
+def opened_task(name, labels, rows=(("a red circle", "red", 0), ("a blue circle", "blue", 1)), images=None):
+    data = Dataset.from_dict({"label": list(labels)} if images is None else {"image": images, "label": list(labels)})
+    return zsb.ZeroShotTask(name, data, list(rows), 2, None)
+
+
+def test_zero_shot_comparisons_runs_each_task_in_order_and_keys_correctness_by_task(monkeypatch):
     calls = []
 
-    def fake(task, model, contrastive, **options):
-        calls.append((task, model, contrastive, options))
-        return zero_shot_rows(task, {"Diffusion Classifier": 0.5, "contrastive": 0.25}), {"Diffusion Classifier": [task]}
+    def fake(task, classifier, model, contrastive, **options):
+        calls.append((task.name, classifier, model, contrastive, options))
+        return (zero_shot_rows(task.name, {"Diffusion Classifier": 0.5, "contrastive": 0.25}),
+                {"Diffusion Classifier": np.array([task.name == "shape"])})
 
     monkeypatch.setattr(zsb, "zero_shot_comparison", fake)
-    table, predictions = zsb.zero_shot_comparisons(["colour", "shape"], "m", None, n_images=3, seed=7, progress=False)
+    tasks = [opened_task("colour", [0]), opened_task("shape", [1])]
+    table, right = zsb.zero_shot_comparisons("clf", tasks, "m", None, n_images=3, seed=7, progress=False)
     assert [c[0] for c in calls] == ["colour", "shape"]
-    assert calls[0][1:] == ("m", None, {"n_images": 3, "seed": 7, "progress": False})
+    assert calls[0][1:] == ("clf", "m", None, {"n_images": 3, "seed": 7, "progress": False})
     assert table.task.tolist() == ["colour", "colour", "shape", "shape"] and table.index.tolist() == [0, 1, 2, 3]
-    assert list(predictions) == ["colour", "shape"] and predictions["shape"] == {"Diffusion Classifier": ["shape"]}
+    assert list(right) == [("colour", "Diffusion Classifier"), ("shape", "Diffusion Classifier")]
+    assert right["shape", "Diffusion Classifier"].tolist() == [True]
 
 
-def test_per_image_correct_compares_with_the_first_labels_of_each_task(monkeypatch):
-    labels = {"shape": [0, 1, 2, 0, 1], "colour": [2, 2, 0]}
-    monkeypatch.setattr(zsb, "zero_shot_task", lambda t: (Dataset.from_dict({"label": labels[t]}), None, None))
-    predictions = {"shape": {"DC": np.array([0, 1, 0, 0]), "CNN": np.array([1, 1, 2, 2])},
-                   "colour": {"DC": np.array([2, 0])}}
-    right = zsb.per_image_correct(predictions)
-    assert list(right) == [("shape", "DC"), ("shape", "CNN"), ("colour", "DC")]
-    assert right["shape", "DC"].tolist() == [True, True, False, True]
-    assert right["shape", "CNN"].tolist() == [False, True, True, False]
-    assert right["colour", "DC"].tolist() == [True, False]
+def test_zero_shot_comparison_scores_the_first_images_against_their_own_labels(monkeypatch):
+    """Every baseline replaced by a fake that predicts class 0: correctness is prediction == the task's label, on
+    the task's first n images; the features baseline is skipped without labelled images."""
+    rng = np.random.RandomState(0)
+    images = [Image.fromarray((rng.rand(16, 16, 3) * 255).astype(np.uint8)) for _ in range(5)]
+    task = opened_task("colour", [0, 1, 0, 1, 1], images=images)
+    schedules = []
+    monkeypatch.setattr(zsb, "evaluate_dataset", lambda clf, data, **kw: schedules.append(kw["schedule"]) or type(
+        "S", (), {"predictions": np.zeros(len(data), int)})())
+
+    class Fixed:
+        def predict(self, x):
+            return np.zeros(len(x), int)
+
+    generated = np.zeros((2, 8, 8, 3), np.uint8)
+    monkeypatch.setattr(zsb, "synthetic_data_baseline", lambda *a, **k: (Fixed(), generated, None))
+    clf = type("C", (), {"adapter": type("A", (), {"device": "cpu"})()})()
+    table, right = zsb.zero_shot_comparison(task, clf, "m", None, n_images=4, progress=False)
+    assert table.method.tolist() == ["Diffusion Classifier", "synthetic data (CNN)"]
+    assert right["Diffusion Classifier"].tolist() == [True, False, True, False]
+    assert table.accuracy.tolist() == [0.5, 0.5] and (table.n == 4).all() and (table.classes == 2).all()
+    table, _ = zsb.zero_shot_comparison(task._replace(schedule="5,1:25,250"), clf, "m", None, n_images=None,
+                                        schedule="10", progress=False)
+    assert schedules == ["50", "5,1:25,250"] and (table.n == 5).all()  # the task's own schedule; None: every image
+
+
+def test_predict_in_chunks_equals_one_call_and_reads_every_image_once():
+    data = Dataset.from_dict({"image": list(range(7)), "label": [0] * 7})
+    calls = []
+    out = zsb.predict_in_chunks(data, lambda images: calls.append(list(images)) or [2 * i for i in images], chunk=3)
+    assert out.tolist() == [0, 2, 4, 6, 8, 10, 12] and calls == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_a_dataset_task_opens_like_every_page_and_draws_labelled_images_from_its_train_split(classifiers, tmp_path):
+    from datasets import ClassLabel, DatasetDict, Features
+    from datasets import Image as ImageFeature
+
+    from dclib.errors import InputError
+    from dclib.testing import save_image_folder, save_prompt_csv
+
+    folder, csv = save_image_folder(tmp_path / "pets"), save_prompt_csv(tmp_path / "pets.csv")
+    specs = zsb.zero_shot_task_specs(["shape"], dataset=folder, prompts=csv)
+    assert specs == [{"dataset": folder, "prompts": csv, "template": "a photo of a {}.", "split": None,
+                      "train_split": None}]
+    assert zsb.zero_shot_task_specs(["shape"]) == ["shape"]
+    task, = zsb.open_zero_shot_tasks(classifiers["sd"], ["shape"], dataset=folder, prompts=csv)
+    assert task.name == folder and task.labelled is None and len(task.test) == 6 and task.n_classes == 3
+    assert sorted({r[1] for r in task.rows}) == ["car", "cat", "dog"]  # the CSV gives some classes two prompts
+    # an image folder has one split: naming it as the train split would train on the test images
+    leaky = zsb.open_zero_shot_task(classifiers["sd"], {"dataset": folder, "train_split": "train"})
+    with pytest.raises(InputError, match="is the split the task tests on"):
+        leaky.labelled(2)
+    rng = np.random.RandomState(0)
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["cat", "dog", "car"])})
+    split = lambda n, offset: Dataset.from_dict({  # noqa: E731
+        "image": [Image.fromarray((rng.rand(8, 8, 3) * 255).astype(np.uint8)) for _ in range(n)],
+        "label": [(i + offset) % 3 for i in range(n)]}, features=features)
+    saved = str(tmp_path / "saved")
+    DatasetDict({"train": split(9, 0), "test": split(4, 1)}).save_to_disk(saved)
+    spec = {"dataset": saved, "name": "pets", "split": "test", "train_split": "train",
+            "template": "a photo of a {}, a type of pet."}
+    with_train = zsb.open_zero_shot_task(classifiers["sd"], spec, seed=1)
+    assert with_train.name == "pets" and len(with_train.test) == 4
+    images, labels = with_train.labelled(5)
+    order = np.random.default_rng(1).permutation(9)[:5]
+    assert labels.tolist() == [i % 3 for i in order] and len(images) == 5
+
+
+def test_bad_zero_shot_tasks_are_one_line_errors(classifiers):
+    from dclib.errors import InputError
+
+    with pytest.raises(InputError, match="a dict with 'dataset'"):
+        zsb.open_zero_shot_task(classifiers["sd"], {"datset": "x"})
+    with pytest.raises(InputError, match="needs a text-to-image model"):
+        zsb.open_zero_shot_task(classifiers["dit"], {"dataset": "embedded:digits-test"})
 
 
 def test_paired_correctness_pairs_diffusion_classifier_with_a_baseline_per_task():
@@ -80,17 +153,18 @@ def test_accuracy_sentence_lists_methods_alphabetically_within_tasks_in_table_or
                                             "colour: Diffusion Classifier 25%, synthetic 100%.")
 
 
-def test_single_timestep_by_task_equals_scoring_each_task_by_hand(monkeypatch, classifiers):
+def test_single_timestep_by_task_equals_scoring_each_task_by_hand(classifiers):
     from dclib import Conditionings, Plan, even_timesteps
-    from dclib.experiments import score_dataset, single_timestep_accuracy
+    from dclib.experiments import score_dataset
+    from dclib.timestep_analysis import single_timestep_accuracy
 
     rng = np.random.RandomState(0)
     images = [Image.fromarray((rng.rand(16, 16, 3) * 255).astype(np.uint8)) for _ in range(3)]
     data = Dataset.from_dict({"image": images, "label": [0, 1, 0]})
     rows = [("a red circle", "red", 0), ("a blue circle", "blue", 1)]
-    monkeypatch.setattr(zsb, "zero_shot_task", lambda t: (data, ["red", "blue"], rows))
     clf = classifiers["sd"]
-    table = zsb.single_timestep_by_task(clf, ["colour", "clutter"], n_timesteps=2, n_images=2, seed=3)
+    tasks = [zsb.ZeroShotTask(name, data, rows, 2, None) for name in ("colour", "clutter")]
+    table = zsb.single_timestep_by_task(clf, tasks, n_timesteps=2, n_images=2, seed=3)
     assert table.task.tolist() == ["colour"] * 2 + ["clutter"] * 2 and table.t.tolist() == even_timesteps(2) * 2
     assert (table.chance == 0.5).all()
     errors = score_dataset(clf, data, Plan.from_timesteps(even_timesteps(2)), Conditionings.from_rows(rows),
@@ -114,13 +188,16 @@ def test_attribute_separations_skips_tasks_that_are_not_single_attribute(monkeyp
     seen = []
     monkeypatch.setattr(zsb, "attribute_separation",
                         lambda clf, task, n: seen.append((clf, task, n)) or np.full(3, len(task), float))
-    separation = zsb.attribute_separations("clf", ["shape", "clutter", "position"], 5)
+    tasks = ["shape", "clutter", opened_task("position", [0]), opened_task("./pets", [0])]
+    separation = zsb.attribute_separations("clf", tasks, 5)
     assert list(separation) == ["shape", "position"] and seen == [("clf", "shape", 5), ("clf", "position", 5)]
     np.testing.assert_array_equal(separation["position"], [8.0, 8.0, 8.0])
 
 
 def test_describe_separations_reads_the_middle_and_last_timestep():
     separation = {"shape": np.array([8.0, 4.0, 2.0, 0.5]), "position": np.array([9.0, 6.25, 3.0, 1.0])}
+    assert zsb.describe_separations(separation) == zsb.describe_separations(separation, "shape")
+    assert zsb.describe_separations({}).startswith("No embedded single-object task")
     assert zsb.describe_separations(separation, "shape") == (
         "shape: median d' 2.0 at t = 2, 0.50 at t = 3\n"
         "position: median d' 3.0 at t = 2, 1.00 at t = 3; 2.0x the shape curve")

@@ -2,8 +2,7 @@
 image folder with one subfolder per class and a prompt CSV (a DiT folder where a page needs a class-conditional
 model, an SD3 folder for the flow-matching page), with MPLBACKEND=Agg as the Makefile exports it. Each page must
 finish and show its figures. (notebooks/ runs the same pages on the embedded models with their own defaults.)
-Not here: Table 1 (zero_shot_table) and Table 4 / Fig. 6 (supervised_robustness) run on the embedded procedural
-tasks only."""
+Not here: Table 4 / Fig. 6 (supervised_robustness) runs on the embedded procedural tasks only."""
 import json
 import os
 import subprocess
@@ -56,6 +55,10 @@ def parameters_for(page: str, s: dict) -> dict:
                 "n_images": 3, "n_timesteps": 2}
     if page == "compositional":  # Winoground-style pairs (a save_to_disk folder or hub id works the same way)
         return {"model": s["sd"], "pairs": "embedded:shapes-wino", "per_swap": 1, "n_timesteps": 2}
+    if page == "zero_shot_table":  # Table 1 on the user's dataset; no train split, so no features baseline
+        return {"model": s["sd"], "dataset": s["images"], "prompts": s["prompts"], "n_images": 3, "schedule": "2",
+                "n_generated": 1, "generation_steps": 2, "cnn_epochs": 1, "n_timestep_images": 2,
+                "n_probe_timesteps": 2, "n_shared_noise_rows": 1, "batch_size": "auto"}
     if page == "flow_matching":  # a local SD3 (flow-matching) folder
         return {"model": s["sd3"], "n_timesteps": 2, "n_logit_normal": 100}
     if page in CLASS_CONDITIONAL:
@@ -66,7 +69,7 @@ def parameters_for(page: str, s: dict) -> dict:
 
 
 @pytest.mark.parametrize("page", [*SMALL, "loss_functions", "version_sweep", *CLASS_CONDITIONAL, "compositional",
-                                  "flow_matching"])
+                                  "zero_shot_table", "flow_matching"])
 def test_page_runs_on_a_local_pipeline_image_folder_and_prompt_csv(page, user_setup, tmp_path):
     import yaml
 

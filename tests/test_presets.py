@@ -174,6 +174,13 @@ def test_every_preset_parameter_is_a_parameter_of_its_page():
             cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
             names = set(re.findall(r"^(\w+)\s*=", cell.source, re.M))
             assert set(params) <= names, (preset, page, sorted(set(params) - names))
+    # ... and a typo inside a Table 1 dataset spec would fail only on the GPU, hours in
+    from dclib.schedules import parse_schedule
+    from dclib.zero_shot_baselines import TASK_KEYS
+
+    for task in presets["paper"]["zero_shot_table"]["tasks"]:
+        assert set(task) <= set(TASK_KEYS) and "dataset" in task and task["template"].count("{}") == 1, task
+        parse_schedule(task["schedule"])
 
 
 def test_paper_preset_stops_at_once_offline_naming_what_is_missing(monkeypatch, capsys, tmp_path):
@@ -194,3 +201,7 @@ def test_paper_preset_stops_at_once_offline_naming_what_is_missing(monkeypatch, 
     (snapshot / "README.md").write_text("")
     assert build_book.missing_inputs("p", {"dataset": "timm/oxford-iiit-pet", "models": ["a/b"]}) == \
         ["model 'a/b' (p: models)"]
+    # Table 1's tasks: embedded task names need nothing, dataset specs name their dataset; Table 3's pairs too
+    assert build_book.missing_inputs("p", {"tasks": ["shape", {"dataset": "timm/oxford-iiit-pet"},
+                                                     {"dataset": "c/d", "template": "{}"}], "pairs": "w/x"}) == \
+        ["dataset 'w/x' (p: pairs)", "dataset 'c/d' (p: tasks)"]

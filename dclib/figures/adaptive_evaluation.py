@@ -1,6 +1,8 @@
 """Figures of notebooks/adaptive_evaluation.ipynb (Tables 6 and 7: adaptive evaluation and pre-pruning)."""
 from __future__ import annotations
 
+from . import finish, percent_yerr
+
 #: method-label prefix -> matplotlib format, in the order the legend lists them
 METHOD_STYLES = (("Algorithm 1", "o-"), ("Algorithm 2", "s"), ("paired pruning", "D"), ("contrastive top", "^"))
 
@@ -13,13 +15,7 @@ def accuracy_cost_figure(table, title: str):
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for kind, marker in METHOD_STYLES:
         sub = table[table.method.str.startswith(kind)]
-        ax.errorbar(sub.evaluations_per_image, 100 * sub.accuracy,
-                    yerr=[100 * (sub.accuracy - sub.ci_low), 100 * (sub.ci_high - sub.accuracy)],
-                    fmt=marker, capsize=3, label=kind)
+        ax.errorbar(sub.evaluations_per_image, 100 * sub.accuracy, yerr=percent_yerr(sub), fmt=marker, capsize=3,
+                    label=kind)
     ax.set_xscale("log")
-    ax.set_xlabel("denoiser evaluations per image")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish(ax, "denoiser evaluations per image", "accuracy (%)", title)

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from . import finish, percent_yerr
+
 
 def error_curves_figure(image, curves, class_names: Sequence[str]):
     """Fig. 2: the image, its true class's error and the closest wrong class's error against the timestep (one
     colour per eps, the wrong class dashed), and their paired difference. ``curves`` is
-    :func:`dclib.experiments.paired_error_curves` of that image."""
+    :func:`dclib.timestep_analysis.paired_error_curves` of that image."""
     import matplotlib.pyplot as plt  # picks a backend on import: only drawing needs it
 
     t, label, other = curves.timesteps, class_names[curves.true_class], class_names[curves.other_class]
@@ -29,18 +31,13 @@ def error_curves_figure(image, curves, class_names: Sequence[str]):
 
 def accuracy_by_timesteps_figure(accuracy, timestep_counts: Sequence[int], title: str):
     """Accuracy (95% interval) against timesteps per class, one line per setting: ``accuracy`` is the table of
-    :func:`dclib.experiments.accuracy_by_sample_count` (setting / timesteps / accuracy / ci_low / ci_high)."""
+    :func:`dclib.timestep_analysis.accuracy_by_sample_count` (setting / timesteps / accuracy / ci_low / ci_high)."""
     import matplotlib.pyplot as plt  # picks a backend on import: only drawing needs it
 
     fig, ax = plt.subplots(figsize=(5.5, 3.3))
     for j, (name, g) in enumerate(accuracy.groupby("setting", sort=False)):
-        ax.errorbar(g.timesteps, 100 * g.accuracy, yerr=[100 * (g.accuracy - g.ci_low), 100 * (g.ci_high - g.accuracy)],
-                    marker="o", capsize=3, color=f"C{j}", label=name)
+        ax.errorbar(g.timesteps, 100 * g.accuracy, yerr=percent_yerr(g), marker="o", capsize=3, color=f"C{j}",
+                    label=name)
     ax.set_xscale("log")
     ax.set_xticks(timestep_counts, [str(k) for k in timestep_counts])
-    ax.set_xlabel("timesteps per class")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish(ax, "timesteps per class", "accuracy (%)", title)

@@ -1,6 +1,8 @@
 """Eq. 3 and Table 5 (notebooks/objective.ipynb): accuracy under uniform, ELBO and variational-bound weighting."""
 from __future__ import annotations
 
+from . import percent_yerr
+
 
 def accuracy_by_objective(table, n_images: int):
     """Accuracy (%) with its 95% interval per objective, blue for the fixed-variance model, orange for the learned.
@@ -11,9 +13,8 @@ def accuracy_by_objective(table, n_images: int):
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     labels = [f"{s}\n({v} var.)" for v, s in zip(table.variance, table.setting)]
-    ax.bar(labels, 100 * table.accuracy,
-           yerr=[100 * (table.accuracy - table.ci_low), 100 * (table.ci_high - table.accuracy)],
-           capsize=4, color=["C0" if v == "fixed" else "C1" for v in table.variance])
+    ax.bar(labels, 100 * table.accuracy, yerr=percent_yerr(table), capsize=4,
+           color=["C0" if v == "fixed" else "C1" for v in table.variance])
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"Timestep weighting and objective ({n_images} images)")
     fig.tight_layout()

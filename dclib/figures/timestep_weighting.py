@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import percent_yerr
+
 
 def weights_and_accuracy(weights, table, n_fit: int, n_test: int):
     """Left: the fitted per-bin weights (mean 1) over the timestep bins, against uniform; right: held-out accuracy
@@ -21,7 +23,7 @@ def weights_and_accuracy(weights, table, n_fit: int, n_test: int):
     axes[0].set_title(f"weights fitted on {n_fit} labelled images")
     axes[0].legend(fontsize=8)
     axes[1].bar(["uniform", "learned"], 100 * table.accuracy,
-                yerr=[100 * (table.accuracy - table.ci_low), 100 * (table.ci_high - table.accuracy)], capsize=4,
+                yerr=percent_yerr(table), capsize=4,
                 color=["C0", "C1"])
     axes[1].set_ylim(max(0, 100 * table.ci_low.min() - 10), 100)
     axes[1].set_ylabel("held-out accuracy (%)")

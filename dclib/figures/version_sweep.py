@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from . import finish, percent_yerr
+
 
 def accuracy_by_version(table: pd.DataFrame, x: str = "training step",
                         title: str = "Accuracy across model versions"):
@@ -14,12 +16,7 @@ def accuracy_by_version(table: pd.DataFrame, x: str = "training step",
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for run, group in table.groupby("run", sort=False):
         ax.errorbar(group[x], 100 * group.accuracy,
-                    yerr=[100 * (group.accuracy - group.ci_low), 100 * (group.ci_high - group.accuracy)],
+                    yerr=percent_yerr(group),
                     fmt="o-" if run.startswith("checkpoints") else "s", capsize=4, label=run)
     ax.set_xscale("log" if x == "training step" else "linear")
-    ax.set_xlabel(x)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish(ax, x, "accuracy (%)", title)

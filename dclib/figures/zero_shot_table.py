@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from . import finish, percent_yerr
+
 
 def accuracy_bars(table: pd.DataFrame, title: str = "Zero-shot classification (95% CIs)"):
     """Grouped bars of accuracy (95% interval) per task and method, from :func:`dclib.zero_shot_baselines.
@@ -20,7 +22,7 @@ def accuracy_bars(table: pd.DataFrame, title: str = "Zero-shot classification (9
         rows = table[table.method == method].set_index("task").loc[tasks]
         x = np.arange(len(tasks)) + (k - (len(methods) - 1) / 2) * width
         ax.bar(x, 100 * rows.accuracy, width, label=method + ("" if rows.zero_shot.iloc[0] else " (not zero-shot)"),
-               yerr=[100 * (rows.accuracy - rows.ci_low), 100 * (rows.ci_high - rows.accuracy)], capsize=3)
+               yerr=percent_yerr(rows), capsize=3)
     chance = table.groupby("task").classes.first().loc[tasks]
     ax.scatter(np.arange(len(tasks)), 100 / chance, marker="_", s=900, color="k", label="chance", zorder=3)
     ax.set_xticks(np.arange(len(tasks)), tasks)
@@ -43,17 +45,14 @@ def single_timestep_curves(per_timestep: pd.DataFrame, title: str = "zero-shot a
         line, = ax.plot(rows_t.t, 100 * rows_t.accuracy, "o-", label=f"{task} (dotted: chance)")
         ax.fill_between(rows_t.t, 100 * rows_t.ci_low, 100 * rows_t.ci_high, color=line.get_color(), alpha=0.12)
         ax.axhline(100 * rows_t.chance.iloc[0], color=line.get_color(), ls=":", lw=1)
-    ax.set_xlabel("timestep t")
-    ax.set_ylabel("accuracy, one timestep (%)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish(ax, "timestep t", "accuracy, one timestep (%)", title, fontsize=10)
 
 
 def separation_curves(separation: dict, title: str = "how far apart two classes stay in x_t"):
     """Median d' between classes against t (log scale, d' = 1 dotted), one line per task, from
-    :func:`dclib.zero_shot_baselines.attribute_separations` ({task: curve [T]})."""
+    :func:`dclib.zero_shot_baselines.attribute_separations` ({task: curve [T]}); None when it is empty."""
+    if not separation:
+        return None
     import matplotlib.pyplot as plt  # here, not at import: pyplot picks a backend when imported
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -61,12 +60,7 @@ def separation_curves(separation: dict, title: str = "how far apart two classes 
         ax.plot(np.arange(len(curve)), curve, label=task)
     ax.axhline(1, color="grey", ls=":", lw=1)
     ax.set_yscale("log")
-    ax.set_xlabel("timestep t")
-    ax.set_ylabel("median d' between classes")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish(ax, "timestep t", "median d' between classes", title, fontsize=10)
 
 
 def shared_noise_grid(pictures: np.ndarray, prompt_of: np.ndarray, column_titles, n_rows: int, title: str = ""):
