@@ -100,10 +100,9 @@ class UNetFeatures:
         if network is None or getattr(network, "mid_block", None) is None:
             raise InputError("model features need a UNet with a mid block (Stable Diffusion or pixel UNet models)")
         self.classifier, self.adapter, self.t, self.seed = classifier, adapter, int(t), seed
+        self.mid_block = network.mid_block
         self.condition = condition  # None: the unconditional input (empty prompt / null class)
         self._captured: list[torch.Tensor] = []
-        network.mid_block.register_forward_hook(lambda module, args, output: self._captured.append(
-            (output[0] if isinstance(output, tuple) else output).float().mean((-2, -1))))
 
     @torch.inference_mode()
     def __call__(self, images, batch_size: int = 64, progress: bool = True) -> np.ndarray:
@@ -112,6 +111,9 @@ class UNetFeatures:
         plan = Plan((self.t,), (0,))
         feats = []
         workers, a.cpu_workers = a.cpu_workers, 1  # the mid-block hook must see each batch in one call
+        # Hooked only for this call: the classifier goes on scoring (other tasks, other pages) without it.
+        hook = self.mid_block.register_forward_hook(lambda module, args, output: self._captured.append(
+            (output[0] if isinstance(output, tuple) else output).float().mean((-2, -1))))
         try:
             for i in tqdm(range(0, len(images), batch_size), desc="UNet features", disable=not progress):
                 pixels = torch.stack([a.preprocess(im) for im in images[i:i + batch_size]])
@@ -123,6 +125,7 @@ class UNetFeatures:
                 a.predict(x_t, t.to(x0.device), cond.expand(len(x0), *cond.shape[1:]))
                 feats.append(self._captured[-1].cpu())
         finally:
+            hook.remove()
             a.cpu_workers = workers
         return torch.cat(feats).numpy()
 

@@ -46,6 +46,7 @@ def test_unet_features_are_deterministic_and_learnable(classifiers, rgb_image):
     x2 = feats(images, batch_size=6, progress=False)
     assert x1.shape == (6, clf.adapter.unet.config.block_out_channels[-1])
     np.testing.assert_allclose(x1, x2, rtol=1e-4, atol=1e-5)
+    assert not clf.adapter.unet.mid_block._forward_hooks  # the classifier scores on without the hook
     # a separable toy task: bright vs dark images
     bright = [np.full((24, 24, 3), 230, np.uint8) - k for k in range(4)]
     dark = [np.full((24, 24, 3), 20, np.uint8) + k for k in range(4)]
