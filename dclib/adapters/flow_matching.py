@@ -78,24 +78,45 @@ class FlowMatchingAdapter(DiffusionAdapter):
                 "sigma_range": [float(self.sigmas[0]), float(self.sigmas[-1])]}
 
 
-class StableDiffusion3Adapter(VAELatents, FlowMatchingAdapter):
-    """SD3 / SD3.5: MMDiT transformer on VAE latents, prompts through CLIP-L, CLIP-G (pooled) and optional T5.
-
-    A prompt's conditioning is one row: its token embeddings [L, D] flattened, then its pooled embedding [P].
-    One tensor per prompt lets the engine cache, index and expand conditionings as for every other family.
-    """
+class PromptFlowAdapter(VAELatents, FlowMatchingAdapter):
+    """A flow-matching transformer on VAE latents that reads a prompt as token embeddings plus one pooled
+    embedding (SD3 and FLUX). A prompt's conditioning is one row: the token embeddings [L, D] flattened, then
+    the pooled embedding [P]. One tensor per prompt lets the engine cache, index and expand conditionings as for
+    every other family."""
 
     text_conditioned = True
-    #: T5 tokens per prompt, the pipeline's default (zeros when the pipeline has no T5 encoder).
-    max_sequence_length = 256
     #: Prompts per text-encoder call (T5-XXL on hundreds of prompts at once would need a lot of memory).
     encode_batch_size = 32
 
+    def __init__(self, pipe, device="cpu", dtype=torch.float32):
+        super().__init__(pipe.scheduler, device, dtype)
+        self.pipe = pipe  # for encode_prompt (and FLUX's packing helpers): the pipeline's own
+        self.transformer = pipe.transformer
+        self.pooled_dim = self.transformer.config.pooled_projection_dim
+        self.text_dim = self.transformer.config.joint_attention_dim
+
+    def _place_modules(self, *text_encoders) -> None:
+        for module in (self.transformer, self.vae, *text_encoders):
+            if module is not None:
+                place(module, self.device, self.dtype)
+
+    def unpack_condition(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows of ``encode_conditions`` -> (token embeds [B, L, D], pooled embeds [B, P])."""
+        return cond[:, :-self.pooled_dim].unflatten(1, (-1, self.text_dim)), cond[:, -self.pooled_dim:]
+
+    def null_condition(self):
+        return self.encode_conditions([""])  # the empty prompt: the pipeline's negative prompt for guidance
+
+
+class StableDiffusion3Adapter(PromptFlowAdapter):
+    """SD3 / SD3.5: MMDiT transformer on VAE latents, prompts through CLIP-L, CLIP-G (pooled) and optional T5."""
+
+    #: T5 tokens per prompt, the pipeline's default (zeros when the pipeline has no T5 encoder).
+    max_sequence_length = 256
+
     def __init__(self, pipe, device="cpu", dtype=torch.float32, resolution: int | None = None,
                  id2label: dict | None = None):
-        super().__init__(pipe.scheduler, device, dtype)
-        self.pipe = pipe  # for encode_prompt, the pipeline's own text encoding
-        self.transformer = pipe.transformer
+        super().__init__(pipe, device, dtype)
         cfg = self.transformer.config
         self._set_vae(pipe.vae, cfg.sample_size, resolution)  # x0 = (mean - shift_factor) * scaling_factor
         self.latent_channels = cfg.in_channels
@@ -103,11 +124,7 @@ class StableDiffusion3Adapter(VAELatents, FlowMatchingAdapter):
         if self.resolution % (self.vae_scale_factor * self.patch_size):
             raise InputError(f"resolution {self.resolution} must be a multiple of "
                              f"{self.vae_scale_factor * self.patch_size} (VAE factor x patch size)")
-        self.pooled_dim = cfg.pooled_projection_dim
-        self.text_dim = cfg.joint_attention_dim
-        for module in (self.transformer, self.vae, pipe.text_encoder, pipe.text_encoder_2, pipe.text_encoder_3):
-            if module is not None:
-                place(module, self.device, self.dtype)
+        self._place_modules(pipe.text_encoder, pipe.text_encoder_2, pipe.text_encoder_3)
         side = self.resolution // self.vae_scale_factor
         self._set_sigmas(image_seq_len=(side // self.patch_size) ** 2)
 
@@ -117,13 +134,6 @@ class StableDiffusion3Adapter(VAELatents, FlowMatchingAdapter):
             prompt=list(prompts), prompt_2=None, prompt_3=None, device=self.device, do_classifier_free_guidance=False,
             max_sequence_length=self.max_sequence_length)
         return torch.cat([embeds.flatten(1), pooled], 1).to(self.dtype)
-
-    def unpack_condition(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows of ``encode_conditions`` -> (prompt embeds [B, L, D], pooled embeds [B, P])."""
-        return cond[:, :-self.pooled_dim].unflatten(1, (-1, self.text_dim)), cond[:, -self.pooled_dim:]
-
-    def null_condition(self):
-        return self.encode_conditions([""])  # the pipeline's negative prompt for guidance
 
     def _forward(self, x_t, t, cond):
         embeds, pooled = self.unpack_condition(cond)

@@ -23,25 +23,18 @@ from typing import Sequence
 import torch
 
 from ..errors import InputError
-from .base import VAELatents, place
-from .flow_matching import FlowMatchingAdapter
+from .flow_matching import PromptFlowAdapter
 
 
-class FluxAdapter(VAELatents, FlowMatchingAdapter):
-    """A prompt's conditioning is one row: its T5 embeddings [L, D] flattened, then its pooled CLIP embedding [P]
-    (as for SD3), so the engine caches, indexes and expands it as for every other family."""
+class FluxAdapter(PromptFlowAdapter):
+    """FLUX.1: T5 token embeddings and CLIP's pooled embedding, latents packed around the transformer call."""
 
-    text_conditioned = True
-    #: Prompts per text-encoder call (T5-XXL on hundreds of prompts at once would need a lot of memory).
-    encode_batch_size = 32
     #: The distilled guidance scale given to guidance-embedding checkpoints: FluxPipeline's default.
     guidance_scale = 3.5
 
     def __init__(self, pipe, device="cpu", dtype=torch.float32, resolution: int | None = None,
                  id2label: dict | None = None):
-        super().__init__(pipe.scheduler, device, dtype)
-        self.pipe = pipe  # for encode_prompt and the packing helpers, the pipeline's own
-        self.transformer = pipe.transformer
+        super().__init__(pipe, device, dtype)
         cfg = self.transformer.config
         # The transformer has no native size; the VAE's config holds the pixel size (1024 for FLUX.1), which is
         # also the pipeline's default (128 latents x 8).
@@ -50,14 +43,10 @@ class FluxAdapter(VAELatents, FlowMatchingAdapter):
         if self.resolution % (2 * self.vae_scale_factor):
             raise InputError(f"resolution {self.resolution} must be a multiple of {2 * self.vae_scale_factor} "
                              "(VAE factor x the 2x2 packing)")
-        self.pooled_dim = cfg.pooled_projection_dim
-        self.text_dim = cfg.joint_attention_dim
         # T5 tokens per prompt: 512 for dev; schnell (the checkpoint without guidance embedding) was trained
         # with 256, which Black Forest Labs' reference code and its model card use.
         self.max_sequence_length = 512 if cfg.guidance_embeds else 256
-        for module in (self.transformer, self.vae, pipe.text_encoder, pipe.text_encoder_2):
-            if module is not None:
-                place(module, self.device, self.dtype)
+        self._place_modules(pipe.text_encoder, pipe.text_encoder_2)
         tokens_side = self.resolution // self.vae_scale_factor // 2
         self.img_ids = pipe._prepare_latent_image_ids(1, tokens_side, tokens_side, self.device, self.dtype)
         self.txt_ids = torch.zeros(self.max_sequence_length, 3, device=self.device, dtype=self.dtype)
@@ -68,13 +57,6 @@ class FluxAdapter(VAELatents, FlowMatchingAdapter):
         embeds, pooled, _ = self.pipe.encode_prompt(prompt=list(prompts), prompt_2=None, device=self.device,
                                                     max_sequence_length=self.max_sequence_length)
         return torch.cat([embeds.flatten(1), pooled], 1).to(self.dtype)
-
-    def unpack_condition(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows of ``encode_conditions`` -> (T5 embeds [B, L, D], pooled CLIP embeds [B, P])."""
-        return cond[:, :-self.pooled_dim].unflatten(1, (-1, self.text_dim)), cond[:, -self.pooled_dim:]
-
-    def null_condition(self):
-        return self.encode_conditions([""])  # the empty prompt, FluxPipeline's negative prompt for true CFG
 
     def _forward(self, x_t, t, cond):
         n, c, h, w = x_t.shape

@@ -11,7 +11,7 @@ import torch
 
 from ..contrastive import image_embeddings, text_embeddings
 from ..data import captions as cap
-from .common import EMA, bf16_autocast, count_parameters, folder_size_mb, seeded, write_card
+from .common import EMA, bf16_autocast, count_parameters, folder_size_mb, start_training, write_card
 from .loop import StepLoss, train_loop
 from .scenes import caption_truth, hard_negatives, scene_pools, swap_scene
 from .shapes_models import build_clip, save_clip, use_fast_cpu_attention
@@ -33,17 +33,13 @@ def train_shapes_clip(out: Path, steps: int | None = None, progress: bool = True
                       recipe: ClipRecipe | None = None) -> dict:
     """Train ``embedded:shapes-clip`` into ``out`` (CLIPModel + tokenizer, safetensors); returns the facts."""
     recipe = recipe or ClipRecipe()
-    steps = recipe.steps if steps is None else steps
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    gen, rng = seeded(recipe.seed)
-    started = time.perf_counter()
+    out, steps, gen, rng, started = start_training(out, recipe, steps)
     pool, val = scene_pools(recipe.n_scenes, recipe.n_val)
     tokenizer = build_word_tokenizer(model_max_length=recipe.max_length)
     model = build_clip(recipe, tokenizer).train()
     use_fast_cpu_attention(model)
     ema = EMA(model, recipe.ema_decay)
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    opt = recipe.adamw(model)
     max_scale = float(np.log(100.0))
 
     # validation: image->caption top-1 among the val captions (TRAIN wording), and binding: does the true

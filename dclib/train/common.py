@@ -5,7 +5,9 @@ import copy
 import json
 import math
 import platform
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -16,6 +18,22 @@ def seeded(seed: int) -> tuple[torch.Generator, np.random.Generator]:
     every random draw (initialisation, batches, noise) then follows from its one seed."""
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed), np.random.default_rng(seed)
+
+
+class TrainingStart(NamedTuple):
+    out: Path                   # the output folder, created
+    steps: int                  # the steps to run: the recipe's unless given
+    gen: torch.Generator        # seeded with the recipe's seed (as are the global torch generator and rng)
+    rng: np.random.Generator
+    started: float              # time.perf_counter() at the start, for the facts' seconds
+
+
+def start_training(out: Path, recipe, steps: int | None) -> TrainingStart:
+    """What every shapes recipe does first: create the folder, settle the step count, seed, start the clock."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    gen, rng = seeded(recipe.seed)
+    return TrainingStart(out, recipe.steps if steps is None else steps, gen, rng, time.perf_counter())
 
 
 def cosine_lr(step: int, total: int, warmup: int, peak: float) -> float:

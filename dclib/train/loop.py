@@ -6,6 +6,7 @@ the EMA, intermediate checkpoints and the history rows ``{"step", "train_loss", 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -13,6 +14,26 @@ import torch
 from tqdm import tqdm
 
 from .common import EMA, cosine_lr
+
+
+@dataclass(kw_only=True)
+class Optimisation:
+    """The settings every recipe trains with, whatever its model: AdamW (``adamw``) with warm-up and cosine
+    decay, gradient clipping and EMA weights in ``train_loop``, an evaluation every ``eval_every`` steps and
+    one seed for every random draw. Each recipe (a dataclass deriving from this one) sets its own values."""
+
+    steps: int = 4000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 200
+    weight_decay: float = 0.01
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    seed: int = 0
+
+    def adamw(self, model: torch.nn.Module) -> torch.optim.AdamW:
+        return torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
 
 class StepLoss(NamedTuple):

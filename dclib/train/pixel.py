@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,27 +28,24 @@ from ..data import embedded_arrays
 from ..images import resize_center_crop, to_tensor
 from ..objectives import GaussianPosterior
 from .common import EMA, count_parameters, folder_size_mb
-from .loop import StepLoss, train_loop
+from .loop import Optimisation, StepLoss, train_loop
 
 
 @dataclass
-class PixelRecipe:
+class PixelRecipe(Optimisation):
     name: str
     dataset: str  # embedded dataset name of the training split
     resolution: int
     block_out_channels: tuple = (32, 64)
     layers_per_block: int = 1
     add_attention: bool = False  # the mid-block attention costs time and does not help at 4x4 / 4x4
-    steps: int = 4000
+    _: KW_ONLY  # the rest by keyword, as Optimisation's settings (some given new values here) are
     batch_size: int = 128
     lr: float = 2e-3
-    warmup: int = 200
-    ema_decay: float = 0.999
+    weight_decay: float = 0.0
     label_dropout: float = 0.1
     val_fraction: float = 0.1
-    eval_every: int = 250
     checkpoints: tuple = (250, 500, 1000, 2000)
-    seed: int = 0
     learned_variance: bool = False  # twice the output channels, learned_range variance, hybrid loss
     extra: dict = field(default_factory=dict)
 
@@ -120,7 +117,7 @@ def train(recipe: PixelRecipe, out: Path, steps: int | None = None, progress: bo
 
     unet = build_unet(recipe, n_classes)
     ema = EMA(unet, recipe.ema_decay)
-    opt = torch.optim.AdamW(unet.parameters(), lr=recipe.lr, weight_decay=0.0)
+    opt = recipe.adamw(unet)
     scheduler = build_scheduler(recipe.learned_variance)
     posterior = GaussianPosterior(BETAS, "learned_range") if recipe.learned_variance else None
 
@@ -165,7 +162,7 @@ def train(recipe: PixelRecipe, out: Path, steps: int | None = None, progress: bo
 
     started = time.perf_counter()
     history = train_loop(
-        unet, opt, step_loss, steps, lr=recipe.lr, warmup=recipe.warmup, grad_clip=1.0, ema=ema,
+        unet, opt, step_loss, steps, lr=recipe.lr, warmup=recipe.warmup, grad_clip=recipe.grad_clip, ema=ema,
         evaluate=evaluate, eval_every=recipe.eval_every, train_loss_window=1,  # the last step's loss
         describe=lambda row: {"loss": f"{row['train_loss']:.4f}",
                               "val": f"{row['val_loss'] + row.get('val_vlb_bits_per_dim', 0.0):.4f}"},

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .loop import Optimisation
+
 # Default budgets, measured 2026-11-24 with torch.set_num_threads(1) while 2-3 other training processes shared
 # the 2-core machine (1 thread, contended; a 2-thread uncontended run is faster: the same machine's reference
 # UNet benchmark ran 580 samples/s on 2 threads (shared/notes) vs 100-190 samples/s in these conditions):
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 
 
 @dataclass
-class ShapesRecipe:
+class ShapesRecipe(Optimisation):
     name: str = "shapes"
     n_scenes: int = 50_000         # the embedded:shapes-train scenes (render_scenes(50_000, TRAIN_SEED))
     n_val: int = 256               # validation scenes (seed VAL_SEED) with fixed (t, eps)
@@ -47,11 +49,6 @@ class ShapesRecipe:
     # level and the mid block have one. Attention at 16x16 as well costs 1.55x per step.
     attention_levels: tuple = (False, True)
     steps: int = 4000              # 0.42-0.49 s/step (1 contended thread)
-    batch_size: int = 64
-    lr: float = 1e-3
-    warmup: int = 200
-    weight_decay: float = 0.01
-    ema_decay: float = 0.999
     caption_dropout: float = 0.1   # -> "" (the null prompt for classifier-free guidance)
     # "epsilon" (SD 1.x) or "v_prediction" (SD 2.x 768-v): what the UNet outputs and the loss compares.
     # v-prediction made the model position-aware at high t but cost shape and colour accuracy (note of
@@ -73,11 +70,8 @@ class ShapesRecipe:
     # for t >= 625 in held-out wording), but the timesteps below ~400 add prompt-dependent noise that swamps it
     # in the uniform mean; with "per-timestep-boost" 48 / 79 / 88%. The shipped recipe (1, "none"): 27 / 89 / 98%.
     loss_weighting: str = "none"
-    grad_clip: float = 1.0
     bf16: bool = True              # bf16 autocast (fp32 master weights); ~1.5x faster on AVX512-BF16 CPUs
-    eval_every: int = 250
     checkpoints: tuple = (500, 1000, 2000)
-    seed: int = 0
 
 
 #: Independently trained text-to-image models of the shapes world (Table 10's "model versions"). The second is a
@@ -91,7 +85,7 @@ SHAPES_RECIPES = {
 
 
 @dataclass
-class ClipRecipe:
+class ClipRecipe(Optimisation):
     name: str = "shapes-clip"
     n_scenes: int = 50_000
     n_val: int = 512
@@ -108,12 +102,6 @@ class ClipRecipe:
     projection_dim: int = 64
     steps: int = 1200              # 0.93-1.04 s/step (1 contended thread)
     batch_size: int = 256
-    lr: float = 1e-3
-    warmup: int = 200
     weight_decay: float = 0.05
-    ema_decay: float = 0.999
     hard_negatives: int = 3        # per two-object scene: up to this many swapped captions (3 = all; 0 = none)
-    grad_clip: float = 1.0
     bf16: bool = True
-    eval_every: int = 250
-    seed: int = 0

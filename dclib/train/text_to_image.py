@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import EMA, bf16_autocast, count_parameters, folder_size_mb, seeded, write_card
+from .common import EMA, bf16_autocast, count_parameters, folder_size_mb, start_training, write_card
 from .loop import StepLoss, train_loop
 from .scenes import scene_pools
 from .shapes_models import (build_scheduler, build_text_encoder, build_unet, check_prediction_type, save_pipeline,
@@ -58,12 +58,8 @@ def train_shapes(out: Path, steps: int | None = None, progress: bool = True, rec
     recipe = recipe or ShapesRecipe()
     if recipe.loss_weighting not in LOSS_WEIGHTINGS:  # before minutes of VAE training, not after
         raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {recipe.loss_weighting!r}")
-    steps = recipe.steps if steps is None else steps
     vae_steps = recipe.vae_steps if vae_steps is None else vae_steps
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    gen, rng = seeded(recipe.seed)
-    started = time.perf_counter()
+    out, steps, gen, rng, started = start_training(out, recipe, steps)
 
     pool, val = scene_pools(recipe.n_scenes, recipe.n_val)
     render_seconds = time.perf_counter() - started
@@ -89,7 +85,7 @@ def train_shapes(out: Path, steps: int | None = None, progress: bool = True, rec
     use_fast_cpu_attention(unet, text_encoder)
     model = torch.nn.ModuleDict({"unet": unet, "text": text_encoder}).train()
     ema = EMA(model, recipe.ema_decay)
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    opt = recipe.adamw(model)
     scheduler = build_scheduler(recipe)
     abar = scheduler.alphas_cumprod  # float32, for the v-prediction target
 
