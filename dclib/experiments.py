@@ -128,8 +128,8 @@ class Experiment(NamedTuple):
 
 
 def open_experiment(model, dataset, prompts=None, *, template: str = DEFAULT_TEMPLATE, n_images: int | None = None,
-                    split: str | None = None, resolution: int | None = None, dtype: str | None = "float32",
-                    device: str | None = "auto", lora: str | None = None) -> Experiment:
+                    split: str | None = None, shuffle_seed: int | None = None, resolution: int | None = None,
+                    dtype: str | None = "float32", device: str | None = "auto", lora: str | None = None) -> Experiment:
     """What every book page starts from: (classifier, test images, candidate conditionings).
 
     ``model``: a hub id, a local diffusers folder, ``embedded:NAME`` or a loaded ``DiffusionClassifier``.
@@ -138,7 +138,11 @@ def open_experiment(model, dataset, prompts=None, *, template: str = DEFAULT_TEM
     ``prompts`` (text models): a prompt CSV, a text file or a list; default the dataset's own prompt CSV if it
     carries one, else ``template`` filled with each of the dataset's class names. Class-conditional models take
     every class (or the labels in ``prompts``). Dataset labels become the model's class indices by name when
-    every dataset class name is a class name, else by index. ``n_images`` keeps the first rows.
+    every dataset class name is a class name, else by index. ``n_images`` keeps the first rows: in the dataset's
+    order, or with ``shuffle_seed`` in a random order drawn with that seed. The paper evaluates random subsets,
+    and a test split stored class by class (the official Oxford-IIIT Pets test list is ordered by breed) would
+    otherwise give its first classes only; with the shuffle, a page that takes the first images of the
+    experiment gets a random subset of whatever size it asks for.
     """
     source = open_dataset(dataset, split)
     clf = model if isinstance(model, DiffusionClassifier) else DiffusionClassifier.from_pretrained(
@@ -149,8 +153,13 @@ def open_experiment(model, dataset, prompts=None, *, template: str = DEFAULT_TEM
     if table is None and n_labels is not None and n_labels > conds.n_classes:
         raise InputError(f"the dataset has {n_labels} classes but the conditionings stand for {conds.n_classes}, "
                          f"and its class names ({', '.join(source.label_names[:5])}, ...) are not all among theirs")
-    n = len(source.dataset) if n_images is None else min(int(n_images), len(source.dataset))
-    return Experiment(clf, LabelledImages(source, range(n), table), conds)
+    rows = list(range(len(source.dataset)))
+    if shuffle_seed is not None:
+        if isinstance(shuffle_seed, bool) or not isinstance(shuffle_seed, (int, np.integer)) or shuffle_seed < 0:
+            raise InputError(f"shuffle_seed must be a non-negative integer or None, got {shuffle_seed!r}")
+        rows = np.random.default_rng(int(shuffle_seed)).permutation(len(rows)).tolist()
+    n = len(rows) if n_images is None else min(int(n_images), len(rows))
+    return Experiment(clf, LabelledImages(source, rows[:n], table), conds)
 
 
 def score_dataset(classifier, dataset, plan: Plan | Callable[[int], Plan], conditionings: Conditionings | None = None,

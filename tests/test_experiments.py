@@ -162,6 +162,28 @@ def test_open_experiment_matches_labels_to_a_prompt_csv_by_name(tiny_models, use
     assert len(data) == 4 and data["label"] == [2, 2, 1, 1]  # car -> 2, cat -> 1 in the CSV's numbering
 
 
+def test_open_experiment_shuffle_seed_draws_a_random_order_of_the_whole_split(tiny_models, user_data):
+    """With shuffle_seed, n_images keeps the first rows of a seeded permutation (a random subset even of a split
+    stored class by class); labels and ids follow their rows, so each image keeps the noise its id keys."""
+    from dclib.errors import InputError
+    from dclib.experiments import open_experiment
+
+    folder, _ = user_data
+    clf, full, conds = open_experiment(tiny_models["sd"], folder)
+    order = np.random.default_rng(3).permutation(6).tolist()
+    _, data, _ = open_experiment(clf, folder, n_images=4, shuffle_seed=3)
+    assert data.rows == order[:4] and order != sorted(order)
+    assert data["id"] == [full["id"][r] for r in order[:4]] and data["label"] == [full["label"][r] for r in order[:4]]
+    _, again, _ = open_experiment(clf, folder, n_images=2, shuffle_seed=3)
+    assert again.rows == order[:2]  # a smaller subset is the start of the same random order
+    a = score_dataset(clf, data, even_plan(2), conds, progress=False)
+    b = score_dataset(clf, full, even_plan(2), conds, progress=False)
+    np.testing.assert_array_equal(a.errors, b.errors[order[:4]])  # the same images, scored as in the dataset's order
+    for bad in (-1, 1.5, "0", True):
+        with pytest.raises(InputError, match="shuffle_seed must be"):
+            open_experiment(clf, folder, shuffle_seed=bad)
+
+
 def test_open_experiment_class_conditional_and_bad_input(tiny_models, user_data):
     from dclib.errors import InputError
     from dclib.experiments import open_experiment

@@ -134,14 +134,11 @@ def test_latent_model_decodes(classifiers, rgb_image):
 
 
 def test_cli_interpret_writes_a_grid(tiny_models, tmp_path):
-    import subprocess
-    import sys
-
     from PIL import Image
 
+    from dclib.cli import main
+
     Image.fromarray((np.random.RandomState(0).rand(8, 8) * 255).astype(np.uint8)).save(tmp_path / "d.png")
-    out = subprocess.run([sys.executable, "-m", "dclib", "interpret", str(tmp_path / "d.png"), "--model",
-                          tiny_models["pixel"], "--labels", "1,2,3", "--t-start", "100", "--steps", "3", "--out",
-                          str(tmp_path / "grid.png")], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
+    assert main(["interpret", str(tmp_path / "d.png"), "--model", tiny_models["pixel"], "--labels", "1,2,3",
+                 "--t-start", "100", "--steps", "3", "--out", str(tmp_path / "grid.png")]) == 0
     assert Image.open(tmp_path / "grid.png").size[0] > 100

@@ -181,6 +181,11 @@ def test_every_preset_parameter_is_a_parameter_of_its_page():
     for task in presets["paper"]["zero_shot_table"]["tasks"]:
         assert set(task) <= set(TASK_KEYS) and "dataset" in task and task["template"].count("{}") == 1, task
         parse_schedule(task["schedule"])
+    # ... and every paper page on a hub dataset takes a seeded random subset, not the first rows of a split that
+    # may be stored class by class
+    for page, params in presets["paper"].items():
+        if any(not str(params.get(k, "embedded:")).startswith("embedded:") for k in ("dataset", "zero_shot_dataset")):
+            assert isinstance(params.get("shuffle_seed"), int), page
 
 
 def test_paper_preset_stops_at_once_offline_naming_what_is_missing(monkeypatch, capsys, tmp_path):
