@@ -34,6 +34,9 @@ def pytest_runtest_setup(item):
         return
     saved = dict(os.environ)
     os.environ.update(build_book.kernel_env(PRESET))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # make test runs two notebooks at once (pytest-xdist): one torch thread per kernel, not two on two cores
+        os.environ["OMP_NUM_THREADS"] = "1"
     try:
         yield
     finally:

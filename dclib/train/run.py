@@ -8,7 +8,6 @@ import numpy as np
 
 from ..adapters.loading import EMBEDDED_DIR
 from ..classifier import DiffusionClassifier
-from ..contrastive import ContrastiveModel
 from ..prompts import Conditionings
 from ..schedules import Schedule
 from ..stats import clopper_pearson
@@ -48,6 +47,8 @@ def measure_shapes(model_path: str, kind: str, limit: int = 200, wino_limit: int
         plan = Schedule.parse(schedule).stage_plans()[0]
         match = lambda images, captions, item: diffusion_match_scores(model, images, captions, plan, item_id=item)
     else:
+        from ..contrastive import ContrastiveModel  # transformers' CLIP: seconds, which `--help` must not wait for
+
         model = ContrastiveModel.from_pretrained(model_path)
         match = lambda images, captions, item: model.scores(images, captions).T
     def accuracy(task: str, task_schedule: str) -> dict:

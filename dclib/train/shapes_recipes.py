@@ -23,17 +23,23 @@ from .loop import Optimisation
 #   4.2 GB.
 
 
-@dataclass
-class ShapesRecipe(Optimisation):
-    name: str = "shapes"
-    n_scenes: int = 50_000         # the embedded:shapes-train scenes (render_scenes(50_000, TRAIN_SEED))
-    n_val: int = 256               # validation scenes (seed VAL_SEED) with fixed (t, eps)
+@dataclass(kw_only=True)
+class TextTower:
+    """The captions' text encoder both shapes recipes build (trained jointly with the UNet, or as CLIP's text
+    tower) and the word tokenizer's length."""
+
     max_length: int = 16           # tokenizer.model_max_length; the longest caption is 15 tokens with BOS/EOS
-    # text encoder (trained jointly with the UNet)
     text_hidden: int = 64
     text_layers: int = 3
     text_heads: int = 4
     text_intermediate: int = 256
+
+
+@dataclass
+class ShapesRecipe(TextTower, Optimisation):
+    name: str = "shapes"
+    n_scenes: int = 50_000         # the embedded:shapes-train scenes (render_scenes(50_000, TRAIN_SEED))
+    n_val: int = 256               # validation scenes (seed VAL_SEED) with fixed (t, eps)
     # VAE stage
     vae_channels: tuple = (16, 32)
     vae_steps: int = 800           # 0.61-0.67 s/step (1 contended thread)
@@ -85,15 +91,10 @@ SHAPES_RECIPES = {
 
 
 @dataclass
-class ClipRecipe(Optimisation):
+class ClipRecipe(TextTower, Optimisation):
     name: str = "shapes-clip"
     n_scenes: int = 50_000
     n_val: int = 512
-    max_length: int = 16
-    text_hidden: int = 64          # same text tower as ShapesRecipe
-    text_layers: int = 3
-    text_heads: int = 4
-    text_intermediate: int = 256
     vision_hidden: int = 96
     vision_layers: int = 4
     vision_heads: int = 4
