@@ -24,14 +24,15 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	touch $(STAMP)
 
 # Every notebook executed by nbval (outputs of cells tagged nbval-check-output compared with the stored
-# ones; notebooks/conftest.py keeps the executed copies for the quick book build), two notebooks at a time
-# with one torch thread each (pytest-xdist; a notebook's cells stay on one worker); then the unit,
-# integration and site tests, whose quick book build renders those copies. Both parts always run; make test
-# fails if either failed. All of it is the small preset: results/small, book/executed/small, _build/small;
-# what `make book` built (results/book, book/executed/book, _build/book) is left alone.
+# ones; notebooks/conftest.py keeps the executed copies for the quick book build); then the unit,
+# integration and site tests, whose quick book build renders those copies. Each part runs two files at a time
+# with one torch thread each (pytest-xdist; a file's tests, a notebook's cells, stay on one worker). Both parts
+# always run; make test fails if either failed. All of it is the small preset: results/small,
+# book/executed/small, _build/small; what `make book` built (results/book, book/executed/book, _build/book)
+# is left alone.
 test: $(STAMP) browser
 	$(PY) -m pytest -q notebooks --nbval-lax -p no:cacheprovider -n 2 --dist loadfile; notebooks=$$?; \
-	$(PY) -m pytest -q tests -p no:cacheprovider; tests=$$?; \
+	$(PY) -m pytest -q tests -p no:cacheprovider -n 2 --dist loadfile; tests=$$?; \
 	test $$notebooks -eq 0 && test $$tests -eq 0
 
 book: $(STAMP) browser

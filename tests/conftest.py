@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# make test runs these files on two pytest-xdist workers: one torch thread each then, not two each on two cores
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")
