@@ -87,7 +87,7 @@ def run_page(page: str, setup: dict, folder: Path) -> subprocess.CompletedProces
     return subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / f"{page}.ipynb"),
                            str(folder / f"{page}.ipynb"), "--cwd", str(folder), "--log-level", "WARNING",
                            "--no-progress-bar", "--parameters_yaml", yaml.safe_dump(parameters_for(page, setup))],
-                          env=env, capture_output=True, text=True, timeout=900)
+                          env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from ..adapters.loading import quiet_hf_logging
 from ..data import embedded_arrays
 from ..images import resize_center_crop, to_tensor
 from ..objectives import GaussianPosterior
-from .common import EMA, count_parameters, folder_size_mb
+from .common import EMA, count_parameters, folder_size_mb, seeded
 from .loop import Optimisation, StepLoss, train_loop
 
 
@@ -107,8 +107,7 @@ def build_unet(recipe: PixelRecipe, n_classes: int) -> UNet2DModel:
 def train(recipe: PixelRecipe, out: Path, steps: int | None = None, progress: bool = True) -> dict:
     steps = steps or recipe.steps
     out = Path(out)
-    torch.manual_seed(recipe.seed)
-    gen = torch.Generator().manual_seed(recipe.seed)
+    gen, _ = seeded(recipe.seed)
     pixels, labels, class_names = load_pixels(recipe.dataset, recipe.resolution)
     n_classes = len(class_names)
     perm = torch.randperm(len(pixels), generator=gen)
