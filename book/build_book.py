@@ -47,8 +47,8 @@ KERNEL = "python3"
 PRESETS = ("small", "book", "paper")
 # Parameters that name models, and datasets, in a page's parameters (checked by the paper preset's preflight).
 MODEL_PARAMETERS = ("model", "models", "variants", "zero_shot_model", "supervised_model", "weak_model", "sd_model",
-                    "contrastive", "learned_variance_model")
-DATASET_PARAMETERS = ("dataset", "zero_shot_dataset", "supervised_dataset", "pairs", "tasks")
+                    "contrastive", "learned_variance_model", "discriminative")
+DATASET_PARAMETERS = ("dataset", "zero_shot_dataset", "supervised_dataset", "pairs", "tasks", "shifted")
 
 
 # Everything a build writes is per preset (functions, not constants: tests point ROOT, BOOK and BUILD elsewhere).
@@ -144,17 +144,25 @@ def _in_hub_cache(repo_id: str, repo_type: str) -> bool:
 
 
 def missing_inputs(name: str, params: dict) -> list[str]:
-    """The hub models and datasets a page's parameters name that are neither local nor in the hub cache."""
+    """What a page's parameters name that is missing: hub models and datasets neither local nor in the hub cache,
+    and local folders and class maps (a path starting with ".", "/" or "~") that do not exist."""
     missing = []
     for key, repo_type in [(k, "model") for k in MODEL_PARAMETERS] + [(k, "dataset") for k in DATASET_PARAMETERS]:
         values = params.get(key)
+        values = list(values.values()) if isinstance(values, dict) else values  # shifted: {name: set}
         for value in values if isinstance(values, list) else [values]:
-            if key == "tasks":  # Table 1's tasks: embedded task names, or dataset specs naming their dataset
-                value = value.get("dataset") if isinstance(value, dict) else None
+            if key == "tasks" and not isinstance(value, dict):
+                continue  # Table 1's embedded task names
+            if isinstance(value, dict):  # a dataset spec (Table 1's tasks, a shifted set) names its dataset
+                if isinstance(value.get("class_map"), str) and not os.path.exists(os.path.expanduser(value["class_map"])):
+                    missing.append(f"local file {value['class_map']!r} ({name}: {key}) does not exist")
+                value = value.get("dataset")
             if not isinstance(value, str) or value.startswith("embedded:") or os.path.exists(os.path.expanduser(value)):
                 continue
-            if not _in_hub_cache(value, repo_type):
-                missing.append(f"{repo_type} {value!r} ({name}: {key})")
+            if value.startswith((".", "/", "~")):
+                missing.append(f"local folder {value!r} ({name}: {key}) does not exist")
+            elif not _in_hub_cache(value, repo_type):
+                missing.append(f"{repo_type} {value!r} ({name}: {key}) is not in the local Hugging Face cache")
     return missing
 
 
@@ -168,9 +176,10 @@ def preflight(notebooks: list[dict], preset: str, params: dict) -> None:
     for nb in notebooks:
         missing = missing_inputs(nb["name"], parameters_for(nb["name"], preset, params))
         if missing:
-            raise BuildError(f"preset {preset}: {missing[0]} is not in the local Hugging Face cache and the hub is "
-                             f"offline (HF_HUB_OFFLINE=1); download it first (`hf download`) on a machine with "
-                             f"network" + (f"; {len(missing) - 1} more on this page" if len(missing) > 1 else ""))
+            how = ("; download it first (`hf download`) on a machine with network, as the hub is offline "
+                   "(HF_HUB_OFFLINE=1)" if missing[0].endswith("cache") else "; see the README's GPU section")
+            raise BuildError(f"preset {preset}: {missing[0]}{how}"
+                             + (f"; {len(missing) - 1} more on this page" if len(missing) > 1 else ""))
 
 
 def kernel_env(preset: str) -> dict:

@@ -76,8 +76,11 @@ def probit(accuracy, n) -> np.ndarray:
 
 def fit_line(id_acc, ood_acc, n_id, n_ood) -> np.ndarray:
     """Least-squares line probit(OOD) = a probit(ID) + b through the reference models (Taori et al. 2020);
-    returns [a, b]."""
-    return np.polyfit(probit(id_acc, n_id), probit(ood_acc, n_ood), 1)
+    returns [a, b]. Models that all share one ID accuracy fix no slope: the line is then flat at their mean."""
+    x, y = probit(id_acc, n_id), probit(ood_acc, n_ood)
+    if np.ptp(x) == 0:
+        return np.array([0.0, float(np.mean(y))])
+    return np.polyfit(x, y, 1)
 
 
 def expected_ood(coeffs, id_acc: float, n_id: int) -> float:

@@ -2,7 +2,9 @@
 image folder with one subfolder per class and a prompt CSV (a DiT folder where a page needs a class-conditional
 model, an SD3 folder for the flow-matching page), with MPLBACKEND=Agg as the Makefile exports it. Each page must
 finish and show its figures. (notebooks/ runs the same pages on the embedded models with their own defaults.)
-Not here: Table 4 / Fig. 6 (supervised_robustness) runs on the embedded procedural tasks only.
+Table 4 / Fig. 6 (supervised_robustness) runs on the DiT folder against two saved transformers image classifiers,
+with shifted image folders as ImageNet-A and ObjectNet come: fewer classes than the model, and classes that need a
+class map.
 
 Each page runs on one thread (OMP_NUM_THREADS=1), so two pages run at once: the selected pages are started in
 test order by a pool of two, and each test waits for its own page."""
@@ -41,12 +43,22 @@ CLASS_CONDITIONAL = {
 
 @pytest.fixture(scope="module")
 def user_setup(tmp_path_factory):
-    from dclib.testing import save_image_folder, save_prompt_csv, save_tiny_models
+    from dclib.testing import save_image_folder, save_prompt_csv, save_tiny_image_classifier, save_tiny_models
 
     root = tmp_path_factory.mktemp("gpu-user")
     models = save_tiny_models(root / "models", ["sd", "dit", "sd3"])
+    # Table 4's sets, named as the tiny DiT's classes (class_0 ... class_9): a clean set, a set of two of its
+    # classes (ImageNet-A's case) and a set whose classes stand for several model classes through a map (ObjectNet's)
+    dit_classes = [f"class_{i}" for i in range(10)]
+    (root / "objectnet-map.json").write_text(json.dumps({"x": ["class_0", "class_2"], "y": "class_1"}))
+    table4 = {"clean": save_image_folder(root / "imagenet", dit_classes[:3]),
+              "shifted": {"imagenet-a": save_image_folder(root / "imagenet-a", dit_classes[1:3], seed=1),
+                          "objectnet": {"dataset": save_image_folder(root / "objectnet", ["x", "y"], seed=2),
+                                        "class_map": str(root / "objectnet-map.json")}},
+              "discriminative": [save_tiny_image_classifier(root / f"resnet-{k}", dit_classes, seed=k)
+                                 for k in range(2)]}
     return {"sd": models["sd"], "dit": models["dit"], "sd3": models["sd3"], "images": save_image_folder(root / "pets"),
-            "prompts": save_prompt_csv(root / "pets.csv"), "root": root}
+            "prompts": save_prompt_csv(root / "pets.csv"), "table4": table4, "root": root}
 
 
 def parameters_for(page: str, s: dict) -> dict:
@@ -63,6 +75,11 @@ def parameters_for(page: str, s: dict) -> dict:
         return {"model": s["sd"], "dataset": s["images"], "prompts": s["prompts"], "n_images": 3, "schedule": "2",
                 "n_generated": 1, "generation_steps": 2, "cnn_epochs": 1, "n_timestep_images": 2,
                 "n_probe_timesteps": 2, "n_shared_noise_rows": 1, "batch_size": "auto"}
+    if page == "supervised_robustness":  # a DiT folder against saved image classifiers, as the paper preset runs
+        t4 = s["table4"]
+        return {"model": s["dit"], "dataset": t4["clean"], "shifted": t4["shifted"],
+                "discriminative": t4["discriminative"], "claim_set": "imagenet-a", "n_images": 4, "n_timesteps": 2,
+                "shuffle_seed": 0}
     if page == "flow_matching":  # a local SD3 (flow-matching) folder
         return {"model": s["sd3"], "n_timesteps": 2, "n_logit_normal": 100}
     if page in CLASS_CONDITIONAL:
@@ -75,7 +92,7 @@ def parameters_for(page: str, s: dict) -> dict:
 
 
 PAGES = [*SMALL, "loss_functions", "version_sweep", *CLASS_CONDITIONAL, "compositional", "zero_shot_table",
-         "flow_matching"]
+         "supervised_robustness", "flow_matching"]
 
 
 def run_page(page: str, setup: dict, folder: Path) -> subprocess.CompletedProcess:

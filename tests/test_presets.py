@@ -204,9 +204,32 @@ def test_paper_preset_stops_at_once_offline_naming_what_is_missing(monkeypatch, 
     snapshot = tmp_path / "empty-cache" / "datasets--timm--oxford-iiit-pet" / "snapshots" / "abc"
     snapshot.mkdir(parents=True)
     (snapshot / "README.md").write_text("")
+    cache = "is not in the local Hugging Face cache"
     assert build_book.missing_inputs("p", {"dataset": "timm/oxford-iiit-pet", "models": ["a/b"]}) == \
-        ["model 'a/b' (p: models)"]
+        [f"model 'a/b' (p: models) {cache}"]
     # Table 1's tasks: embedded task names need nothing, dataset specs name their dataset; Table 3's pairs too
     assert build_book.missing_inputs("p", {"tasks": ["shape", {"dataset": "timm/oxford-iiit-pet"},
                                                      {"dataset": "c/d", "template": "{}"}], "pairs": "w/x"}) == \
-        ["dataset 'w/x' (p: pairs)", "dataset 'c/d' (p: tasks)"]
+        [f"dataset 'w/x' (p: pairs) {cache}", f"dataset 'c/d' (p: tasks) {cache}"]
+    # Table 4's shifted sets: hub ids, local folders and their class maps; its discriminative models
+    shifted = {"a": "e/f", "b": {"dataset": str(tmp_path), "class_map": "./no-map.json"}, "c": "./no-folder"}
+    assert build_book.missing_inputs("p", {"shifted": shifted, "discriminative": ["g/h", str(tmp_path)]}) == \
+        [f"model 'g/h' (p: discriminative) {cache}", f"dataset 'e/f' (p: shifted) {cache}",
+         "local file './no-map.json' (p: shifted) does not exist",
+         "local folder './no-folder' (p: shifted) does not exist"]
+
+
+def test_every_notebook_is_thin():
+    """Parameters, a call into dclib, a plot and a sentence: at most 40 code lines besides the parameters cell (blank
+    lines and comments not counted), and no function, lambda or class (analyses live in dclib, tested there)."""
+    import ast
+
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        code = [c.source for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])]
+        lines = [line for src in code for line in src.splitlines() if line.strip() and not line.strip().startswith("#")]
+        assert len(lines) <= 40, (path.name, len(lines))
+        tree = ast.parse("\n".join(line for src in code for line in src.splitlines() if not line.startswith("%")))
+        defined = [type(node).__name__ for node in ast.walk(tree)
+                   if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef))]
+        assert not defined, (path.name, defined)

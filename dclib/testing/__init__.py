@@ -2,8 +2,8 @@
 tests, benchmarks and examples."""
 from .folders import TINY_CLASSES, save_image_folder, save_prompt_csv
 from .tiny import (build_clip_tokenizer, build_t5_tokenizer, tiny_dit_pipeline, tiny_pixel_pipeline,
-                   tiny_sd3_pipeline, tiny_sd_pipeline, save_tiny_models)
+                   tiny_sd3_pipeline, tiny_sd_pipeline, save_tiny_image_classifier, save_tiny_models)
 
 __all__ = ["build_clip_tokenizer", "build_t5_tokenizer", "tiny_sd_pipeline", "tiny_sd3_pipeline",
-           "tiny_dit_pipeline", "tiny_pixel_pipeline", "save_tiny_models", "TINY_CLASSES",
+           "tiny_dit_pipeline", "tiny_pixel_pipeline", "save_tiny_models", "save_tiny_image_classifier", "TINY_CLASSES",
            "save_image_folder", "save_prompt_csv"]

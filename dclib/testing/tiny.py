@@ -130,6 +130,25 @@ def tiny_dit_pipeline(num_classes: int = 10, seed: int = 0):
     return pipe
 
 
+def save_tiny_image_classifier(path: str | Path, class_names: Iterable[str], seed: int = 0, width: int = 8,
+                               image_size: int = 32) -> str:
+    """A transformers ResNet image classifier (untrained, ``width`` channels) over ``class_names`` with a ResNet
+    image processor (resize, center crop, ImageNet normalisation) at ``image_size``, saved as safetensors: a
+    stand-in for the paper's ResNets and ViTs."""
+    from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
+
+    names = list(class_names)
+    torch.manual_seed(seed)
+    config = ResNetConfig(embedding_size=width, hidden_sizes=[width, 2 * width], depths=[1, 1],
+                          num_labels=len(names), id2label=dict(enumerate(names)),
+                          label2id={n: i for i, n in enumerate(names)})
+    model = ResNetForImageClassification(config)
+    processor = ConvNextImageProcessor(size={"shortest_edge": image_size}, crop_pct=0.875)
+    model.save_pretrained(path, safe_serialization=True)
+    processor.save_pretrained(path)
+    return str(path)
+
+
 def tiny_pixel_pipeline(num_classes: int = 10, channels: int = 1, size: int = 8, seed: int = 0,
                         class_names: Iterable[str] | None = None, null_class: bool = True,
                         variance_type: str = "fixed_small", prediction_type: str = "epsilon"):
