@@ -166,3 +166,6 @@ def test_effective_robustness_figure_puts_each_model_at_its_probit_accuracies():
     np.testing.assert_allclose(y, line["slope"] * x + line["intercept"])
     assert ax.get_ylabel() == "probit(accuracy on the adversarial split)"
     assert [t.get_text() for t in ax.get_legend().get_texts()][-1] == "Diffusion Classifier (99.5% CI)"
+    # without n_images, the sets' own size (20) clips accuracies of 0 and 1
+    again = effective_robustness_figure(results, pd.Series(line), None).axes[0]
+    np.testing.assert_allclose(again.collections[0].get_offsets(), dots)

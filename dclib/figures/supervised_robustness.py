@@ -7,18 +7,21 @@ import pandas as pd
 from ..stats import probit
 
 
-def effective_robustness_figure(results: pd.DataFrame, line: pd.Series, n_images: int, shifted: str = "adversarial",
+def effective_robustness_figure(results: pd.DataFrame, line: pd.Series, n_images: int | None,
+                                shifted: str = "adversarial",
                                 model: str = "Diffusion Classifier"):
     """Probit(accuracy on ``shifted``) against probit(clean accuracy): the discriminative models as dots, their
     fitted line dashed, ``model`` as a star with its 99.5% interval, chance dotted.
 
     ``results``: :func:`dclib.robustness.robustness_comparison`'s table (method, set, accuracy, ci_low, ci_high,
     classes); ``line``: :func:`dclib.robustness.line_reference` of ``shifted`` (its slope and intercept);
-    ``n_images`` moves accuracies of 0 or 1 half an image inwards, as the fit does. The x axis is the clean set
-    the line was fitted on (``line["clean"]``: the clean images of the shifted set's classes where they differ)."""
+    ``n_images`` (None: the largest set's size) moves accuracies of 0 or 1 half an image inwards, as the fit does.
+    The x axis is the clean set the line was fitted on (``line["clean"]``: the clean images of the shifted set's
+    classes where they differ)."""
     import matplotlib.pyplot as plt  # here, not at import: pyplot picks a backend when imported
 
     clean = line.get("clean", "clean")
+    n_images = n_images or int(results.n.max())
     wide = results.pivot(index="method", columns="set", values="accuracy")
     family = [m for m in wide.index if m != model]
     fig, ax = plt.subplots(figsize=(5.5, 4))
