@@ -181,3 +181,14 @@ def test_image_classifier_logits_do_not_depend_on_the_batch(table4_setup):
     np.testing.assert_allclose(one.logits(images), three.logits(iter(images)), rtol=1e-5, atol=1e-6)
     with pytest.raises(ModelNotFoundError, match="no config.json"):
         ImageClassifier.from_pretrained(table4_setup["clean"])
+
+
+def test_real_sets_score_the_same_in_chunks(table4_setup, monkeypatch):
+    s = table4_setup
+    args = (s["dit"], s["clean"], {"two": s["two"]}, s["nets"])
+    whole, right = robustness.robustness_comparison(*args, n_images=None, n_timesteps=2, device="cpu")
+    monkeypatch.setattr(robustness, "CHUNK", 2)
+    chunked, right_chunked = robustness.robustness_comparison(*args, n_images=None, n_timesteps=2, device="cpu")
+    pd.testing.assert_frame_equal(whole, chunked)
+    for name in right:
+        np.testing.assert_array_equal(right[name], right_chunked[name])
