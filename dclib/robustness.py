@@ -196,6 +196,8 @@ def _hub_comparison(dc, dataset, split, shifted, discriminative, n_images, n_tim
         if not source.label_names:
             raise InputError(f"set {name!r} ({source.spec}) has no class names to match the models' classes")
         groups = {m: set_classes(source.label_names, names, class_map) for m, names in methods.items()}
+        if name == "clean" and any(len(g) != 1 for g in groups[DC]):
+            raise InputError("each class of the clean set must stand for exactly one model class")
         order = list(range(len(source.dataset)))
         if shuffle_seed is not None:
             order = np.random.default_rng(int(shuffle_seed)).permutation(len(order)).tolist()
@@ -217,16 +219,17 @@ def _hub_comparison(dc, dataset, split, shifted, discriminative, n_images, n_tim
             if m == DC:
                 right[name] = correct
         if name == "clean":
-            if any(len(g) != 1 for g in groups[DC]):
-                raise InputError("each class of the clean set must stand for exactly one model class")
             clean = {m: (scores[m], np.array([groups[m][y][0] for y in labels])) for m in methods}
             continue
         for m in methods:  # the clean images of this set's classes, predicted among this set's classes
             set_of = {c: k for k, g in enumerate(groups[m]) for c in g}
             score, model_labels = clean[m]
             keep = np.array([c in set_of for c in model_labels])
+            if not keep.any():
+                raise InputError(f"none of the {len(model_labels)} clean images is of a class of {name!r}: "
+                                 f"raise n_images")
             truth = np.array([set_of[c] for c in model_labels[keep]], dtype=int)
-            correct = grouped_predictions(score[keep], groups[m]) == truth if keep.any() else np.zeros(0, bool)
+            correct = grouped_predictions(score[keep], groups[m]) == truth
             rows.append(_rows(m, f"clean[{name}]", correct, len(groups[m])))
     return _finish(rows), right
 

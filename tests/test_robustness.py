@@ -164,6 +164,10 @@ def test_table4_refuses_what_it_cannot_compare(table4_setup):
     with pytest.raises(InputError, match="leave shuffle_seed at None"):
         robustness.robustness_comparison(s["dit"], s["clean"], {"two": s["two"]}, "embedded:digits-train",
                                          shuffle_seed=0, device="cpu")
+    elsewhere = {"dataset": str(Path(s["two"]).parent / "renamed"), "class_map": {"zero": 0, "one": 0}}
+    with pytest.raises(InputError, match="none of the 6 clean images is of a class of 'far'"):
+        robustness.robustness_comparison(s["dit"], s["two"], {"far": elsewhere}, s["nets"], n_timesteps=1,
+                                         device="cpu")
     with pytest.raises(InputError, match="names no class of the model"):
         robustness.robustness_comparison(s["dit"], s["clean"], {"bad": str(Path(s["two"]).parent / "renamed")}, s["nets"],
                                          n_timesteps=1, device="cpu")
