@@ -232,7 +232,8 @@ def fold_code_for_readers(nb: dict) -> dict:
             tags.append("hide-input")
         cells.append(cell)
     if table_at is not None:
-        rows = "\n".join(f"| `{k}` | `{v.replace('|', '&#124;')}` |" for k, v in params.items())
+        # one line per value: a value written over several lines (a dict of shifted sets) would break the row
+        rows = "\n".join(f"| `{k}` | `{' '.join(v.split()).replace('|', '&#124;')}` |" for k, v in params.items())
         cells.insert(table_at, {"cell_type": "markdown", "id": "run-parameters", "metadata": {"tags": ["run-parameters"]},
                                 "source": f"**This run's parameters**\n\n| parameter | value |\n| --- | --- |\n{rows}\n"})
     return {**nb, "cells": cells}
