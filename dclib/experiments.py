@@ -153,13 +153,19 @@ def open_experiment(model, dataset, prompts=None, *, template: str = DEFAULT_TEM
     if table is None and n_labels is not None and n_labels > conds.n_classes:
         raise InputError(f"the dataset has {n_labels} classes but the conditionings stand for {conds.n_classes}, "
                          f"and its class names ({', '.join(source.label_names[:5])}, ...) are not all among theirs")
-    rows = list(range(len(source.dataset)))
+    return Experiment(clf, LabelledImages(source, image_rows(len(source.dataset), n_images, shuffle_seed), table),
+                      conds)
+
+
+def image_rows(n_rows: int, n_images: int | None = None, shuffle_seed: int | None = None) -> list[int]:
+    """The rows an experiment takes: the first ``n_images`` (None: all), in dataset order or, with
+    ``shuffle_seed``, in a random order drawn with that seed (so any prefix is a random subset)."""
+    rows = list(range(n_rows))
     if shuffle_seed is not None:
         if isinstance(shuffle_seed, bool) or not isinstance(shuffle_seed, (int, np.integer)) or shuffle_seed < 0:
             raise InputError(f"shuffle_seed must be a non-negative integer or None, got {shuffle_seed!r}")
-        rows = np.random.default_rng(int(shuffle_seed)).permutation(len(rows)).tolist()
-    n = len(rows) if n_images is None else min(int(n_images), len(rows))
-    return Experiment(clf, LabelledImages(source, rows[:n], table), conds)
+        rows = np.random.default_rng(int(shuffle_seed)).permutation(n_rows).tolist()
+    return rows if n_images is None else rows[:int(n_images)]
 
 
 def score_dataset(classifier, dataset, plan: Plan | Callable[[int], Plan], conditionings: Conditionings | None = None,

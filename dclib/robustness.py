@@ -34,7 +34,7 @@ from .data import embedded_arrays
 from .data.common import ImageSplit, split_to_dataset
 from .discriminative import ImageClassifier
 from .errors import InputError
-from .experiments import LabelledImages, score_dataset
+from .experiments import LabelledImages, image_rows, score_dataset
 from .plan import even_plan
 from .runs import open_dataset
 from .stats import clopper_pearson, expected_ood, fit_line
@@ -52,8 +52,8 @@ CHUNK = 256
 # ---------------------------------------------------------------------------------------------- class subsets
 def read_class_map(class_map) -> dict[str, list]:
     """A set's class map: a dict, a JSON file ({set class name: model class name or index, a list of them, or
-    names separated by "; " as in ObjectNet's map}) or a text file whose line i starts with the set class name that stands for model class i (ImageNet's
-    ``LOC_synset_mapping.txt``: WordNet id, then names)."""
+    names separated by "; " as in ObjectNet's map}) or a text file whose line i starts with the set class name
+    that stands for model class i (ImageNet's ``LOC_synset_mapping.txt``: WordNet id, then names)."""
     if class_map is None or isinstance(class_map, Mapping):
         entries = dict(class_map or {})
     else:
@@ -72,7 +72,7 @@ def read_class_map(class_map) -> dict[str, list]:
         else:
             entries = {line.split()[0]: i for i, line in enumerate(l for l in text.splitlines() if l.strip())}
     # ObjectNet's own map lists the ImageNet classes of one of its classes in one string, "; "-separated
-    return {str(k): list(v) if isinstance(v, (list, tuple)) else str(v).split("; ") if isinstance(v, str) else [v]
+    return {str(k): list(v) if isinstance(v, (list, tuple)) else v.split("; ") if isinstance(v, str) else [v]
             for k, v in entries.items()}
 
 
@@ -195,20 +195,16 @@ def _hub_comparison(dc, dataset, split, shifted, discriminative, n_images, n_tim
         source = open_dataset(spec, set_split)
         if not source.label_names:
             raise InputError(f"set {name!r} ({source.spec}) has no class names to match the models' classes")
+        class_map = read_class_map(class_map) if class_map is not None else None  # read once, for every method
         groups = {m: set_classes(source.label_names, names, class_map) for m, names in methods.items()}
         if name == "clean" and any(len(g) != 1 for g in groups[DC]):
             raise InputError("each class of the clean set must stand for exactly one model class")
-        order = list(range(len(source.dataset)))
-        if shuffle_seed is not None:
-            order = np.random.default_rng(int(shuffle_seed)).permutation(len(order)).tolist()
-        order = order[:n_images] if n_images is not None else order
-        column = source.dataset[source.label_column]
-        labels = np.array([int(column[r]) for r in order], dtype=int)
-        data = LabelledImages(source, order, labels=labels.tolist())
+        data = LabelledImages(source, image_rows(len(source.dataset), n_images, shuffle_seed))
+        labels, n = np.array(data.labels, dtype=int), len(data)  # labels: the set's own class indices
         conds = dc.conditionings(class_labels=sorted({c for g in groups[DC] for c in g}))
-        scores = {DC: np.full((len(order), len(methods[DC])), -np.inf)}
-        for start in range(0, len(order), CHUNK):  # only mean errors are kept: [images, classes, samples] is large
-            part = score_dataset(dc, data.select(range(start, min(start + CHUNK, len(order)))), plan, conds,
+        scores = {DC: np.full((n, len(methods[DC])), -np.inf)}
+        for start in range(0, n, CHUNK):  # only mean errors are kept: [images, classes, samples] is large
+            part = score_dataset(dc, data.select(range(start, min(start + CHUNK, n))), plan, conds,
                                  seed=seed, batch_size=batch_size, progress=progress)
             scores[DC][start:start + CHUNK, part.class_idx] = -part.errors.mean(-1)
         for m, net in nets.items():
