@@ -1,4 +1,9 @@
-"""The user-facing entry point: ``DiffusionClassifier.from_pretrained(...).classify(image, ...)``."""
+"""The user-facing entry point: ``DiffusionClassifier.from_pretrained(...).classify(image, ...)``.
+
+``classify`` speaks the Hugging Face zero-shot habits too: a list of images gives a list of results, and
+``candidate_labels`` with ``hypothesis_template`` name the candidates as transformers' zero-shot-image-classification
+pipeline does (``dclib.hf_pipeline`` wraps it as a transformers pipeline).
+"""
 from __future__ import annotations
 
 import hashlib
@@ -11,6 +16,7 @@ from tqdm import tqdm
 
 from .adapters import DiffusionAdapter, load_adapter
 from .decide import Classification, decide
+from .errors import InputError
 from .images import ImageInput
 from .noise import NoiseDistribution, make_noise
 from .plan import Plan
@@ -30,6 +36,7 @@ class DiffusionClassifier:
     >>> clf = DiffusionClassifier.from_pretrained("stabilityai/stable-diffusion-2-base", torch_dtype="float16")
     >>> result = clf.classify("dog.jpg", prompts=["a photo of a dog", "a photo of a cat"], schedule="5,1:25,250")
     >>> result.prediction_name
+    >>> clf.classify(["dog.jpg", "cat.jpg"], candidate_labels=["dog", "cat"], hypothesis_template="a photo of a {}.")
     """
 
     def __init__(self, adapter: DiffusionAdapter):
@@ -68,6 +75,38 @@ class DiffusionClassifier:
                 return Conditionings.from_class_names(label_names, template)
         return resolve_conditionings(prompts, class_labels, a.class_names, a.text_conditioned)
 
+    def candidates(self, prompts=None, class_labels=None, candidate_labels=None,
+                   hypothesis_template: str | None = None) -> Conditionings:
+        """What ``classify`` compares: :meth:`conditionings` of ``prompts`` / ``class_labels``, or
+        ``candidate_labels`` as transformers' zero-shot pipelines name them (so code written for CLIP carries
+        over). For a text model they are class names, each filled into ``hypothesis_template`` (default
+        ``"a photo of a {}."``) as one prompt, the class keeping the name as given; for a class-conditional model
+        they are class names or indices of the model's classes, as ``class_labels``. A string is read as
+        comma-separated names, as the CLI's ``--labels`` is."""
+        if candidate_labels is None:
+            if hypothesis_template is not None:
+                raise InputError("hypothesis_template is filled with candidate_labels: pass candidate_labels too")
+            return self.conditionings(prompts, class_labels)
+        if prompts is not None or class_labels is not None:
+            raise InputError("pass candidate_labels or prompts/class_labels, not both")
+        if isinstance(candidate_labels, str):
+            candidate_labels = [v.strip() for v in candidate_labels.split(",") if v.strip()]
+        labels = list(candidate_labels)
+        if len(labels) < 2:
+            raise InputError(f"a classifier needs at least two candidates; got {len(labels)}: {labels}")
+        if self.adapter.text_conditioned:
+            template = DEFAULT_TEMPLATE if hypothesis_template is None else hypothesis_template
+            return Conditionings.from_class_names(labels, template)
+        if hypothesis_template is not None:
+            raise InputError("this model is class-conditional: its candidate_labels are class names or indices, "
+                             "and it takes no hypothesis_template")
+        return self.conditionings(class_labels=labels)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs (chosen at loading: ``from_pretrained(..., device=...)``)."""
+        return self.adapter.device
+
     def encode_image(self, image: ImageInput | torch.Tensor) -> tuple[torch.Tensor, str]:
         """One image (path, PIL, uint8 array, or pixels [C, R, R] in [-1, 1]) -> (x0, content id)."""
         pixels = image if isinstance(image, torch.Tensor) else self.adapter.preprocess(image)
@@ -92,27 +131,40 @@ class DiffusionClassifier:
         return scorer.score(x0, cond, timesteps, noise, return_maps=return_maps)
 
     # ------------------------------------------------------------------------------------------ classify
-    def classify(self, image: ImageInput | torch.Tensor, prompts=None, class_labels=None,
-                 settings: ClassifySettings | None = None, *, image_id: str | int | None = None,
-                 temperature: float = 1.0, progress: bool = False, **options) -> Classification:
-        """Classify one image.
+    def classify(self, image: ImageInput | torch.Tensor | Sequence, prompts=None, class_labels=None,
+                 settings: ClassifySettings | None = None, *, candidate_labels=None,
+                 hypothesis_template: str | None = None, image_id=None, temperature: float = 1.0,
+                 progress: bool = False, **options) -> Classification | list[Classification]:
+        """Classify one image, or each image of a list or tuple (a list of results, each the one that image gets
+        on its own: the noise is keyed by the image, never by its place in the list).
 
         Args:
+            image: a path, PIL image, uint8 array or pixels [C, R, R] in [-1, 1]; or a list or tuple of them.
             prompts: for text models, a list of prompts, a prompt file (official CSV or one prompt a line)
                 or a :class:`Conditionings`; for class-conditional models, optional class labels.
             class_labels: class indices or names for class-conditional models (default: all classes).
+            candidate_labels, hypothesis_template: the candidates as transformers' zero-shot pipelines name them,
+                instead of prompts / class_labels (see :meth:`candidates`): class names filled into the template
+                for a text model; class names or indices for a class-conditional one. At least two.
             settings: a :class:`ClassifySettings`; ``options`` are any of its fields, given on their own or put
                 over ``settings``: ``schedule`` (``N``: Algorithm 1 with N evenly spaced timesteps; ``"KEEP,...:
                 TRIALS,..."``: Algorithm 2; ``"paired:N"``: statistical pruning), ``n_trials`` (noises per
                 timestep), ``seed``, ``loss``, ``objective``, ``guidance``, ``crop``, ``noise``, ``batch_size``.
-            image_id: keys the noise with the seed; the default is a hash of the image's pixels.
+            image_id: keys the noise with the seed; the default is a hash of the image's pixels. For a list of
+                images, a list of ids (one per image) or None.
             temperature: of the posterior softmax(-error / temperature).
 
         Raises :class:`dclib.errors.NonFiniteError` instead of predicting when an error is NaN or inf.
         """
         started = time.perf_counter()
-        conds = self.conditionings(prompts, class_labels)
+        conds = self.candidates(prompts, class_labels, candidate_labels, hypothesis_template)
         settings = ClassifySettings.resolve(settings, **options)
+        if isinstance(image, (list, tuple)):  # candidates and settings checked once, before any image
+            ids = [None] * len(image) if image_id is None else image_id
+            if not isinstance(ids, (list, tuple)) or len(ids) != len(image):
+                raise InputError(f"a list of {len(image)} images takes a list of {len(image)} image ids (or none)")
+            return [self.classify(one, conds, settings=settings, image_id=key, temperature=temperature,
+                                  progress=progress) for one, key in zip(image, ids)]
         sched, dist = settings.parsed_schedule, settings.noise_distribution
         x0, content_id = self.encode_image(image)
         image_id = content_id if image_id is None else image_id
@@ -138,4 +190,5 @@ class DiffusionClassifier:
         return result
 
     def classify_batch(self, images: Sequence, **kwargs) -> list[Classification]:
-        return [self.classify(image, **kwargs) for image in images]
+        """``classify`` of a list of images (kept for older code: ``classify`` takes a list itself)."""
+        return self.classify(list(images), **kwargs)

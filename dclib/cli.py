@@ -11,7 +11,7 @@ import os
 import sys
 
 from .adapters.base import COMPILE_MODES
-from .errors import DclibError, check_finite
+from .errors import DclibError, InputError, check_finite
 from .prompts import DEFAULT_TEMPLATE
 from .settings import ClassifySettings
 from .train.run import NAMES as TRAINABLE
@@ -65,13 +65,20 @@ def _compile_arg(args) -> bool | str:
     return args.compile_mode or args.compile  # --compile-mode implies --compile
 
 
-def _add_scoring_args(p: argparse.ArgumentParser, temperature: bool = True) -> None:
+def _add_scoring_args(p: argparse.ArgumentParser, temperature: bool = True, template: bool = False) -> None:
     g = p.add_argument_group("conditionings")
     g.add_argument("--prompts", nargs="+", default=None,
                    help="text models: a prompt CSV (prompt,classname,classidx, as in the official repository), "
                         "a text file with one prompt per line, or the prompts themselves")
-    g.add_argument("--labels", default=None,
-                   help="class-conditional models: comma-separated class indices or names (default: all)")
+    if template:  # classify: --labels names the candidates of a text model too, as candidate_labels do
+        g.add_argument("--labels", default=None,
+                       help="comma-separated class names: for a text model each is filled into --template as one "
+                            "prompt; for a class-conditional model, class indices or names (default: all)")
+        g.add_argument("--template", default=None,
+                       help=f"text models: the prompt each --labels name is filled into (default {DEFAULT_TEMPLATE!r})")
+    else:
+        g.add_argument("--labels", default=None,
+                       help="class-conditional models: comma-separated class indices or names (default: all)")
     g = p.add_argument_group("scoring (paper defaults)")
     g.add_argument("--schedule", default=DEFAULTS.schedule,
                    help="N: Algorithm 1 with N evenly spaced timesteps; KEEP,..:TRIALS,..: Algorithm 2, e.g. "
@@ -115,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Classify images; prints the ranked classes (or JSON with --json).")
     p.add_argument("images", nargs="+", help="image files (any format PIL reads)")
     _add_model_args(p)
-    _add_scoring_args(p)
+    _add_scoring_args(p, template=True)
     p.add_argument("--top", type=int, default=5, help="classes to print (default 5)")
     p.add_argument("--calibration", default=None, metavar="FILE",
                    help="a calibration.json written by `calibrate`: also report calibrated probabilities")
@@ -168,10 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--subset", default=None,
                    help="a file of dataset indices, or N: N rows drawn at random with --subset-seed")
     g.add_argument("--subset-seed", type=int, default=0, help="seed of --subset N (default 0)")
-    g.add_argument("--limit", type=int, default=None, help="evaluate only the first N selected rows")
+    g.add_argument("--limit", type=int, default=None,
+                   help="evaluate N of the selected rows: a sample stratified by class, drawn with --subset-seed")
+    g.add_argument("--limit-first", action="store_true", help="--limit takes the first N selected rows instead")
     g.add_argument("--image-column", default=None, help="image column (default: image, else the first image column)")
     g.add_argument("--label-column", default=None,
                    help="label column (default: label, else the first ClassLabel column)")
+    g.add_argument("--label-mapping", default=None, choices=["by-name", "by-index"],
+                   help="how dataset labels become the conditionings' classes (default by-name, and a mismatch "
+                        "stops); by-index: label i is class i, for datasets whose labels carry no names")
     g = p.add_argument_group("run folder")
     g.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (created; resumed when it exists)")
     g.add_argument("--save-errors", action="store_true",
@@ -232,7 +244,7 @@ def cmd_classify(args) -> int:
     clf = DiffusionClassifier.from_pretrained(args.model, torch_dtype=args.dtype, device=args.device,
                                               resolution=args.resolution, revision=args.revision,
                                               autocast=args.autocast, compile=_compile_arg(args), lora=args.lora)
-    conds = clf.conditionings(_prompts_arg(args.prompts), args.labels)
+    conds = _classify_candidates(clf, args)
     calibrator = _load_calibrator(args, conds, settings) if args.calibration else None
     progress = not args.no_progress and sys.stderr.isatty() or (not args.no_progress and len(args.images) > 1)
     for path in args.images:
@@ -255,6 +267,22 @@ def cmd_classify(args) -> int:
                 print(f"  {rank:>2}. {name:<40} error {err:.6f}  uncalibrated p {prob:.3f}  calibrated p "
                       f"{d['calibrated_probabilities'][rank - 1]:.3f}")
     return 0
+
+
+def _classify_candidates(clf, args):
+    """The candidates of ``classify``: --prompts as they are, or --labels (class names filled into --template
+    for a text model, as transformers' candidate_labels; class indices or names for a class-conditional one)."""
+    if not clf.adapter.text_conditioned:
+        if args.template is not None:
+            raise InputError("--template is for text models; class-conditional models take no template, only "
+                             "--labels (class indices or names)")
+        return clf.conditionings(_prompts_arg(args.prompts), args.labels)
+    if args.prompts is not None and args.labels is not None:
+        raise InputError("pass --prompts or --labels (class names filled into --template), not both")
+    if args.prompts is not None and args.template is not None:
+        raise InputError("--template fills the class names of --labels; --prompts are used as they are")
+    return clf.candidates(_prompts_arg(args.prompts), candidate_labels=args.labels,
+                          hypothesis_template=args.template)
 
 
 def _load_calibrator(args, conds, settings):
@@ -315,8 +343,9 @@ def cmd_evaluate(args) -> int:
         args.model, args.dataset, args.out, prompts=_prompts_arg(args.prompts), labels=args.labels,
         template=args.template, settings=_settings(args), dtype=args.dtype, device=args.device, resolution=args.resolution, revision=args.revision,
         autocast=args.autocast, compile=_compile_arg(args), lora=args.lora, split=args.split,
-        subset=args.subset, subset_seed=args.subset_seed, limit=args.limit, image_column=args.image_column,
-        label_column=args.label_column, save_errors=args.save_errors, retry_failed=args.retry_failed,
+        subset=args.subset, subset_seed=args.subset_seed, limit=args.limit,
+        limit_mode="first" if args.limit_first else "stratified", image_column=args.image_column,
+        label_column=args.label_column, label_mapping=args.label_mapping, save_errors=args.save_errors, retry_failed=args.retry_failed,
         flush_rows=args.flush_rows, flush_seconds=args.flush_seconds, progress=not args.no_progress)
     if summary is None:  # not the main process
         return 0

@@ -21,7 +21,7 @@ from .errors import InputError
 from .noise import NoiseDistribution
 from .plan import Plan
 from .prompts import DEFAULT_TEMPLATE, Conditionings
-from .runs import DatasetSource, label_mapping, open_dataset, open_image
+from .runs import DatasetSource, label_mapping as map_labels, open_dataset, open_image
 from .scoring import ScoreOptions, Scorer
 from .stats import EvaluationSummary, clopper_pearson, summarize
 
@@ -129,7 +129,8 @@ class Experiment(NamedTuple):
 
 def open_experiment(model, dataset, prompts=None, *, template: str = DEFAULT_TEMPLATE, n_images: int | None = None,
                     split: str | None = None, shuffle_seed: int | None = None, resolution: int | None = None,
-                    dtype: str | None = "float32", device: str | None = "auto", lora: str | None = None) -> Experiment:
+                    dtype: str | None = "float32", device: str | None = "auto", lora: str | None = None,
+                    label_mapping: str | None = None) -> Experiment:
     """What every book page starts from: (classifier, test images, candidate conditionings).
 
     ``model``: a hub id, a local diffusers folder, ``embedded:NAME`` or a loaded ``DiffusionClassifier``.
@@ -137,8 +138,10 @@ def open_experiment(model, dataset, prompts=None, *, template: str = DEFAULT_TEM
     Hugging Face dataset id (with ``split``), opened as ``dclib evaluate`` opens it.
     ``prompts`` (text models): a prompt CSV, a text file or a list; default the dataset's own prompt CSV if it
     carries one, else ``template`` filled with each of the dataset's class names. Class-conditional models take
-    every class (or the labels in ``prompts``). Dataset labels become the model's class indices by name when
-    every dataset class name is a class name, else by index. ``n_images`` keeps the first rows: in the dataset's
+    every class (or the labels in ``prompts``). Dataset labels become the model's class indices by name, and a
+    dataset whose classes and the conditionings' classes differ stops with one line (``label_mapping=
+    "by-index"``, asked for explicitly, reads label i as class i; see :func:`dclib.runs.label_mapping`).
+    ``n_images`` keeps the first rows: in the dataset's
     order, or with ``shuffle_seed`` in a random order drawn with that seed. The paper evaluates random subsets,
     and a test split stored class by class (the official Oxford-IIIT Pets test list is ordered by breed) would
     otherwise give its first classes only; with the shuffle, a page that takes the first images of the
@@ -148,11 +151,7 @@ def open_experiment(model, dataset, prompts=None, *, template: str = DEFAULT_TEM
     clf = model if isinstance(model, DiffusionClassifier) else DiffusionClassifier.from_pretrained(
         model, torch_dtype=dtype, device=device, resolution=resolution, lora=lora)
     conds = clf.conditionings(prompts, dataset=source.spec, label_names=source.label_names, template=template)
-    _, table = label_mapping(source.label_names, conds.class_names)
-    n_labels = len(source.label_names) if source.label_names else None
-    if table is None and n_labels is not None and n_labels > conds.n_classes:
-        raise InputError(f"the dataset has {n_labels} classes but the conditionings stand for {conds.n_classes}, "
-                         f"and its class names ({', '.join(source.label_names[:5])}, ...) are not all among theirs")
+    _, table = map_labels(source.label_names, conds, label_mapping)
     return Experiment(clf, LabelledImages(source, image_rows(len(source.dataset), n_images, shuffle_seed), table),
                       conds)
 

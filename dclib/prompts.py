@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -122,9 +123,33 @@ def read_prompt_file(path: str | os.PathLike) -> Conditionings:
     return Conditionings.from_rows(rows, source=path)
 
 
+def looks_like_path(text: str) -> bool:
+    """A ``--prompts`` value meant as a file: no spaces, and a folder separator or a file suffix (``prompts.cvs``,
+    ``data/pets.csv``). Prompts are sentences; taking a misspelled file name as the one prompt would score it."""
+    text = str(text).strip()
+    return bool(text) and not any(ch.isspace() for ch in text) and (
+        "/" in text or "\\" in text or re.search(r"\.[A-Za-z][A-Za-z0-9]{0,4}$", text) is not None)
+
+
+def require_candidates(conds: Conditionings) -> Conditionings:
+    """At least two candidate classes: with one, every image gets it with probability 1, a number that looks
+    like an answer."""
+    classes = sorted(set(conds.class_idx))
+    if len(classes) < 2:
+        only = ", ".join(repr(str(v)) for v in conds.values[:3])
+        raise InputError(f"a classifier needs at least two candidate classes; got {len(classes)} ({only}): pass "
+                         "several prompts (a list, a prompt file, or 'a|b' in one string) or class labels")
+    return conds
+
+
 def resolve_conditionings(prompts=None, class_labels=None, class_names: Sequence[str] | None = None,
                           text_conditioned: bool = True) -> Conditionings:
-    """Build conditionings from what a user passed: a prompt file, a list of prompts, or class labels."""
+    """Build conditionings from what a user passed: a prompt file, a list of prompts, or class labels (at least
+    two candidate classes; a string that looks like a file name must be an existing file)."""
+    return require_candidates(_resolve(prompts, class_labels, class_names, text_conditioned))
+
+
+def _resolve(prompts, class_labels, class_names, text_conditioned: bool) -> Conditionings:
     if isinstance(prompts, Conditionings):
         return prompts
     if text_conditioned:
@@ -135,8 +160,8 @@ def resolve_conditionings(prompts=None, class_labels=None, class_names: Sequence
         if isinstance(prompts, (str, os.PathLike)):
             if os.path.isfile(prompts):
                 return read_prompt_file(prompts)
-            if str(prompts).lower().endswith((".csv", ".txt")):
-                raise InputError(f"prompt file not found: {prompts}")
+            if looks_like_path(prompts):
+                raise InputError(f"prompt file not found: {prompts} (a prompt is a sentence; a file must exist)")
             return Conditionings.from_prompts([p.strip() for p in str(prompts).split("|") if p.strip()])
         prompts = list(prompts)
         if prompts and all(isinstance(p, (tuple, list)) and len(p) == 3 for p in prompts):

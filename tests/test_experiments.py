@@ -189,13 +189,16 @@ def test_open_experiment_class_conditional_and_bad_input(tiny_models, user_data)
     from dclib.experiments import open_experiment
 
     folder, _ = user_data
-    _, data, conds = open_experiment(tiny_models["dit"], folder)  # folder names are no class names: by index
+    # the folder's names are none of the DiT's classes: refused, unless label i is class i by request
+    with pytest.raises(InputError, match="do not match by name"):
+        open_experiment(tiny_models["dit"], folder)
+    _, data, conds = open_experiment(tiny_models["dit"], folder, label_mapping="by-index")
     assert conds.n_classes == 10 and data["label"] == [0, 0, 1, 1, 2, 2]
     with pytest.raises(InputError, match="exactly one"):
         open_experiment(tiny_models["sd"], folder, template="a photo")
     with pytest.raises(InputError, match="dataset folder not found"):
         open_experiment(tiny_models["sd"], "./no/such/folder")
-    with pytest.raises(InputError, match="3 classes but the conditionings stand for 2"):
+    with pytest.raises(InputError, match="do not match by name"):
         open_experiment(tiny_models["sd"], folder, ["a photo of a red thing", "a photo of a blue thing"])
 
 

@@ -142,7 +142,13 @@ def test_cli_class_conditional_text_output(tiny_models, images):
     (["--prompts", "a", "b", "--schedule", "5,2:25,250"], "KeepList must end in 1"),
     (["--prompts", "a", "b", "--schedule", "5,5,1:1,2,3"], "strictly decreasing"),
     (["--prompts", "missing.csv"], "prompt file not found"),
-    (["--labels", "1"], "conditioned on text"),
+    (["--labels", "1"], "a classifier needs at least two candidates"),  # --labels name a text model's classes too
+    (["--prompts", "prompts.cvs"], "prompt file not found: prompts.cvs"),  # a typo, not a prompt (scored p 1.000)
+    (["--prompts", "data/prompts"], "prompt file not found"),
+    (["--prompts", "a photo of a dog"], "at least two candidate"),  # one sentence: one candidate
+    (["--prompts", "a", "b", "--device", "cuda"], "CUDA is not available"),
+    (["--prompts", "a", "b", "--device", "cuda:0"], "CUDA is not available"),
+    (["--prompts", "a", "b", "--device", "gpu"], "unknown device"),
 ])
 def test_cli_bad_arguments_one_line_errors(tiny_models, images, args, message):
     out = run_cli("classify", images["rgb.png"], "--model", tiny_models["sd"], *args)
@@ -241,3 +247,76 @@ def test_cli_calibrate_refuses_a_non_finite_l2(tmp_path, capsys):
 
     assert main(["calibrate", str(tmp_path / "missing-run"), "--l2", "nan"]) == 2
     assert capsys.readouterr().err.strip() == "dclib: error: --l2 must be a finite number, got nan"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
+def test_cuda_without_cuda_is_one_line_before_loading(tiny_models):
+    from dclib import DiffusionClassifier
+
+    with pytest.raises(InputError, match="CUDA is not available"):
+        DiffusionClassifier.from_pretrained(tiny_models["sd"], device="cuda")
+
+
+def test_one_class_and_flat_image_folders_say_what_a_folder_needs(tmp_path):
+    from dclib.runs import open_dataset
+    from dclib.testing import save_image_folder
+
+    with pytest.raises(InputError, match="one class subfolder \\(cat\\)"):
+        open_dataset(save_image_folder(tmp_path / "one", ["cat"]))
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(flat / "a.png")
+    with pytest.raises(InputError, match="no class subfolders"):
+        open_dataset(flat)
+    with pytest.raises(InputError, match="one class subfolder"):  # inside split folders too
+        open_dataset(save_image_folder(tmp_path / "split" / "test", ["cat"]).rsplit("/", 1)[0])
+    both = tmp_path / "both"
+    save_image_folder(both / "train", ["cat", "dog"])
+    save_image_folder(both / "test", ["cat", "dog"])
+    assert open_dataset(both, split="test").label_names == ["cat", "dog"]
+
+
+def test_a_label_column_of_names_is_matched_by_name():
+    from datasets import Dataset
+
+    from dclib.runs import label_mapping, open_dataset
+
+    ds = Dataset.from_dict({"image": [np.zeros((8, 8), np.uint8)] * 3, "label": ["dog", "cat", "dog"]})
+    source = open_dataset(ds)
+    assert source.label_names == ["cat", "dog"] and list(source.dataset["label"]) == [1, 0, 1]
+    assert label_mapping(source.label_names, Conditionings.from_prompts(["dog", "cat"])) == ("by-name", [1, 0])
+
+
+def test_a_name_that_is_no_folder_fails_at_once_when_the_hub_cannot_answer(monkeypatch):
+    """Offline by environment, or with no network and no offline setting (26 s of retries before)."""
+    import time
+
+    import dclib.hub as hub
+    from dclib.adapters import load_adapter
+    from dclib.errors import ModelNotFoundError
+    from dclib.runs import open_dataset
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    with pytest.raises(InputError, match="no local folder of that name.*HF_HUB_OFFLINE"):
+        open_dataset("nofolder")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "_reachable", lambda endpoint, timeout: False)
+    with pytest.raises(InputError, match="hub cannot be reached"):
+        open_dataset("nofolder")
+    with pytest.raises(ModelNotFoundError, match="hub cannot be reached"):
+        load_adapter("someone/no-such-model")
+    assert time.perf_counter() - started < 10
+
+
+def test_the_hub_probe_answers_from_the_environment_first(monkeypatch):
+    import dclib.hub as hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "_reachable", lambda endpoint, timeout: pytest.fail("probed while offline"))
+    assert not hub.hub_available()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "_reachable", lambda endpoint, timeout: True)
+    assert hub.hub_available() and hub.unreachable_reason("someone/no-such-model") is None

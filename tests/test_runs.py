@@ -388,7 +388,10 @@ def test_text_model_on_the_zero_shot_benchmark_takes_the_prompts_it_carries(tiny
 def test_dataset_selection_and_resolution_errors():
     assert runs.select_indices(10) == list(range(10))
     assert runs.select_indices(10, "3", 1) == runs.select_indices(10, 3, 1) != runs.select_indices(10, 3, 2)
-    assert len(runs.select_indices(10, "3", 1)) == 3 and runs.select_indices(10, limit=4) == [0, 1, 2, 3]
+    assert len(runs.select_indices(10, "3", 1)) == 3
+    assert runs.select_indices(10, limit=4, limit_mode="first") == [0, 1, 2, 3]
+    with pytest.raises(InputError, match="limit mode"):
+        runs.select_indices(10, limit=4, limit_mode="last")
     with pytest.raises(InputError, match="rows"):
         runs.select_indices(10, "11")
     with pytest.raises(InputError, match="neither"):
@@ -397,8 +400,44 @@ def test_dataset_selection_and_resolution_errors():
         runs.open_dataset("nobody/no-such-dataset", split="test")
     with pytest.raises(InputError, match="folder not found"):
         runs.open_dataset("./no/such/folder")
-    assert runs.label_mapping(["b", "a"], ["a", "b"]) == ("by-name", [1, 0])
-    assert runs.label_mapping(["x"], ["a", "b"]) == ("by-index", None)
+
+
+
+def test_limit_takes_a_seeded_stratified_sample_of_a_class_sorted_dataset():
+    """A folder stored class by class: --limit 6 used to score the first class only."""
+    labels = [0] * 10 + [1] * 10 + [2] * 10
+    chosen = runs.select_indices(30, limit=6, labels=labels)
+    assert sorted(labels[i] for i in chosen) == [0, 0, 1, 1, 2, 2]
+    assert chosen == runs.select_indices(30, limit=6, labels=labels)  # seeded
+    assert chosen != runs.select_indices(30, limit=6, labels=labels, subset_seed=1)
+    assert set(runs.select_indices(30, limit=7, labels=labels)) > set(chosen)  # prefixes nest
+    assert runs.select_indices(30, limit=6, labels=labels, limit_mode="first") == list(range(6))
+    # after --subset, the limit samples within the subset
+    sub = runs.select_indices(30, "12", 4, limit=3, labels=labels)
+    assert len(sub) == 3 and set(sub) <= set(runs.select_indices(30, "12", 4))
+
+
+def test_labels_match_conditionings_by_name_or_stop_in_one_line():
+    from dclib.prompts import Conditionings
+
+    ab = Conditionings.from_prompts(["a", "b"])
+    assert runs.label_mapping(["b", "a"], ab) == ("by-name", [1, 0])
+    assert runs.label_mapping(["a", "b"], ab) == ("by-name", [0, 1])
+    for names, missing in ((["x", "y"], "x, y"), (["a", "b", "c"], "c"), (["a"], "b")):
+        with pytest.raises(InputError, match="do not match by name") as err:
+            runs.label_mapping(names, ab)
+        assert missing in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(InputError, match="carry no class names"):
+        runs.label_mapping(None, ab)
+    assert runs.label_mapping(["x", "y"], ab, "by-index") == ("by-index", None)
+    assert runs.label_mapping(None, ab, "by-index") == ("by-index", None)
+    with pytest.raises(InputError, match="3 classes"):
+        runs.label_mapping(["x", "y", "z"], ab, "by-index")
+    # class-conditional candidates restricted with --labels: the dataset must have exactly those classes
+    two_of_four = Conditionings.from_class_indices([1, 3], ["w", "x", "y", "z"])
+    assert runs.label_mapping(["z", "x"], two_of_four) == ("by-name", [3, 1])
+    with pytest.raises(InputError, match="no dataset class: z"):
+        runs.label_mapping(["x"], two_of_four)
 
 
 def test_evaluate_builds_prompts_from_the_folder_class_names(tiny_models, tmp_path, capsys):
@@ -410,7 +449,45 @@ def test_evaluate_builds_prompts_from_the_folder_class_names(tiny_models, tmp_pa
                  "--template", "a drawing of a {}.", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["conditionings"] == ["a drawing of a car.", "a drawing of a cat.", "a drawing of a dog."]
-    assert config["class_names"] == ["car", "cat", "dog"] and config["label_mapping"] == "by-index"
+    assert config["class_names"] == ["car", "cat", "dog"] and config["label_mapping"] == "by-name"
     assert main(["evaluate", "--model", tiny_models["sd"], "--dataset", folder, "--schedule", "2",
                  "--template", "no slot", "--out", str(tmp_path / "bad"), "--no-progress"]) != 0
     assert "exactly one '{}'" in capsys.readouterr().err
+
+
+def test_a_prompt_csv_whose_classes_differ_from_the_folder_stops_before_scoring(tiny_models, tmp_path, capsys):
+    """The new user's case: prompts for cat, dog, bird on a folder circle/ square/ triangle scored 50% by position."""
+    from dclib.testing import save_image_folder, save_prompt_csv
+
+    folder = save_image_folder(tmp_path / "shapes", ["circle", "square", "triangle"], per_class=1)
+    for classes in (["cat", "dog", "bird"], ["circle", "square"]):
+        csv = save_prompt_csv(tmp_path / f"{len(classes)}.csv", classes)
+        out = tmp_path / f"run{len(classes)}"
+        code = main(["evaluate", "--model", tiny_models["sd"], "--dataset", folder, "--prompts", csv,
+                     "--schedule", "1", "--out", str(out), "--no-progress"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.count("\n") == 0 and "do not match by name" in err, err
+        assert not (out / runs.RESULTS).exists()
+    # by index, asked for: label i is the CSV's class i, recorded in the config
+    csv = save_prompt_csv(tmp_path / "3.csv", ["cat", "dog", "bird"])
+    assert main(["evaluate", "--model", tiny_models["sd"], "--dataset", folder, "--prompts", csv, "--schedule", "1",
+                 "--label-mapping", "by-index", "--out", str(tmp_path / "idx"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "idx" / runs.CONFIG).read_text())["label_mapping"] == "by-index"
+
+
+def test_a_run_folder_written_before_names_were_required_still_resumes(tiny_models, tmp_path):
+    """Old configs recorded an identity name match as by-index and had no limit_mode (the first rows)."""
+    from dclib.testing import save_image_folder
+
+    folder = save_image_folder(tmp_path / "images", per_class=2)
+    out = tmp_path / "run"
+    runs.evaluate(tiny_models["sd"], folder, out, limit=2, limit_mode="first", schedule=1, progress=False)
+    config = json.loads((out / runs.CONFIG).read_text())
+    assert config["label_mapping"] == "by-name" and config["limit_mode"] == "first"
+    config["label_mapping"] = "by-index"
+    del config["limit_mode"]
+    (out / runs.CONFIG).write_text(json.dumps(config))
+    summary = runs.evaluate(tiny_models["sd"], folder, out, limit=2, limit_mode="first", schedule=1, progress=False)
+    assert summary["n"] == 2
+    with pytest.raises(InputError, match="limit_mode"):  # the stratified sample is other images: refused
+        runs.evaluate(tiny_models["sd"], folder, out, limit=2, schedule=1, progress=False)

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError, ModelNotFoundError
+from ..hub import unreachable_reason
 from .base import DiffusionAdapter, check_compile_mode
 from .dit import DiTAdapter
 from .flow_matching import StableDiffusion3Adapter
@@ -61,9 +62,24 @@ def resolve_autocast(autocast, device: torch.device, dtype: torch.dtype) -> torc
 
 
 def resolve_device(device) -> torch.device:
+    """``auto`` (or None): CUDA when there is a GPU, else the CPU. A device this machine lacks is one line here,
+    not a traceback from the first tensor moved to it."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {device!r}: use cpu, cuda, cuda:N, mps or auto") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device!r}: CUDA is not available here (torch {torch.__version__}"
+                             f"{', built without CUDA' if torch.version.cuda is None else ', no GPU found'}); "
+                             "use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {device!r}: MPS is not available here; use --device cpu or auto")
+    return dev
 
 
 #: Other names of embedded models: the zero-shot benchmark's text-to-image model is embedded:shapes.
@@ -99,6 +115,9 @@ def read_model_index(model: str, revision: str | None = None) -> dict:
         raise ModelNotFoundError(f"{model} is a file; pass a diffusers pipeline folder or a hub id")
     if model.count("/") != 1 or model.startswith(("/", ".")):
         raise ModelNotFoundError(f"model {model!r} is neither a local folder nor a hub id (owner/name)")
+    reason = unreachable_reason(model, "model")
+    if reason:  # at once, not after half a minute of retries
+        raise ModelNotFoundError(f"cannot load model {model!r}: there is no local folder of that name, and {reason}")
     from huggingface_hub import hf_hub_download
     try:
         path = hf_hub_download(model, "model_index.json", revision=revision)
@@ -148,6 +167,7 @@ def load_adapter(model: str, torch_dtype=None, device=None, resolution: int | No
     compile_mode = check_compile_mode(compile) if compile else None  # a typo fails before any loading
     if lora is not None:
         resolve_lora(lora)  # so does a missing or pickled LoRA file
+    dtype, dev = resolve_dtype(torch_dtype), resolve_device(device)  # a typo or a missing GPU fails first
     path = resolve_model_path(model)
     index = read_model_index(path, revision)
     class_name = index.get("_class_name")
@@ -158,7 +178,6 @@ def load_adapter(model: str, torch_dtype=None, device=None, resolution: int | No
 
     with quiet_hf_logging():  # the lazy import of a pipeline class imports transformers' processors (warnings)
         pipeline_cls = getattr(diffusers, class_name)
-    dtype, dev = resolve_dtype(torch_dtype), resolve_device(device)
     # diffusers renamed torch_dtype to dtype in 0.36; older releases only know torch_dtype.
     dtype_key = "dtype" if _version_tuple(diffusers.__version__) >= (0, 36) else "torch_dtype"
     kwargs = {"use_safetensors": True, "revision": revision, dtype_key: dtype}

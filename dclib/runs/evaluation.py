@@ -30,7 +30,7 @@ from ..prompts import DEFAULT_TEMPLATE
 from ..scoring import auto_batch_size
 from ..settings import ClassifySettings
 from .provenance import _short, compare_configs, model_identity, versions
-from .sources import DatasetSource, label_mapping, open_dataset, open_image, select_indices
+from .sources import DatasetSource, label_mapping as map_labels, open_dataset, open_image, select_indices
 from .store import (CONFIG, FORMAT, PartWriter, _rank_lock, _warn, _write_text_atomic, check_writable, merge,
                     read_config, read_store, remove_stale_temporaries)
 from .summary import summarize_run
@@ -75,8 +75,9 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, t
              settings: ClassifySettings | None = None, dtype: str = "float32", device: str | None = "auto",
              resolution: int | None = None, revision: str | None = None, autocast: str | None = None,
              compile: bool | str = False, lora: str | None = None, split: str | None = None, subset=None,
-             subset_seed: int = 0, limit: int | None = None, image_column: str | None = None,
-             label_column: str | None = None, save_errors: bool = False, retry_failed: bool = False,
+             subset_seed: int = 0, limit: int | None = None, limit_mode: str = "stratified",
+             image_column: str | None = None, label_column: str | None = None, label_mapping: str | None = None,
+             save_errors: bool = False, retry_failed: bool = False,
              flush_rows: int = 16, flush_seconds: float = 30.0, progress: bool = True, classifier=None,
              **options) -> dict | None:
     """Classify every selected image of a dataset into the run folder ``out``; resumable and distributed.
@@ -85,7 +86,10 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, t
     ``lora`` loads LoRA weights into its denoiser (recorded in the run's config, so a resume must use the same).
     ``dataset`` is ``embedded:NAME``, an image folder (one subfolder per class), a ``save_to_disk`` folder, a
     Hugging Face dataset id (``split``) or a ``datasets.Dataset``. ``subset`` is a file of indices, a list, or a
-    number of rows drawn with ``subset_seed``; ``limit`` keeps the first rows of the selection. How each image is
+    number of rows drawn with ``subset_seed``; ``limit`` keeps that many of the selection, a class-stratified sample
+    drawn with ``subset_seed`` (``limit_mode="first"``: its first rows). ``label_mapping``: dataset labels are
+    matched to the conditionings' classes by name, and a mismatch stops; ``"by-index"`` (asked for explicitly)
+    reads label i as class i, for datasets whose labels carry no names (see :func:`label_mapping`). How each image is
     classified: ``settings`` (:class:`dclib.settings.ClassifySettings`) and/or ``options``, any of its fields
     (``schedule``, ``n_trials``, ``seed``, ``loss``, ``objective``, ``guidance``, ``crop``, ``noise``,
     ``batch_size``).
@@ -108,7 +112,8 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, t
             remove_stale_temporaries(run_dir)
         with state.main_process_first():  # rank 0 builds any dataset cache, the others reuse it
             source = open_dataset(dataset, split, image_column, label_column)
-        selection = select_indices(len(source.dataset), subset, subset_seed, limit)
+        strata = source.dataset[source.label_column] if limit is not None and limit_mode == "stratified" else None
+        selection = select_indices(len(source.dataset), subset, subset_seed, limit, strata, limit_mode)
 
         if classifier is None:
             if world > 1 and device in (None, "auto", "cuda"):
@@ -124,7 +129,7 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, t
         # embedded sets may carry prompts; else a text model gets one prompt per dataset class from `template`
         conds = classifier.conditionings(prompts, labels, dataset=source.spec, label_names=source.label_names,
                                          template=template)
-        mapping, label_table = label_mapping(source.label_names, conds.class_names)
+        mapping, label_table = map_labels(source.label_names, conds, label_mapping)
 
         config = {
             "format": FORMAT,
@@ -146,6 +151,7 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, t
             "subset": None if subset is None else str(subset) if isinstance(subset, (int, str)) else "list",
             "subset_seed": subset_seed,
             "limit": limit,
+            "limit_mode": None if limit is None else limit_mode,
             "selection_sha256": hashlib.sha256(",".join(map(str, selection)).encode()).hexdigest(),
             "n_images": len(selection),
             "label_mapping": mapping,
@@ -162,6 +168,9 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, t
         if isinstance(subset, str) and os.path.isfile(subset):
             config["subset"] = os.path.abspath(subset)
         config = json.loads(json.dumps(config))  # tuples -> lists, as read back from the file
+        if mapping == "by-name" and label_table == list(range(len(label_table))) and (run_dir / CONFIG).exists() \
+                and read_config(run_dir).get("label_mapping") == "by-index":
+            config["label_mapping"] = "by-index"  # how runs written before names were required record the same labels
         _check_or_write_config(run_dir, config, state)
 
         # Which images are left: read by every rank before anyone writes, then shared out evenly.
@@ -200,6 +209,8 @@ def _check_or_write_config(run_dir: Path, config: dict, state) -> None:
     path = run_dir / CONFIG
     if path.exists():
         existing = read_config(run_dir)
+        if "limit_mode" not in existing:  # written before limit took a stratified sample: it took the first rows
+            existing["limit_mode"] = None if existing.get("limit") is None else "first"
         if state.is_main_process or state.num_processes == 1:
             new = config
         else:  # only rank 0 hashes the model; compare the rest

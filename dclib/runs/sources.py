@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..data import load_embedded
 from ..errors import InputError
+from ..hub import offline_by_environment, unreachable_reason
 from ..images import load_image, normalize_mode
 
 @dataclass
@@ -33,8 +34,7 @@ class DatasetSource:
 
 def hub_offline() -> bool:
     """Whether the Hugging Face hub (models or datasets) is set offline by the environment."""
-    return any(os.environ.get(v, "0") not in ("0", "", "false", "False")
-               for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
+    return offline_by_environment()
 
 
 @contextlib.contextmanager
@@ -90,6 +90,7 @@ def open_dataset(dataset, split: str | None = None, image_column: str | None = N
                 loaded = datasets.load_from_disk(data_dir)
             else:
                 kind = "imagefolder"
+                _check_class_folders(data_dir)
                 try:
                     with _quiet_datasets():
                         loaded = datasets.load_dataset("imagefolder", data_dir=data_dir)
@@ -102,6 +103,9 @@ def open_dataset(dataset, split: str | None = None, image_column: str | None = N
             raise InputError(f"dataset folder not found: {spec}")
         else:
             kind = "hub"
+            reason = unreachable_reason(spec, "dataset")
+            if reason:
+                raise InputError(f"cannot load dataset {spec!r}: there is no local folder of that name, and {reason}")
             try:
                 with _quiet_datasets():
                     loaded = datasets.load_dataset(spec, split=split)
@@ -133,6 +137,10 @@ def open_dataset(dataset, split: str | None = None, image_column: str | None = N
 
     image_col = pick(image_column, "image", (datasets.Image,), "image", "--image-column")
     label_col = pick(label_column, "label", (datasets.ClassLabel,), "label", "--label-column")
+    if isinstance(features[label_col], datasets.Value) and features[label_col].dtype in ("string", "large_string"):
+        # class names written out in the label column: name them once, so labels are matched by name like any
+        ds = ds.class_encode_column(label_col)
+        features = ds.features
     keep = [image_col, label_col] + (["id"] if "id" in features and "id" not in (image_col, label_col) else [])
     ds = ds.select_columns(keep)
     if isinstance(features[image_col], datasets.Image):
@@ -153,10 +161,56 @@ def open_dataset(dataset, split: str | None = None, image_column: str | None = N
     return DatasetSource(ds, kind, spec, split, image_col, label_col, ids, list(names) if names else None)
 
 
+#: Folder names ``datasets`` reads as splits of an image folder (data/train/cat/1.png), not as classes.
+SPLIT_FOLDERS = {"train", "test", "validation", "valid", "val", "dev", "eval"}
+
+
+def _check_class_folders(data_dir: str) -> None:
+    """An image folder is one subfolder per class (inside split folders, if any): say so in one line when it is
+    flat or holds one class (``datasets`` would read either as a dataset with no label column)."""
+    def subfolders(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    top = subfolders(Path(data_dir))
+    splits = top if top and all(p.name.lower() in SPLIT_FOLDERS for p in top) else [Path(data_dir)]
+    for folder in splits:
+        classes = subfolders(folder)
+        if not classes:
+            raise InputError(f"image folder {folder} has no class subfolders: put the images of each class in a "
+                             "subfolder named after the class (cat/1.png, dog/2.png)")
+        if len(classes) == 1:
+            raise InputError(f"image folder {folder} has one class subfolder ({classes[0].name}): a classifier "
+                             "needs at least two classes, one subfolder each")
+
+
+def stratified_order(labels: Sequence, seed: int = 0) -> list[int]:
+    """Positions of ``labels`` in an order whose every prefix is a seeded, class-balanced sample: each class's
+    positions shuffled with ``seed``, then dealt out one per class per round (the classes in a seeded order). So
+    the first N rows of a class-sorted folder hold every class, and the counts per class differ by at most one
+    until a class runs out."""
+    rng = np.random.default_rng(int(seed))
+    by_class: dict = {}
+    for position, label in enumerate(labels):
+        by_class.setdefault(label, []).append(position)
+    queues = [rng.permutation(by_class[k]).tolist() for k in sorted(by_class, key=str)]
+    queues = [queues[i] for i in rng.permutation(len(queues))]
+    order = []
+    for depth in range(max((len(q) for q in queues), default=0)):
+        order += [q[depth] for q in queues if depth < len(q)]
+    return order
+
+
+#: ``limit`` keeps a seeded stratified sample of the selection (the default), or its first rows.
+LIMIT_MODES = ("stratified", "first")
+
+
 def select_indices(n_rows: int, subset: str | int | Sequence[int] | None = None, subset_seed: int = 0,
-                   limit: int | None = None) -> list[int]:
+                   limit: int | None = None, labels: Sequence | None = None, limit_mode: str = "stratified"
+                   ) -> list[int]:
     """Dataset indices to evaluate, sorted: all, a file of indices, a list, or ``N`` drawn with ``subset_seed``;
-    then the first ``limit``."""
+    then ``limit`` of them: by default a sample stratified by ``labels`` (one per row; every row one stratum
+    when None) drawn with ``subset_seed``, so a quick run on a folder sorted by class still sees every class;
+    ``limit_mode="first"`` keeps the first ``limit`` instead."""
     if subset is None:
         chosen = list(range(n_rows))
     elif isinstance(subset, (list, tuple, np.ndarray, range)):
@@ -187,7 +241,13 @@ def select_indices(n_rows: int, subset: str | int | Sequence[int] | None = None,
     if limit is not None:
         if limit < 0:
             raise InputError("--limit must be >= 0")
-        chosen = chosen[:limit]
+        if limit_mode not in LIMIT_MODES:
+            raise InputError(f"limit mode must be one of {', '.join(LIMIT_MODES)}; got {limit_mode!r}")
+        if limit_mode == "first":
+            chosen = chosen[:limit]
+        else:
+            strata = [labels[i] for i in chosen] if labels is not None else list(range(len(chosen)))
+            chosen = sorted(chosen[p] for p in stratified_order(strata, subset_seed)[:limit])
     return chosen
 
 
@@ -226,11 +286,52 @@ def open_image(value, name: str):
     return normalize_mode(image)
 
 
-def label_mapping(label_names: list[str] | None, class_names: Sequence[str]) -> tuple[str, list[int] | None]:
-    """Dataset label -> model class index: by name when every dataset class name is a model class name (so a
-    folder's sorted subfolder names or a differently ordered dataset still line up), else by index."""
-    names = list(class_names)
-    if label_names and all(n in names for n in label_names):
-        table = [names.index(n) for n in label_names]
-        return ("by-name", table) if table != list(range(len(table))) else ("by-index", None)
-    return "by-index", None
+#: How dataset labels become the conditionings' classes: by class name (whenever the dataset names its classes),
+#: or, asked for explicitly, label i is class i.
+LABEL_MAPPINGS = ("by-name", "by-index")
+
+
+def _listed(names, limit: int = 12) -> str:
+    names = list(names)
+    return ", ".join(map(str, names[:limit])) + (f" ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def label_mapping(label_names: Sequence[str] | None, conditionings, mapping: str | None = None
+                  ) -> tuple[str, list[int] | None]:
+    """Dataset label -> class index of ``conditionings``: one rule for ``evaluate``, the notebooks and the
+    benchmarks. Returns (the mapping used, a table label -> class index, None for by-index).
+
+    By name, the default whenever the dataset names its classes: every dataset class must be the class of some
+    conditioning, and every conditioning's class a dataset class. Anything else stops with one line naming both
+    lists, since labels matched by position would give a plausible accuracy for the wrong classes (a folder
+    ``circle/ square/`` scored against prompts for ``cat, dog``). By index (``mapping="by-index"``, only when
+    asked): dataset label i is the conditionings' class i, for datasets whose labels carry no names or whose
+    names are known to differ in spelling only.
+    """
+    if mapping not in (None, *LABEL_MAPPINGS):
+        raise InputError(f"label mapping must be one of {', '.join(LABEL_MAPPINGS)}; got {mapping!r}")
+    class_names = list(conditionings.class_names)
+    scored = sorted(set(int(i) for i in conditionings.class_idx))  # the classes some conditioning stands for
+    if mapping == "by-index":
+        if label_names is not None and len(label_names) > len(class_names):
+            raise InputError(f"label mapping by-index: the dataset has {len(label_names)} classes but the "
+                             f"conditionings stand for {len(class_names)}")
+        return "by-index", None
+    if not label_names:
+        raise InputError("the dataset's labels carry no class names, so they cannot be matched to the "
+                         f"conditionings' classes ({_listed(class_names[i] for i in scored)}) by name; if label i "
+                         "is class i, say so with --label-mapping by-index (label_mapping='by-index')")
+    label_names = [str(n) for n in label_names]
+    if len(set(label_names)) != len(label_names):
+        raise InputError(f"the dataset names two classes alike ({_listed(label_names)}): cannot match by name")
+    scored_names = {class_names[i] for i in scored}
+    unmatched = [n for n in label_names if n not in scored_names]
+    unused = [class_names[i] for i in scored if class_names[i] not in set(label_names)]
+    if unmatched or unused:
+        parts = ([f"dataset classes with no conditioning: {_listed(unmatched)}"] if unmatched else []) + \
+                ([f"conditioning classes that are no dataset class: {_listed(unused)}"] if unused else [])
+        raise InputError(f"the dataset's classes ({_listed(label_names)}) and the conditionings' classes "
+                         f"({_listed(class_names[i] for i in scored)}) do not match by name ({'; '.join(parts)}); "
+                         "give prompts or labels for exactly the dataset's classes, or --label-mapping by-index "
+                         "(label_mapping='by-index') if label i is class i")
+    return "by-name", [class_names.index(n) for n in label_names]
