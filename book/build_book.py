@@ -46,9 +46,9 @@ TOC = ROOT / "_toc.yml"
 KERNEL = "python3"
 PRESETS = ("small", "book", "paper")
 # Parameters that name models, and datasets, in a page's parameters (checked by the paper preset's preflight).
-MODEL_PARAMETERS = ("model", "models", "variants", "zero_shot_model", "supervised_model", "weak_model", "sd_model",
-                    "contrastive", "learned_variance_model", "discriminative")
-DATASET_PARAMETERS = ("dataset", "zero_shot_dataset", "supervised_dataset", "pairs", "tasks", "shifted")
+MODEL_PARAMETERS = ("model", "models", "variants", "supervised_model", "weak_model", "sd_model", "contrastive",
+                    "learned_variance_model", "discriminative")
+DATASET_PARAMETERS = ("dataset", "supervised_dataset", "pairs", "tasks", "shifted")
 
 
 # Everything a build writes is per preset (functions, not constants: tests point ROOT, BOOK and BUILD elsewhere).

@@ -66,8 +66,8 @@ class Claim:
                 tests.append(verdicts.mcnemar(label, *value, alpha=self.alpha))
             elif self.statistic == "noninferiority":
                 tests.append(verdicts.noninferiority(label, *value, margin=self.margin, alpha=self.alpha))
-            elif self.statistic == "trend":
-                tests.append(verdicts.trend(label, value, alpha=self.alpha))
+            elif self.statistic == "trend":  # fewer than 3 settings: untestable, so "not detected" with why
+                tests.append(verdicts.trend_if_testable(label, value, alpha=self.alpha))
             else:
                 tests.append(verdicts.binomial(label, *value, alpha=self.alpha))
         outcome = verdicts.decide(tests, self.alpha)
@@ -111,6 +111,11 @@ class Verdict:
         if self.outcome == "contradicted":
             against = ", ".join(c.label for c in self.comparisons if c.direction == -1)
             return f"**Contradicted**: significant against the paper for {against} (Holm-adjusted)."
+        untested = [c for c in self.comparisons if c.reason]
+        if untested:  # one line: why the test could not run (and what else was not significant)
+            missing = ", ".join(c.label for c in self.comparisons if c.direction != 1 and not c.reason)
+            return ("**Not detected**: not testable here: " + "; ".join(c.reason for c in untested) + "."
+                    + (f" Not significant for {missing}." if missing else ""))
         missing = ", ".join(c.label for c in self.comparisons if c.direction != 1)
         return (f"**Not detected**: not significant for {missing}. This sample could detect effects of at least "
                 f"{_points(self.detectable)} (80% power).")
@@ -121,8 +126,10 @@ class Verdict:
             rows.append({"comparison": c.label, "statistic": c.statistic, "n": c.n,
                          "effect (paper's direction)": _points(c.effect),
                          "95% interval": "" if c.interval is None else f"[{_points(c.interval[0])}, {_points(c.interval[1])}]",
-                         "p": f"{c.p_value:.2g}", "detectable at 80%": _points(c.detectable),
-                         "result": {1: "for the paper", -1: "against the paper", 0: "not significant"}[c.direction]})
+                         "p": "" if c.reason else f"{c.p_value:.2g}",
+                         "detectable at 80%": "" if c.reason else _points(c.detectable),
+                         "result": "not testable here" if c.reason else
+                         {1: "for the paper", -1: "against the paper", 0: "not significant"}[c.direction]})
         return pd.DataFrame(rows)
 
     def _repr_markdown_(self) -> str:
@@ -150,6 +157,8 @@ class Verdict:
 
 
 def _points(x: float) -> str:
+    if x != x:  # NaN: the effect of a comparison that could not be tested
+        return "not tested"
     return "inf" if x == float("inf") else f"{100 * x:.1f} pts"
 
 

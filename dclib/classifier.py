@@ -22,7 +22,13 @@ from .noise import NoiseDistribution, make_noise
 from .plan import Plan
 from .prompts import DEFAULT_TEMPLATE, Conditionings, resolve_conditionings
 from .settings import ClassifySettings
-from .scoring import ScoreOptions, Scorer, ScoreResult
+from .scoring import ScoreOptions, Scorer, ScoreResult, noise_elements
+
+
+#: What a probability is when no temperature and no card temperature apply: the paper's posterior as printed.
+EQ6 = "uncalibrated (eq. 6)"
+#: The settings that set the scale of the errors, so a card temperature holds only where they match its fit.
+SCALE_KEYS = ("loss", "objective", "guidance", "crop", "noise")
 
 
 def image_key(pixels: torch.Tensor) -> str:
@@ -133,7 +139,7 @@ class DiffusionClassifier:
     # ------------------------------------------------------------------------------------------ classify
     def classify(self, image: ImageInput | torch.Tensor | Sequence, prompts=None, class_labels=None,
                  settings: ClassifySettings | None = None, *, candidate_labels=None,
-                 hypothesis_template: str | None = None, image_id=None, temperature: float = 1.0,
+                 hypothesis_template: str | None = None, image_id=None, temperature: float | None = None,
                  progress: bool = False, **options) -> Classification | list[Classification]:
         """Classify one image, or each image of a list or tuple (a list of results, each the one that image gets
         on its own: the noise is keyed by the image, never by its place in the list).
@@ -152,7 +158,9 @@ class DiffusionClassifier:
                 timestep), ``seed``, ``loss``, ``objective``, ``guidance``, ``crop``, ``noise``, ``batch_size``.
             image_id: keys the noise with the seed; the default is a hash of the image's pixels. For a list of
                 images, a list of ids (one per image) or None.
-            temperature: of the posterior softmax(-error / temperature).
+            temperature: of the posterior softmax(-error / temperature), per element of the error. None (the
+                default) is :meth:`default_temperature`: an embedded model's card temperature, else the paper's
+                eq. 6. ``Classification.probability_source`` says which.
 
         Raises :class:`dclib.errors.NonFiniteError` instead of predicting when an error is NaN or inf.
         """
@@ -182,12 +190,36 @@ class DiffusionClassifier:
             unconditional[0] += result.evaluations - len(indices) * len(plan)
             return result.errors.numpy().astype(np.float64)
 
+        if temperature is None:
+            temperature, source = self.default_temperature(settings)
+        else:
+            source = f"temperature {temperature:g} (given)"
         result = decide(score, conds, sched, self.adapter.num_train_timesteps, temperature)
+        result.probability_source = source
         bar.close()
         result.evaluations += unconditional[0]
         result.seconds = time.perf_counter() - started
         result.image_id, result.settings = str(image_id), settings.to_dict()
         return result
+
+    def default_temperature(self, settings: ClassifySettings | None = None) -> tuple[float, str]:
+        """(temperature per error element, what it is) when none is given.
+
+        A model whose card (``training.json``) carries a fitted temperature, as the embedded models' do (fitted on
+        their recipe's validation images, which no test or ECE figure uses), gets it when ``settings`` score as it
+        was fitted (loss, objective, guidance, crop, noise: they set the error's scale). Any other model gets the
+        paper's eq. 6, p(c | x) = softmax(-E_t,eps ||eps - eps_theta(x_t, c)||^2): the squared error summed over
+        the d elements of a sample at T = 1, which is ``1 / d`` on dclib's per-element mean errors. Eq. 6 is
+        uncalibrated (on Stable Diffusion's 16,384 latent elements it is nearly always certain); a calibration
+        file (``dclib calibrate``) overrides both.
+        """
+        settings = settings or ClassifySettings()
+        card = getattr(self.adapter, "card_calibration", None) or {}
+        fitted_with = card.get("settings", {})
+        if card.get("temperature") and all(fitted_with.get(k) == v for k, v in settings.method_dict().items()
+                                           if k in SCALE_KEYS):
+            return float(card["temperature"]), f"model card temperature {card['temperature']:.3g} ({card['fitted_on']})"
+        return 1.0 / noise_elements(self.adapter, settings.crop), EQ6  # eq. 6's T = 1 on the summed error
 
     def classify_batch(self, images: Sequence, **kwargs) -> list[Classification]:
         """``classify`` of a list of images (kept for older code: ``classify`` takes a list itself)."""

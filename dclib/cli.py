@@ -99,8 +99,10 @@ def _add_scoring_args(p: argparse.ArgumentParser, temperature: bool = True, temp
     g.add_argument("--batch-size", type=_batch_size, default=DEFAULTS.batch_size,
                    help="(conditioning, sample) pairs per denoiser call, or auto (from free GPU memory; 256 on CPU)")
     if temperature:  # evaluate stores errors and predictions, not probabilities: calibrate the run afterwards
-        g.add_argument("--temperature", type=float, default=1.0,
-                       help="temperature of the uncalibrated posterior softmax(-error / T) (default 1)")
+        g.add_argument("--temperature", type=float, default=None,
+                       help="temperature of the posterior softmax(-error / T), per error element (default: the "
+                            "model card's fitted temperature for embedded models, else the paper's eq. 6, T = 1 on "
+                            "the summed squared error); --calibration overrides it")
 
 
 def _add_output_args(p: argparse.ArgumentParser, json_help: str) -> None:
@@ -155,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-schedule", default="100", help="schedule for the accuracy measurement (default 100)")
     p.add_argument("--measure-only", action="store_true",
                    help="do not train: re-measure the model already in the output folder and rewrite its card")
+    p.add_argument("--fit-temperature", action="store_true",
+                   help="do not train: fit the card's default temperature on the recipe's validation images and "
+                        "report ECE on held-out test images (digits, mnist, mnist-learned-variance)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 
@@ -260,12 +265,17 @@ def cmd_classify(args) -> int:
             print(json.dumps({"image": os.fspath(path), **d}), flush=True)
             continue
         print(f"{path}: {d['prediction_name']}  ({d['evaluations']} denoiser evaluations, {d['seconds']:.2f} s)")
+        if calibrator is None:
+            print(f"  p: {d['probability_source']}")
+        else:  # the calibration file's probabilities lead; the default ones stay beside them
+            print(f"  p: calibrated by {args.calibration} ({calibrator.method} scaling); "
+                  f"before: {d['probability_source']}")
         for rank, (name, err, prob) in enumerate(zip(d["classes"], d["mean_errors"], d["probabilities"]), 1):
             if calibrator is None:
                 print(f"  {rank:>2}. {name:<40} error {err:.6f}  p {prob:.3f}")
             else:
-                print(f"  {rank:>2}. {name:<40} error {err:.6f}  uncalibrated p {prob:.3f}  calibrated p "
-                      f"{d['calibrated_probabilities'][rank - 1]:.3f}")
+                print(f"  {rank:>2}. {name:<40} error {err:.6f}  p {d['calibrated_probabilities'][rank - 1]:.3f}"
+                      f"  (before {prob:.3f})")
     return 0
 
 
@@ -329,6 +339,11 @@ def cmd_interpret(args) -> int:
 def cmd_train(args) -> int:
     from .train.run import train_embedded
 
+    if args.fit_temperature:
+        from .train.card_temperature import fit_card_temperature
+
+        print(json.dumps(fit_card_temperature(args.name, model=args.out, progress=not args.no_progress)))
+        return 0
     facts = train_embedded(args.name, out=args.out, steps=args.steps, eval_limit=args.eval_limit,
                            eval_schedule=args.eval_schedule, progress=not args.no_progress,
                            measure_only=args.measure_only)

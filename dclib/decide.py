@@ -34,6 +34,8 @@ class Classification:
     schedule_facts: dict = field(default_factory=dict)  # what the schedule reports (paired pruning: its rounds)
     image_id: str | None = None  # the id that keyed the noise (set by ``DiffusionClassifier.classify``)
     settings: dict = field(default_factory=dict)  # ``ClassifySettings.to_dict()`` of the run, when classified
+    #: what ``probabilities`` are: "uncalibrated (eq. 6)", a model card's temperature, or a given temperature
+    probability_source: str = ""
 
     @property
     def extra(self) -> dict:
@@ -90,6 +92,8 @@ class Classification:
             "class_indices": order,
             "mean_errors": [float(cls_err[i]) for i in order],
             "probabilities": [float(probs[i]) for i in order],
+            "probability_source": self.probability_source,
+            "temperature": float(self.temperature),
             "conditionings": self.conditionings.labels(),
             "conditioning_mean_errors": [float(v) for v in self.mean_errors],
             "conditioning_samples": [int(v) for v in self.n_samples],

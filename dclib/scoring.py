@@ -6,6 +6,8 @@ built once and shared by all conditionings.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass
 
 import torch
@@ -250,3 +252,20 @@ class Scorer:
         if losses:
             by_loss = {losses[0]: errors, **by_loss}
         return ScoreResult(errors, maps, evaluations, by_loss or None)
+
+
+def noise_elements(source, crop: int = 0) -> int:
+    """``d``: how many elements each error averages over, which converts dclib's per-element temperature into the
+    paper's (see :mod:`dclib.calibration`). ``source`` is an adapter, a :class:`~dclib.DiffusionClassifier` or the
+    shape of one sample (e.g. ``(4, 64, 64)``); ``crop`` is :class:`~dclib.scoring.ScoreOptions`' ``crop``,
+    which averages over the error map without ``crop`` pixels at each edge."""
+    adapter = getattr(source, "adapter", source)
+    shape = tuple(int(v) for v in getattr(adapter, "sample_shape", source))
+    if len(shape) < 2 or min(shape) < 1:
+        raise InputError(f"a sample shape needs at least two positive dimensions; got {shape}")
+    if crop:  # the engine crops the last two (spatial) dimensions of the error map before averaging
+        height, width = shape[-2] - 2 * crop, shape[-1] - 2 * crop
+        if min(height, width) < 1:
+            raise InputError(f"crop {crop} removes the whole {shape[-2:]} error map")
+        shape = shape[:-2] + (height, width)
+    return math.prod(shape)

@@ -23,6 +23,10 @@ The statistics, each on paired per-image outcomes (the same images, the same (t,
   interval (Agresti-Min adjusted Wald) must lie above ``-margin``; contradicted when it lies below.
 * ``binomial``: a rate against a fixed chance level (exact binomial test), e.g. how often the true class's
   reconstruction is the closest.
+
+A comparison a run cannot test at all (a trend over fewer than three settings, e.g. two models given to the
+model-versions page) enters as :func:`untestable`: p = 1 and no effect, so it can never count for or against the
+paper; the claim comes out *not detected*, and the verdict's sentence gives the reason instead of a detectable effect.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from .errors import InputError
 
 OUTCOMES = ("reproduces", "contradicted", "not detected")
 POWER = 0.8
+TREND_MIN_SETTINGS = 3  # Page's trend test needs at least this many ordered settings
 STATISTICS = ("mcnemar", "trend", "noninferiority", "binomial")
 
 
@@ -64,6 +69,7 @@ class Comparison:
     counts: dict = field(default_factory=dict)
     p_against: float | None = None  # for a one-sided test: p of "significantly against the paper"; else p_value
     direction: int = 0  # +1 significant for the paper, -1 significant against it, 0 neither (set by decide)
+    reason: str = ""  # why the comparison could not be tested (:func:`untestable`); "" for a tested one
 
 
 def _paired(label: str, first, second) -> tuple[np.ndarray, np.ndarray]:
@@ -96,8 +102,8 @@ def trend(label: str, ordered: Sequence, alpha: float = 0.05) -> Comparison:
     """The paper predicts accuracy rises along ``ordered`` (per-image correctness under each setting, in order)."""
     x = np.stack([correctness(o) for o in ordered], axis=1).astype(float)  # [n, K]
     n, k = x.shape
-    if k < 3 or not n:
-        raise InputError(f"{label}: a trend needs at least 3 ordered settings and one image")
+    if k < TREND_MIN_SETTINGS or not n:
+        raise InputError(f"{label}: a trend needs at least {TREND_MIN_SETTINGS} ordered settings and one image")
     c = np.arange(k) - (k - 1) / 2
     acc = x.mean(0)
     s = float(c @ acc)
@@ -112,6 +118,24 @@ def trend(label: str, ordered: Sequence, alpha: float = 0.05) -> Comparison:
         detectable = (_z(1 - alpha / 2) + _z(POWER)) * np.sqrt(var) * to_effect
     return Comparison(label, "Page's trend test", n, s * to_effect, p, float(detectable), None,
                       {"accuracies": [round(float(v), 4) for v in acc]})
+
+
+def untestable(label: str, statistic: str, n: int, reason: str, counts: dict | None = None) -> Comparison:
+    """A comparison this run cannot test (``reason``, one sentence): p = 1, no effect (NaN) and nothing
+    detectable (inf), so :func:`decide` can never count it for or against the paper."""
+    return Comparison(label, statistic, n, float("nan"), 1.0, float("inf"), None, dict(counts or {}),
+                      reason=reason)
+
+
+def trend_if_testable(label: str, ordered: Sequence, alpha: float = 0.05) -> Comparison:
+    """:func:`trend` when ``ordered`` holds at least :data:`TREND_MIN_SETTINGS` settings; with fewer (two models
+    given), an :func:`untestable` comparison that keeps each setting's accuracy and says why."""
+    if len(ordered) >= TREND_MIN_SETTINGS:
+        return trend(label, ordered, alpha)
+    x = [correctness(o) for o in ordered]
+    return untestable(label, "Page's trend test", len(x[0]) if x else 0,
+                      f"Page's trend test needs at least {TREND_MIN_SETTINGS} ordered settings, and this run has "
+                      f"{len(x)}", {"accuracies": [round(float(v.mean()), 4) if len(v) else None for v in x]})
 
 
 def noninferiority(label: str, new, reference, margin: float, alpha: float = 0.05) -> Comparison:

@@ -5,7 +5,9 @@ timesteps separate the classes better than others (Fig. 3), so a weighted mean c
 timesteps of a plan are grouped into ``n_bins`` contiguous bins and a non-negative weight per bin is fitted on a
 small labelled set by maximising the likelihood of softmax(-sum_b w_b e_cb) over the classes, where e_cb is the
 mean error of class c over bin b. The weights carry the softmax temperature too; they are reported normalised
-to mean 1. Accuracy must be judged on images the weights were not fitted on.
+to mean 1. Accuracy must be judged on images the weights were not fitted on. Every bin needs a sample of every
+image, so a plan with fewer timesteps than ``n_bins`` is fitted with fewer bins (:func:`usable_bins`), and
+:func:`judge_on_held_out` says so in the weights' ``note``.
 """
 from __future__ import annotations
 
@@ -41,6 +43,23 @@ def bin_errors(errors: np.ndarray, timesteps: np.ndarray, class_idx: np.ndarray,
     return out
 
 
+def usable_bins(timesteps: np.ndarray, n_bins: int, num_train_timesteps: int) -> int:
+    """The most equal-width bins over [0, T), at most ``n_bins`` and at most the number of distinct timesteps
+    of any image (``timesteps`` [n_images, n_samples]), that each hold a sample of every image, as
+    :func:`bin_errors` needs: min(n_bins, n_timesteps) for an even plan."""
+    timesteps = np.asarray(timesteps)
+    if n_bins < 1:
+        raise InputError(f"n_bins must be at least 1, got {n_bins}")
+    if not timesteps.size:
+        return n_bins
+    most = min(n_bins, min(len(np.unique(row)) for row in timesteps))
+    for b in range(most, 1, -1):
+        which = np.digitize(timesteps, np.linspace(0, num_train_timesteps, b + 1)[1:-1])
+        if all((which == k).any(1).all() for k in range(b)):
+            return b
+    return 1
+
+
 @dataclass
 class TimestepWeights:
     """Per-bin weights over [0, T); ``fit`` on an ErrorSet, ``predictions`` / ``accuracy`` on another."""
@@ -50,6 +69,7 @@ class TimestepWeights:
     l2: float = 1e-3          # pulls the weights towards uniform (log-weights towards the mean)
     steps: int = 300
     weights: np.ndarray | None = None
+    note: str = ""            # one line when fewer bins were fitted than asked for (:func:`judge_on_held_out`)
 
     @property
     def edges(self) -> np.ndarray:
@@ -102,12 +122,20 @@ def judge_on_held_out(error_set, n_fit: int, n_bins: int, num_train_timesteps: i
     """Fit per-bin weights on the first ``n_fit`` images of ``error_set`` and judge them on the others, against
     uniform weights (Algorithm 1) on the same errors.
 
+    A plan whose timesteps cannot fill ``n_bins`` bins (fewer timesteps than bins) is fitted with
+    :func:`usable_bins` bins; the weights' ``note`` then says so in one line (else it is "").
+
     Returns (the fitted weights, a table of held-out accuracy with a 95% Clopper-Pearson interval per weighting,
     {weighting: per-image correctness on the held-out images}), the uniform weighting first.
     """
     fit_set, test_set = error_set.select(slice(0, n_fit)), error_set.select(slice(n_fit, None))
-    weights = TimestepWeights(n_bins=n_bins, num_train_timesteps=num_train_timesteps).fit(fit_set)
-    right = {UNIFORM: weights.correct(test_set, np.ones(n_bins)), LEARNED: weights.correct(test_set)}
+    used = usable_bins(error_set.timesteps, n_bins, num_train_timesteps)
+    note = "" if used == n_bins else (
+        f"n_bins = {n_bins} needs a timestep in every bin and the plan has "
+        f"{min(len(np.unique(row)) for row in np.asarray(error_set.timesteps))} timesteps per image: "
+        f"fitting {used} bins.")
+    weights = TimestepWeights(n_bins=used, num_train_timesteps=num_train_timesteps, note=note).fit(fit_set)
+    right = {UNIFORM: weights.correct(test_set, np.ones(used)), LEARNED: weights.correct(test_set)}
     rows = []
     for name, r in right.items():
         low, high = clopper_pearson(int(r.sum()), len(r))

@@ -318,9 +318,11 @@ def test_cli_calibrate_then_classify_with_calibration(digit_run, capsys):
 
     image = root / "digit.png"
     load_embedded("digits-test")[20]["image"].save(image)
+    # at the old default (T = 1 per element: near uniform), the calibrated probabilities are the sharper
     assert main(["classify", str(image), "--model", "embedded:digits", "--schedule", "10", "--calibration",
-                 str(out), "--json", "--top", "10"]) == 0
+                 str(out), "--json", "--top", "10", "--temperature", "1"]) == 0
     d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert d["probability_source"] == "temperature 1 (given)"
     assert sum(d["calibrated_probabilities"]) == pytest.approx(1.0)
     assert sum(d["probabilities"]) == pytest.approx(1.0)  # the uncalibrated ones are kept
     assert max(d["calibrated_probabilities"]) > max(d["probabilities"])
@@ -333,7 +335,7 @@ def test_cli_calibrate_then_classify_with_calibration(digit_run, capsys):
                  str(out)]) == 0
     captured = capsys.readouterr()
     assert "fitted with other settings" in captured.err and "schedule" in captured.err
-    assert "uncalibrated p" in captured.out and "calibrated p" in captured.out
+    assert "p: calibrated by" in captured.out and "(before " in captured.out  # each p says what it is
 
     # a calibration file for other classes is refused in one line, before any scoring
     d = json.loads(out.read_text())
@@ -399,3 +401,31 @@ def test_the_pages_comparison_table_by_hand():
     sentence = describe_comparison(table, fit_e.shape[1])
     assert f"paper T = {d * cals['temperature'].temperature:.3g}" in sentence
     assert ("over-confident" in sentence) == (table.mean_confidence[1] > table.accuracy[1])
+
+
+def test_the_pages_split_keeps_what_was_asked_for_or_splits_a_smaller_set_as_it_is():
+    from dclib.calibration import fit_test_sizes, split_fit_test
+
+    assert fit_test_sizes(80, 40, 40) == (40, 40, "")
+    assert fit_test_sizes(100, 40, 40)[:2] == (40, 40)
+    # a smaller set: split in the asked proportion, disjoint, at least 2 on each side, and said in one line
+    n_fit, n_test, note = fit_test_sizes(6, 5, 3)
+    assert (n_fit, n_test) == (4, 2) and "\n" not in note and "6 images" in note and "= 8" in note
+    assert fit_test_sizes(5, 40, 1)[:2] == (3, 2) and fit_test_sizes(5, 1, 40)[:2] == (2, 3)
+    with pytest.raises(InputError, match=r"has 3 images; this page needs n_fit \+ n_test = 80") as exc:
+        fit_test_sizes(3, 40, 40)
+    assert "\n" not in str(exc.value)
+    # on an ErrorSet smaller than n_fit + n_test (the old page took the rest as the test set and then read
+    # data[n_fit], past the end)
+    rng = np.random.default_rng(0)
+    es = ErrorSet(rng.random((5, 3, 2)), np.zeros((5, 2), int), np.array([0, 1, 2, 0, 1]), np.arange(3),
+                  [f"i{k}" for k in range(5)])
+    split = split_fit_test(es, 40, 40)
+    assert (split.n_fit, split.n_test) == (2, 3) and split.note
+    assert len(split.fit.labels) == 2 and len(split.test.labels) == 3
+    np.testing.assert_array_equal(split.test.labels, es.labels[2:])
+    np.testing.assert_array_equal(split.fit.class_errors, class_errors_from_error_set(es.select([0, 1])).class_errors)
+    # a set that holds both takes the first n_fit, then the next n_test, and says nothing
+    whole = split_fit_test(es, 2, 2)
+    assert (whole.n_fit, whole.n_test, whole.note) == (2, 2, "")
+    np.testing.assert_array_equal(whole.test.labels, es.labels[2:4])

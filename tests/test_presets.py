@@ -184,8 +184,21 @@ def test_every_preset_parameter_is_a_parameter_of_its_page():
     # ... and every paper page on a hub dataset takes a seeded random subset, not the first rows of a split that
     # may be stored class by class
     for page, params in presets["paper"].items():
-        if any(not str(params.get(k, "embedded:")).startswith("embedded:") for k in ("dataset", "zero_shot_dataset")):
+        if any(not str(params.get(k, "embedded:")).startswith("embedded:") for k in ("dataset", "supervised_dataset")):
             assert isinstance(params.get("shuffle_seed"), int), page
+
+
+def test_pages_that_take_prompts_take_the_shared_model_and_dataset_names():
+    """`-p model ... -p dataset ... -p prompts ...` means the same on every page: a page with `prompts` names its
+    model `model` (or `models`, the version sweep) and, where it reads a dataset, that dataset `dataset`, so
+    papermill cannot warn "unknown parameter" and go on with the page's embedded defaults and the user's prompts."""
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        cell = next((c for c in nb.cells if "parameters" in c.metadata.get("tags", [])), None)
+        names = set(re.findall(r"^(\w+)\s*=", cell.source, re.M)) if cell else set()
+        if "prompts" in names:
+            assert names & {"model", "models"}, (path.name, sorted(names))
+            assert "dataset" in names or not any(n.endswith("dataset") for n in names), (path.name, sorted(names))
 
 
 def test_paper_preset_stops_at_once_offline_naming_what_is_missing(monkeypatch, capsys, tmp_path):

@@ -142,3 +142,22 @@ def test_paper_values_by_exact_key():
     assert values.iloc[0] == 87.5
     with pytest.raises(InputError, match="no row 'N\\(0, I\\)'"):
         paper_values("table12_noise_sampling", "noise_distribution", ["N(0, I)"], "pets_accuracy_10pct_subset")
+
+
+def test_a_trend_over_two_settings_is_not_testable_here_and_says_so_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("DCLIB_RESULTS_DIR", str(tmp_path))
+    rising = [np.arange(100) < 10, np.arange(100) < 90]  # 10% -> 90%: never "reproduces" without a trend test
+    v = CLAIMS["version_sweep"].evaluate({"accuracy across checkpoints": rising}, "two models")
+    assert v.outcome == "not detected"
+    (c,) = v.comparisons
+    assert c.direction == 0 and c.p_value == 1.0 and "at least 3 ordered settings" in c.reason
+    assert c.counts["accuracies"] == [0.1, 0.9] and c.n == 100
+    sentence = v.sentence()
+    assert "\n" not in sentence and "not testable here" in sentence and "at least 3" in sentence
+    assert v.table().result.tolist() == ["not testable here"] and "not testable here" in v._repr_markdown_()
+    v.record()
+    assert json.loads((tmp_path / "verdicts" / "version_sweep.json").read_text())["outcome"] == "not detected"
+    # three settings or more: Page's test as before; the trend statistic itself still refuses two
+    assert CLAIMS["version_sweep"].evaluate({"x": rising + [np.arange(100) < 95]}, "s").comparisons[0].reason == ""
+    with pytest.raises(InputError):
+        verdicts.trend("x", rising)

@@ -40,3 +40,23 @@ def test_learned_weights_find_the_informative_timesteps_and_help_on_held_out_ima
     assert learned > uniform + 0.2
     # uniform weights over equal-sized bins are Algorithm 1
     assert np.array_equal(w.predictions(test_set, np.ones(4)), test_set.predictions())
+
+
+def test_fewer_timesteps_than_bins_fits_fewer_bins_and_says_so():
+    from dclib.weighting import judge_on_held_out, usable_bins
+
+    rng = np.random.default_rng(0)
+    ts = np.array(even_timesteps(2))  # [250, 750]
+    n = 12
+    labels = rng.integers(0, 3, n)
+    errors = 0.5 + rng.normal(0, 0.01, (n, 3, 2))
+    errors[np.arange(n), labels] -= 0.05
+    es = ErrorSet(errors, np.tile(ts, (n, 1)), labels, np.arange(3), [str(i) for i in range(n)])
+    assert usable_bins(es.timesteps, 3, 1000) == 2 and usable_bins(es.timesteps, 2, 1000) == 2
+    assert usable_bins(np.tile(even_timesteps(10), (2, 1)), 5, 1000) == 5  # enough timesteps: as asked
+    assert usable_bins(np.tile(even_timesteps(28), (1, 1)), 28, 1000) < 28  # even spacing leaves a bin empty
+    weights, table, right = judge_on_held_out(es, 6, 3, 1000)  # the old code stopped: "use fewer bins"
+    assert weights.n_bins == 2 and len(weights.weights) == 2
+    assert "n_bins = 3" in weights.note and "2 timesteps" in weights.note and "\n" not in weights.note
+    assert list(table.n) == [6, 6] and all(len(r) == 6 for r in right.values())
+    assert judge_on_held_out(es, 6, 2, 1000)[0].note == ""

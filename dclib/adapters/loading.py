@@ -103,6 +103,18 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
+def card_calibration(path: str) -> dict | None:
+    """The temperature a local model folder's card (``training.json``, written by ``dclib train``) carries, with
+    what it was fitted on; None for a hub model or a card without one."""
+    card = Path(path) / "training.json"
+    if not card.is_file():
+        return None
+    try:
+        return json.loads(card.read_text()).get("calibration")
+    except ValueError:
+        return None
+
+
 def read_model_index(model: str, revision: str | None = None) -> dict:
     """The pipeline's model_index.json, from a local folder or the hub (cache only when offline)."""
     if os.path.isdir(model):
@@ -197,6 +209,7 @@ def load_adapter(model: str, torch_dtype=None, device=None, resolution: int | No
                                    id2label=index.get("id2label"))
     adapter.model_id = model
     adapter.lora = lora_identity
+    adapter.card_calibration = card_calibration(path) if lora is None else None  # LoRA weights change the scale
     adapter.autocast = resolve_autocast(autocast, dev, dtype)
     if compile_mode:
         adapter.compile(compile_mode)

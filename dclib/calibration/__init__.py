@@ -67,11 +67,12 @@ count) and :func:`plot_reliability`.
 **Modules.** ``logits`` (logits from class errors, temperature units), ``metrics`` (reliability, ECE, NLL, Brier),
 ``fit`` (the temperature and vector fitters), ``calibrator`` (:class:`Calibrator` and its file), ``data``
 (labelled class errors from classifications or an ErrorSet), ``plots`` (reliability diagrams) and ``compare``
-(the calibration page's comparison table). Loading a
+(the calibration page's fit/test split and comparison table). Loading a
 labelled set from an ``evaluate`` run folder or a saved ErrorSet is :mod:`dclib.calibration_data`: it reads run
 folders, so it sits above both this package and :mod:`dclib.runs`, and this package imports neither.
 """
-from .compare import compare_calibrations, describe_comparison, posterior_table
+from .compare import (FitTestSplit, compare_calibrations, describe_comparison, fit_test_sizes, posterior_table,
+                      split_fit_test)
 from .calibrator import FORMAT, METHODS, SOURCE_KEYS, Calibrator, json_safe, source_mismatches
 from .data import CalibrationData, class_errors_from_classifications, class_errors_from_error_set
 from .fit import fit_temperature, fit_vector
@@ -81,7 +82,9 @@ from .metrics import (DEFAULT_BINS, Reliability, brier_score, calibration_metric
                       negative_log_likelihood, reliability)
 from .plots import plot_reliability
 
-__all__ = ["compare_calibrations", "describe_comparison", "posterior_table", "FORMAT", "METHODS", "SOURCE_KEYS", "Calibrator", "json_safe", "source_mismatches", "CalibrationData",
+__all__ = ["FitTestSplit", "compare_calibrations", "describe_comparison", "fit_test_sizes", "posterior_table",
+           "split_fit_test", "FORMAT", "METHODS", "SOURCE_KEYS", "Calibrator", "json_safe", "source_mismatches",
+           "CalibrationData",
            "class_errors_from_classifications", "class_errors_from_error_set", "fit_temperature", "fit_vector",
            "format_temperature", "logits_from_errors", "noise_elements", "paper_temperature", "per_element_temperature",
            "uncalibrated_probabilities", "DEFAULT_BINS", "Reliability", "brier_score", "calibration_metrics",

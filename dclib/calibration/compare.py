@@ -1,17 +1,62 @@
 """The calibration page's comparison: the uncalibrated posterior at dclib's and at the paper's temperature
-against temperature and vector scaling fitted on other labelled images, judged on held-out ones."""
+against temperature and vector scaling fitted on other labelled images, judged on held-out ones, and the split
+of the page's scored images into those two sets (:func:`split_fit_test`)."""
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from ..decide import Classification, posterior
+from ..errors import InputError
 from .calibrator import Calibrator
-from .data import CalibrationData
+from .data import CalibrationData, class_errors_from_error_set
 from .logits import per_element_temperature, uncalibrated_probabilities
 from .metrics import calibration_metrics
 
+MIN_SPLIT = 2  # images on each side of a split clipped to a small set
+
 COLUMNS = ["probabilities", "T (per element)", "T (paper)", "accuracy", "mean_confidence", "ece", "nll", "brier"]
+
+
+class FitTestSplit(NamedTuple):
+    """The calibration page's two disjoint labelled sets, how many images each holds, and ``note``: one line
+    saying the set was split as it is because it held fewer than n_fit + n_test images ("" otherwise)."""
+
+    fit: CalibrationData
+    test: CalibrationData
+    n_fit: int
+    n_test: int
+    note: str
+
+
+def fit_test_sizes(n_available: int, n_fit: int, n_test: int) -> tuple[int, int, str]:
+    """(images to fit on, other images to judge on, note) out of ``n_available`` images: ``n_fit`` and
+    ``n_test`` when the set holds both, else the set split as it is, in the asked proportion with at least
+    :data:`MIN_SPLIT` images on each side, and a one-line note saying so. Fewer than 2 * MIN_SPLIT images: a
+    one-line :class:`InputError` with the set's size and what the page needs."""
+    if n_fit < 1 or n_test < 1:
+        raise InputError(f"n_fit and n_test must each be at least 1, got {n_fit} and {n_test}")
+    asked = n_fit + n_test
+    if n_available >= asked:
+        return n_fit, n_test, ""
+    if n_available < 2 * MIN_SPLIT:
+        raise InputError(f"the dataset has {n_available} images; this page needs n_fit + n_test = {asked} (at "
+                         f"least {2 * MIN_SPLIT}: {MIN_SPLIT} to fit on and {MIN_SPLIT} others to judge on)")
+    fit = min(max(round(n_available * n_fit / asked), MIN_SPLIT), n_available - MIN_SPLIT)
+    return fit, n_available - fit, (f"The dataset has {n_available} images, fewer than n_fit + n_test = {asked}: "
+                                    f"fitting on the first {fit} and judging on the other {n_available - fit}.")
+
+
+def split_fit_test(error_set, n_fit: int, n_test: int) -> FitTestSplit:
+    """The first ``n_fit`` images of an :class:`dclib.experiments.ErrorSet` to fit the calibrators on and the
+    next ``n_test`` to judge them on, as labelled class errors; a set with fewer images is split as it is
+    (:func:`fit_test_sizes`), and the returned ``note`` says so."""
+    n_fit, n_test, note = fit_test_sizes(error_set.n_images, n_fit, n_test)
+    return FitTestSplit(class_errors_from_error_set(error_set.select(slice(0, n_fit))),
+                        class_errors_from_error_set(error_set.select(slice(n_fit, n_fit + n_test))),
+                        n_fit, n_test, note)
 
 
 def compare_calibrations(fit: CalibrationData, test: CalibrationData, n_elements: int

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..decide import posterior
 from ..errors import InputError
+from ..scoring import noise_elements  # noqa: F401  (re-exported: temperatures convert through it)
 
 
 def logits_from_errors(class_errors, normalize: bool = True) -> np.ndarray:
@@ -31,23 +32,6 @@ def uncalibrated_probabilities(class_errors, temperature: float = 1.0) -> np.nda
 
 
 # ------------------------------------------------------------------------------------------ temperature units
-def noise_elements(source, crop: int = 0) -> int:
-    """``d``: how many elements each error averages over, which converts dclib's per-element temperature into the
-    paper's (see :mod:`dclib.calibration`). ``source`` is an adapter, a :class:`~dclib.DiffusionClassifier` or the
-    shape of one sample (e.g. ``(4, 64, 64)``); ``crop`` is :class:`~dclib.scoring.ScoreOptions`' ``crop``,
-    which averages over the error map without ``crop`` pixels at each edge."""
-    adapter = getattr(source, "adapter", source)
-    shape = tuple(int(v) for v in getattr(adapter, "sample_shape", source))
-    if len(shape) < 2 or min(shape) < 1:
-        raise InputError(f"a sample shape needs at least two positive dimensions; got {shape}")
-    if crop:  # the engine crops the last two (spatial) dimensions of the error map before averaging
-        height, width = shape[-2] - 2 * crop, shape[-1] - 2 * crop
-        if min(height, width) < 1:
-            raise InputError(f"crop {crop} removes the whole {shape[-2:]} error map")
-        shape = shape[:-2] + (height, width)
-    return math.prod(shape)
-
-
 def paper_temperature(temperature: float, d: int) -> float:
     """The paper's temperature (eq. 6: softmax of the summed squared error) equal to dclib's per-element
     ``temperature``: ``softmax(-e / T) = softmax(-(d e) / (d T))`` and ``d e`` is the summed error."""

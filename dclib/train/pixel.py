@@ -104,15 +104,24 @@ def build_unet(recipe: PixelRecipe, n_classes: int) -> UNet2DModel:
                        norm_num_groups=8, num_class_embeds=n_classes + 1, add_attention=recipe.add_attention)
 
 
+def split_validation(recipe: PixelRecipe, n_images: int, gen: torch.Generator | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(validation rows, training rows) of the recipe's training split: the first draw of its seeded generator.
+    The validation rows are never trained on and no test or figure uses them, so the model card's temperature
+    is fitted there (:mod:`dclib.train.card_temperature`)."""
+    gen = gen if gen is not None else torch.Generator().manual_seed(recipe.seed)
+    perm = torch.randperm(n_images, generator=gen)
+    n_val = int(n_images * recipe.val_fraction)
+    return perm[:n_val], perm[n_val:]
+
+
 def train(recipe: PixelRecipe, out: Path, steps: int | None = None, progress: bool = True) -> dict:
     steps = steps or recipe.steps
     out = Path(out)
     gen, _ = seeded(recipe.seed)
     pixels, labels, class_names = load_pixels(recipe.dataset, recipe.resolution)
     n_classes = len(class_names)
-    perm = torch.randperm(len(pixels), generator=gen)
-    n_val = int(len(pixels) * recipe.val_fraction)
-    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    val_idx, train_idx = split_validation(recipe, len(pixels), gen)
 
     unet = build_unet(recipe, n_classes)
     ema = EMA(unet, recipe.ema_decay)
