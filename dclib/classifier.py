@@ -20,7 +20,7 @@ from .errors import InputError
 from .images import ImageInput
 from .noise import NoiseDistribution, make_noise
 from .plan import Plan
-from .prompts import DEFAULT_TEMPLATE, Conditionings, resolve_conditionings
+from .prompts import DEFAULT_TEMPLATE, Conditionings, require_candidates, resolve_conditionings
 from .settings import ClassifySettings
 from .scoring import ScoreOptions, Scorer, ScoreResult, noise_elements
 
@@ -92,21 +92,19 @@ class DiffusionClassifier:
         if candidate_labels is None:
             if hypothesis_template is not None:
                 raise InputError("hypothesis_template is filled with candidate_labels: pass candidate_labels too")
-            return self.conditionings(prompts, class_labels)
+            return require_candidates(self.conditionings(prompts, class_labels))
         if prompts is not None or class_labels is not None:
             raise InputError("pass candidate_labels or prompts/class_labels, not both")
         if isinstance(candidate_labels, str):
             candidate_labels = [v.strip() for v in candidate_labels.split(",") if v.strip()]
         labels = list(candidate_labels)
-        if len(labels) < 2:
-            raise InputError(f"a classifier needs at least two candidates; got {len(labels)}: {labels}")
         if self.adapter.text_conditioned:
             template = DEFAULT_TEMPLATE if hypothesis_template is None else hypothesis_template
-            return Conditionings.from_class_names(labels, template)
+            return require_candidates(Conditionings.from_class_names(labels, template))
         if hypothesis_template is not None:
             raise InputError("this model is class-conditional: its candidate_labels are class names or indices, "
                              "and it takes no hypothesis_template")
-        return self.conditionings(class_labels=labels)
+        return require_candidates(self.conditionings(class_labels=labels))
 
     @property
     def device(self) -> torch.device:

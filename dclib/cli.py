@@ -286,7 +286,7 @@ def _classify_candidates(clf, args):
         if args.template is not None:
             raise InputError("--template is for text models; class-conditional models take no template, only "
                              "--labels (class indices or names)")
-        return clf.conditionings(_prompts_arg(args.prompts), args.labels)
+        return clf.candidates(_prompts_arg(args.prompts), args.labels)
     if args.prompts is not None and args.labels is not None:
         raise InputError("pass --prompts or --labels (class names filled into --template), not both")
     if args.prompts is not None and args.template is not None:

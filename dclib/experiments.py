@@ -20,8 +20,8 @@ from .classifier import DiffusionClassifier
 from .errors import InputError
 from .noise import NoiseDistribution
 from .plan import Plan
-from .prompts import DEFAULT_TEMPLATE, Conditionings
-from .runs import DatasetSource, label_mapping as map_labels, open_dataset, open_image
+from .prompts import DEFAULT_TEMPLATE, Conditionings, require_candidates
+from .runs import DatasetSource, label_mapping as map_labels, open_dataset, open_image, stratified_order
 from .scoring import ScoreOptions, Scorer
 from .stats import EvaluationSummary, clopper_pearson, summarize
 
@@ -128,7 +128,7 @@ class Experiment(NamedTuple):
 
 
 def open_experiment(model, dataset, prompts=None, *, template: str = DEFAULT_TEMPLATE, n_images: int | None = None,
-                    split: str | None = None, shuffle_seed: int | None = None, resolution: int | None = None,
+                    split: str | None = None, shuffle_seed: int | None = 0, resolution: int | None = None,
                     dtype: str | None = "float32", device: str | None = "auto", lora: str | None = None,
                     label_mapping: str | None = None) -> Experiment:
     """What every book page starts from: (classifier, test images, candidate conditionings).
@@ -141,29 +141,35 @@ def open_experiment(model, dataset, prompts=None, *, template: str = DEFAULT_TEM
     every class (or the labels in ``prompts``). Dataset labels become the model's class indices by name, and a
     dataset whose classes and the conditionings' classes differ stops with one line (``label_mapping=
     "by-index"``, asked for explicitly, reads label i as class i; see :func:`dclib.runs.label_mapping`).
-    ``n_images`` keeps the first rows: in the dataset's
-    order, or with ``shuffle_seed`` in a random order drawn with that seed. The paper evaluates random subsets,
-    and a test split stored class by class (the official Oxford-IIIT Pets test list is ordered by breed) would
-    otherwise give its first classes only; with the shuffle, a page that takes the first images of the
-    experiment gets a random subset of whatever size it asks for.
+    ``n_images`` keeps the first rows of a class-stratified random order drawn with ``shuffle_seed`` (see
+    :func:`image_rows`; None: the dataset's own order, on request). The paper evaluates random subsets, and a test
+    split stored class by class (the official Oxford-IIIT Pets test list is ordered by breed) would otherwise give
+    its first classes only; so a page that takes the first images of the experiment gets a class-balanced random
+    subset of whatever size it asks for.
     """
     source = open_dataset(dataset, split)
     clf = model if isinstance(model, DiffusionClassifier) else DiffusionClassifier.from_pretrained(
         model, torch_dtype=dtype, device=device, resolution=resolution, lora=lora)
     conds = clf.conditionings(prompts, dataset=source.spec, label_names=source.label_names, template=template)
-    _, table = map_labels(source.label_names, conds, label_mapping)
-    return Experiment(clf, LabelledImages(source, image_rows(len(source.dataset), n_images, shuffle_seed), table),
-                      conds)
+    _, table = map_labels(source.label_names, require_candidates(conds), label_mapping)
+    column = list(source.dataset[source.label_column])  # read once: it orders the rows and labels them
+    rows = image_rows(len(column), n_images, shuffle_seed, column)
+    labels = [int(column[r]) if table is None else int(table[column[r]]) for r in rows]
+    return Experiment(clf, LabelledImages(source, rows, table, labels), conds)
 
 
-def image_rows(n_rows: int, n_images: int | None = None, shuffle_seed: int | None = None) -> list[int]:
-    """The rows an experiment takes: the first ``n_images`` (None: all), in dataset order or, with
-    ``shuffle_seed``, in a random order drawn with that seed (so any prefix is a random subset)."""
-    rows = list(range(n_rows))
-    if shuffle_seed is not None:
+def image_rows(n_rows: int, n_images: int | None = None, shuffle_seed: int | None = 0,
+               labels: Sequence | None = None) -> list[int]:
+    """The rows an experiment takes, in order: the first ``n_images`` (None: all) of a seeded order stratified by
+    ``labels`` (:func:`dclib.runs.stratified_order`; without labels, a seeded random order), so any prefix is a
+    class-balanced random subset even of a folder stored class by class. ``shuffle_seed=None`` asks for the
+    dataset's own order instead."""
+    if shuffle_seed is None:
+        rows = list(range(n_rows))
+    else:
         if isinstance(shuffle_seed, bool) or not isinstance(shuffle_seed, (int, np.integer)) or shuffle_seed < 0:
             raise InputError(f"shuffle_seed must be a non-negative integer or None, got {shuffle_seed!r}")
-        rows = np.random.default_rng(int(shuffle_seed)).permutation(n_rows).tolist()
+        rows = stratified_order(range(n_rows) if labels is None else labels, int(shuffle_seed))
     return rows if n_images is None else rows[:int(n_images)]
 
 

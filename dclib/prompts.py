@@ -137,19 +137,16 @@ def require_candidates(conds: Conditionings) -> Conditionings:
     classes = sorted(set(conds.class_idx))
     if len(classes) < 2:
         only = ", ".join(repr(str(v)) for v in conds.values[:3])
-        raise InputError(f"a classifier needs at least two candidate classes; got {len(classes)} ({only}): pass "
+        raise InputError(f"a classifier needs at least two candidates; got {len(classes)} class ({only}): pass "
                          "several prompts (a list, a prompt file, or 'a|b' in one string) or class labels")
     return conds
 
 
 def resolve_conditionings(prompts=None, class_labels=None, class_names: Sequence[str] | None = None,
                           text_conditioned: bool = True) -> Conditionings:
-    """Build conditionings from what a user passed: a prompt file, a list of prompts, or class labels (at least
-    two candidate classes; a string that looks like a file name must be an existing file)."""
-    return require_candidates(_resolve(prompts, class_labels, class_names, text_conditioned))
-
-
-def _resolve(prompts, class_labels, class_names, text_conditioned: bool) -> Conditionings:
+    """Build conditionings from what a user passed: a prompt file, a list of prompts, or class labels (a string
+    that looks like a file name must be an existing file). One is enough here (scoring a single prompt is a
+    fair low-level question); classifying checks :func:`require_candidates`."""
     if isinstance(prompts, Conditionings):
         return prompts
     if text_conditioned:

@@ -199,7 +199,8 @@ def _hub_comparison(dc, dataset, split, shifted, discriminative, n_images, n_tim
         groups = {m: set_classes(source.label_names, names, class_map) for m, names in methods.items()}
         if name == "clean" and any(len(g) != 1 for g in groups[DC]):
             raise InputError("each class of the clean set must stand for exactly one model class")
-        data = LabelledImages(source, image_rows(len(source.dataset), n_images, shuffle_seed))
+        column = source.dataset[source.label_column]  # a seeded order stratified by class, when a seed is given
+        data = LabelledImages(source, image_rows(len(column), n_images, shuffle_seed, column))
         labels, n = np.array(data.labels, dtype=int), len(data)  # labels: the set's own class indices
         conds = dc.conditionings(class_labels=sorted({c for g in groups[DC] for c in g}))
         scores = {DC: np.full((n, len(methods[DC])), -np.inf)}

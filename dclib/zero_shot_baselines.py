@@ -184,11 +184,12 @@ def open_zero_shot_task(classifier, task, seed: int = 0) -> ZeroShotTask:
     rows = [(str(v), conds.class_names[c], int(c)) for v, c in zip(conds.values, conds.class_idx)]
 
     def labelled(n: int):
-        train = open_experiment(classifier, spec["dataset"], split=spec["train_split"], **opened).data
-        if train.source.split == test.data.source.split:  # e.g. an image folder: one split serves as both
+        # a seeded sample stratified by class, as every page draws its images
+        picked = open_experiment(classifier, spec["dataset"], split=spec["train_split"], n_images=n,
+                                 shuffle_seed=seed, **opened).data
+        if picked.source.split == test.data.source.split:  # e.g. an image folder: one split serves as both
             raise InputError(f"train_split {spec['train_split']!r} of {spec['dataset']} is the split the task tests "
                              f"on: the features baseline needs labelled images the test never sees")
-        picked = train.select(np.random.default_rng(seed).permutation(len(train))[:n])
         return picked["image"], np.asarray(picked["label"])
     return ZeroShotTask(str(spec.get("name") or spec["dataset"]), test.data, rows, conds.n_classes,
                         labelled if spec.get("train_split") else None, spec.get("schedule"))

@@ -142,7 +142,8 @@ def test_open_experiment_reads_the_dataset_as_evaluate_does(tiny_models, user_da
     from dclib.runs import open_dataset
 
     folder, _ = user_data
-    clf, data, conds = open_experiment(tiny_models["sd"], folder, template="a photo of a {}, a kind of thing.")
+    clf, data, conds = open_experiment(tiny_models["sd"], folder, template="a photo of a {}, a kind of thing.",
+                                       shuffle_seed=None)  # the dataset's own order, on request
     assert conds.values == ("a photo of a car, a kind of thing.", "a photo of a cat, a kind of thing.",
                             "a photo of a dog, a kind of thing.")
     assert conds.class_names == ("car", "cat", "dog")
@@ -157,20 +158,26 @@ def test_open_experiment_matches_labels_to_a_prompt_csv_by_name(tiny_models, use
     from dclib.experiments import open_experiment
 
     folder, csv = user_data
-    _, data, conds = open_experiment(tiny_models["sd"], folder, csv, n_images=4)
+    _, data, conds = open_experiment(tiny_models["sd"], folder, csv, n_images=4, shuffle_seed=None)
     assert conds.class_names == ("dog", "cat", "car") and len(conds) == 6  # two prompts per class
     assert len(data) == 4 and data["label"] == [2, 2, 1, 1]  # car -> 2, cat -> 1 in the CSV's numbering
+    # by default the first images are a seeded sample stratified by class: the folder is stored class by class
+    _, data, _ = open_experiment(tiny_models["sd"], folder, csv, n_images=3)
+    assert sorted(data["label"]) == [0, 1, 2]
 
 
 def test_open_experiment_shuffle_seed_draws_a_random_order_of_the_whole_split(tiny_models, user_data):
-    """With shuffle_seed, n_images keeps the first rows of a seeded permutation (a random subset even of a split
-    stored class by class); labels and ids follow their rows, so each image keeps the noise its id keys."""
+    """With shuffle_seed, n_images keeps the first rows of a seeded order stratified by class (a class-balanced
+    random subset even of a split stored class by class); labels and ids follow their rows, so each image keeps
+    the noise its id keys."""
     from dclib.errors import InputError
     from dclib.experiments import open_experiment
+    from dclib.runs import stratified_order
 
     folder, _ = user_data
-    clf, full, conds = open_experiment(tiny_models["sd"], folder)
-    order = np.random.default_rng(3).permutation(6).tolist()
+    clf, full, conds = open_experiment(tiny_models["sd"], folder, shuffle_seed=None)
+    order = stratified_order(full["label"], 3)
+    assert sorted(full["label"][r] for r in order[:3]) == [0, 1, 2]
     _, data, _ = open_experiment(clf, folder, n_images=4, shuffle_seed=3)
     assert data.rows == order[:4] and order != sorted(order)
     assert data["id"] == [full["id"][r] for r in order[:4]] and data["label"] == [full["label"][r] for r in order[:4]]
@@ -192,7 +199,7 @@ def test_open_experiment_class_conditional_and_bad_input(tiny_models, user_data)
     # the folder's names are none of the DiT's classes: refused, unless label i is class i by request
     with pytest.raises(InputError, match="do not match by name"):
         open_experiment(tiny_models["dit"], folder)
-    _, data, conds = open_experiment(tiny_models["dit"], folder, label_mapping="by-index")
+    _, data, conds = open_experiment(tiny_models["dit"], folder, label_mapping="by-index", shuffle_seed=None)
     assert conds.n_classes == 10 and data["label"] == [0, 0, 1, 1, 2, 2]
     with pytest.raises(InputError, match="exactly one"):
         open_experiment(tiny_models["sd"], folder, template="a photo")

@@ -96,6 +96,7 @@ def test_a_dataset_task_opens_like_every_page_and_draws_labelled_images_from_its
     from datasets import Image as ImageFeature
 
     from dclib.errors import InputError
+    from dclib.runs import stratified_order
     from dclib.testing import save_image_folder, save_prompt_csv
 
     folder, csv = save_image_folder(tmp_path / "pets"), save_prompt_csv(tmp_path / "pets.csv")
@@ -122,8 +123,8 @@ def test_a_dataset_task_opens_like_every_page_and_draws_labelled_images_from_its
     with_train = zsb.open_zero_shot_task(classifiers["sd"], spec, seed=1)
     assert with_train.name == "pets" and len(with_train.test) == 4
     images, labels = with_train.labelled(5)
-    order = np.random.default_rng(1).permutation(9)[:5]
-    assert labels.tolist() == [i % 3 for i in order] and len(images) == 5
+    order = stratified_order([i % 3 for i in range(9)], 1)[:5]  # a class-stratified sample drawn with the seed
+    assert labels.tolist() == [i % 3 for i in order] and len(images) == 5 and set(labels[:3]) == {0, 1, 2}
 
 
 def test_bad_zero_shot_tasks_are_one_line_errors(classifiers):

@@ -18,13 +18,15 @@ images), :mod:`~dclib.runs.provenance` (versions, model identity, config compari
 """
 from .evaluation import evaluate
 from .provenance import compare_configs, hash_model_folder, model_identity, versions
-from .sources import DatasetSource, hub_offline, label_mapping, open_dataset, open_image, select_indices
+from .sources import (DatasetSource, hub_offline, label_mapping, open_dataset, open_image, select_indices,
+                      stratified_order)
 from .store import (CONFIG, FORMAT, PARTS, RESULTS, TIMINGS, PartWriter, check_writable, error_matrix, load_results,
                     merge, read_config, read_store, results_schema, write_parquet_atomic)
 from .summary import format_summary, report, summarize_run
 
 __all__ = ["evaluate", "compare_configs", "hash_model_folder", "model_identity", "versions", "DatasetSource",
-           "hub_offline", "label_mapping", "open_dataset", "open_image", "select_indices", "CONFIG", "FORMAT", "PARTS",
+           "hub_offline", "label_mapping", "open_dataset", "open_image", "select_indices", "stratified_order", "CONFIG",
+           "FORMAT", "PARTS",
            "RESULTS", "TIMINGS", "PartWriter", "check_writable", "error_matrix", "load_results", "merge",
            "read_config", "read_store", "results_schema", "write_parquet_atomic", "format_summary", "report",
            "summarize_run"]

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ..classifier import DiffusionClassifier
 from ..errors import InputError, NonFiniteError, check_finite
-from ..prompts import DEFAULT_TEMPLATE
+from ..prompts import DEFAULT_TEMPLATE, require_candidates
 from ..scoring import auto_batch_size
 from ..settings import ClassifySettings
 from .provenance import _short, compare_configs, model_identity, versions
@@ -129,6 +129,7 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, t
         # embedded sets may carry prompts; else a text model gets one prompt per dataset class from `template`
         conds = classifier.conditionings(prompts, labels, dataset=source.spec, label_names=source.label_names,
                                          template=template)
+        require_candidates(conds)
         mapping, label_table = map_labels(source.label_names, conds, label_mapping)
 
         config = {
