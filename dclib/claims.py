@@ -33,6 +33,17 @@ class Claim:
     narrowed: str = ""  # anything tested more narrowly than the paper states it
     margin: float | None = None  # non-inferiority margin (accuracy, 0-1)
     alpha: float = ALPHA
+    #: the effect each comparison is powered for, in the paper's direction and the comparison's units (accuracy
+    #: difference; rate minus chance; for non-inferiority the paper's own difference): one number for every
+    #: comparison or {comparison label: effect}; the paper's where it gives one, with ``effect_source`` naming it
+    effect: float | dict | None = None
+    effect_source: str = ""
+
+    def registered_effect(self, label: str) -> float | None:
+        """The effect comparison ``label`` is powered for (None: none registered)."""
+        if isinstance(self.effect, dict):
+            return self.effect.get(label)
+        return self.effect
 
     def preregistration(self) -> str:
         lines = [f"**Claim ({self.figure}).** {self.paper}", "",
@@ -41,6 +52,13 @@ class Claim:
                  f"alpha = {self.alpha}. Outcome: *reproduces* if every comparison is significant in the paper's "
                  "direction, *contradicted* if any is significant against it (Holm-adjusted), else *not "
                  "detected* (with the smallest effect this sample could detect at 80% power)."]
+        if self.effect is not None:
+            effects = (", ".join(f"{k} {_points(v)}" for k, v in self.effect.items()) if isinstance(self.effect, dict)
+                       else _points(self.effect))
+            lines += ["", f"**Registered effect:** {effects} ({self.effect_source}). *Paper's effect excluded* if "
+                          "neither of the first two and a comparison's 95% interval lies wholly below its registered "
+                          "effect; *not detected* then reports the power at the registered effect and the n that "
+                          "80% needs."]
         if self.narrowed:
             lines += ["", f"**Narrower than the paper:** {self.narrowed}"]
         return "\n".join(lines)
@@ -70,6 +88,7 @@ class Claim:
                 tests.append(verdicts.trend_if_testable(label, value, alpha=self.alpha))
             else:
                 tests.append(verdicts.binomial(label, *value, alpha=self.alpha))
+        tests = [verdicts.with_power(t, self.registered_effect(t.label), self.alpha) for t in tests]
         outcome = verdicts.decide(tests, self.alpha)
         return Verdict(self, tests, outcome, setting, ours, current_preset())
 
@@ -111,14 +130,25 @@ class Verdict:
         if self.outcome == "contradicted":
             against = ", ".join(c.label for c in self.comparisons if c.direction == -1)
             return f"**Contradicted**: significant against the paper for {against} (Holm-adjusted)."
+        if self.outcome == verdicts.EXCLUDED:
+            ruled_out = "; ".join(f"{c.label}: 95% interval [{_points(c.interval[0])}, {_points(c.interval[1])}] "
+                                  f"below the registered {_points(c.registered)}" for c in self.comparisons if c.excluded)
+            return (f"**Paper's effect excluded on this model and task**: {ruled_out}. The direction is not "
+                    "significantly reversed; this rules out the paper's effect size in this setting only.")
         untested = [c for c in self.comparisons if c.reason]
         if untested:  # one line: why the test could not run (and what else was not significant)
             missing = ", ".join(c.label for c in self.comparisons if c.direction != 1 and not c.reason)
             return ("**Not detected**: not testable here: " + "; ".join(c.reason for c in untested) + "."
                     + (f" Not significant for {missing}." if missing else ""))
         missing = ", ".join(c.label for c in self.comparisons if c.direction != 1)
+        powered = [c for c in self.comparisons if c.direction != 1 and c.power is not None]
+        weakest = min(powered, key=lambda c: c.power) if powered else None
+        power = "" if weakest is None else (
+            f" Power at the registered effect ({_points(weakest.registered)} for {weakest.label}): "
+            f"{100 * weakest.power:.0f}%" + (f"; 80% would need {weakest.n_needed:,} images." if weakest.power < 0.8
+                                             else "."))
         return (f"**Not detected**: not significant for {missing}. This sample could detect effects of at least "
-                f"{_points(self.detectable)} (80% power).")
+                f"{_points(self.detectable)} (80% power).{power}")
 
     def table(self) -> pd.DataFrame:
         rows = []
@@ -128,7 +158,11 @@ class Verdict:
                          "95% interval": "" if c.interval is None else f"[{_points(c.interval[0])}, {_points(c.interval[1])}]",
                          "p": "" if c.reason else f"{c.p_value:.2g}",
                          "detectable at 80%": "" if c.reason else _points(c.detectable),
-                         "result": "not testable here" if c.reason else
+                         **({} if c.registered is None else {
+                             "registered effect": _points(c.registered),
+                             "power there": "" if c.power is None else f"{100 * c.power:.0f}%",
+                             "n for 80%": "" if c.n_needed is None else f"{c.n_needed:,}"}),
+                         "result": "not testable here" if c.reason else "paper's effect excluded" if c.excluded else
                          {1: "for the paper", -1: "against the paper", 0: "not significant"}[c.direction]})
         return pd.DataFrame(rows)
 

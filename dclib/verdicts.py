@@ -8,8 +8,18 @@ hands the per-image outcomes to the claim, which returns one of three outcomes:
   other w") needs every one of them: an intersection-union test, which keeps the level alpha without correction.
 * **contradicted**: at least one comparison significant against the paper, after Holm's correction over the
   claim's comparisons (so the chance of calling a true claim contradicted stays at most alpha).
-* **not detected**: neither. It comes with the smallest effect the sample could have detected (80% power at
-  alpha), so a reader sees whether the test could have found the paper's effect.
+* **paper's effect excluded** (only for a claim registered with the effect it is powered for): neither of the
+  above, but some comparison's 95% interval lies wholly below the registered effect. The paper's effect is ruled
+  out on this model and task although the direction is not significantly reversed: a finding about this setting,
+  not a verdict on the paper.
+* **not detected**: none of these. It comes with the smallest effect the sample could have detected (80% power at
+  alpha) and, for a registered effect, the power this sample had for it and the n that 80% would need, so a
+  reader sees whether the test could have found the paper's effect.
+
+Power and sample size (:func:`mcnemar_power`, :func:`mcnemar_n`, :func:`binomial_n`, :func:`noninferiority_n`)
+use the normal approximations a registration plans with; :func:`noninferiority_reachable` says whether a
+non-inferiority design can succeed at all at its n (with no discordant image, the Agresti-Min interval still has
+half-width z / (n + 2): a 1-point margin needs n >= 194 before any data can establish it).
 
 The statistics, each on paired per-image outcomes (the same images, the same (t, eps) samples):
 
@@ -38,7 +48,8 @@ from scipy import stats
 
 from .errors import InputError
 
-OUTCOMES = ("reproduces", "contradicted", "not detected")
+EXCLUDED = "paper's effect excluded"
+OUTCOMES = ("reproduces", "contradicted", EXCLUDED, "not detected")
 POWER = 0.8
 TREND_MIN_SETTINGS = 3  # Page's trend test needs at least this many ordered settings
 STATISTICS = ("mcnemar", "trend", "noninferiority", "binomial")
@@ -70,6 +81,12 @@ class Comparison:
     p_against: float | None = None  # for a one-sided test: p of "significantly against the paper"; else p_value
     direction: int = 0  # +1 significant for the paper, -1 significant against it, 0 neither (set by decide)
     reason: str = ""  # why the comparison could not be tested (:func:`untestable`); "" for a tested one
+    #: the effect the claim is powered for (the paper's own where it gives one), in the units of ``interval``:
+    #: accuracy difference, or rate minus chance; None when the claim registers none
+    registered: float | None = None
+    power: float | None = None  # power at ``registered`` with this n and the observed discordance
+    n_needed: int | None = None  # images that 80% power at ``registered`` would need
+    excluded: bool = False  # the 95% interval lies wholly below ``registered`` (set by decide)
 
 
 def _paired(label: str, first, second) -> tuple[np.ndarray, np.ndarray]:
@@ -161,7 +178,8 @@ def noninferiority(label: str, new, reference, margin: float, alpha: float = 0.0
     return Comparison(label, f"non-inferiority (margin {100 * margin:g} points)", n,
                       float(a.mean() - b.mean() + margin), float(min(1.0, 2 * stats.norm.sf((d + margin) / se))),
                       float(detectable), (float(d - z * se), float(d + z * se)),
-                      {"only_new_right": int(only_a - 0.5), "only_reference_right": int(only_b - 0.5)},
+                      {"only_new_right": int(only_a - 0.5), "only_reference_right": int(only_b - 0.5),
+                       "margin": float(margin)},
                       p_against=float(min(1.0, 2 * stats.norm.cdf((d + margin) / se))))
 
 
@@ -176,6 +194,99 @@ def binomial(label: str, hits, chance: float, alpha: float = 0.05) -> Comparison
     detectable = (_z(1 - alpha / 2) + _z(POWER)) * np.sqrt(chance * (1 - chance) / n)
     return Comparison(label, "exact binomial test", n, k / n - chance, p, float(detectable),
                       (float(ci.low - chance), float(ci.high - chance)), {"hits": k, "chance": chance})
+
+
+# ------------------------------------------------------------------------------------------ power
+def mcnemar_power(effect: float, discordance: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided McNemar test to detect an accuracy difference ``effect`` among ``n`` paired images
+    when a fraction ``discordance`` of them is discordant (normal approximation, Connor 1987)."""
+    effect, psi = abs(float(effect)), float(discordance)
+    if n <= 0 or effect <= 0 or psi <= 0:
+        return 0.0
+    psi = max(psi, effect)  # at least the effect's own discordant images
+    spread = np.sqrt(max(psi - effect ** 2, 1e-12))
+    return float(stats.norm.cdf((effect * np.sqrt(n) - _z(1 - alpha / 2) * np.sqrt(psi)) / spread))
+
+
+def mcnemar_n(effect: float, discordance: float, power: float = POWER, alpha: float = 0.05) -> int:
+    """Paired images the McNemar test needs for ``power`` at ``effect`` with ``discordance`` (Connor 1987): at 5%
+    discordance, 0.6 points need about 11,000 images."""
+    effect, psi = abs(float(effect)), max(float(discordance), abs(float(effect)))
+    if effect <= 0:
+        return int(1e9)
+    root = _z(1 - alpha / 2) * np.sqrt(psi) + _z(power) * np.sqrt(max(psi - effect ** 2, 0.0))
+    return int(np.ceil((root / effect) ** 2))
+
+
+def binomial_n(effect: float, chance: float, power: float = POWER, alpha: float = 0.05) -> int:
+    """Items the two-sided binomial test against ``chance`` needs for ``power`` when the true rate is
+    ``chance + effect``."""
+    p1 = min(max(chance + float(effect), 1e-9), 1 - 1e-9)
+    if effect == 0:
+        return int(1e9)
+    root = _z(1 - alpha / 2) * np.sqrt(chance * (1 - chance)) + _z(power) * np.sqrt(p1 * (1 - p1))
+    return int(np.ceil((root / abs(effect)) ** 2))
+
+
+def binomial_power(effect: float, chance: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided binomial test against ``chance`` at true rate ``chance + effect`` (normal approx.)."""
+    p1 = min(max(chance + float(effect), 1e-9), 1 - 1e-9)
+    if n <= 0 or effect == 0:
+        return 0.0
+    shift = abs(effect) * np.sqrt(n) - _z(1 - alpha / 2) * np.sqrt(chance * (1 - chance))
+    return float(stats.norm.cdf(shift / np.sqrt(p1 * (1 - p1))))
+
+
+def noninferiority_n(margin: float, discordance: float, difference: float = 0.0, power: float = POWER,
+                     alpha: float = 0.05) -> int:
+    """Paired images a non-inferiority test at ``margin`` needs for ``power`` when the true difference is
+    ``difference`` (0: no loss) and a fraction ``discordance`` is discordant; never fewer than
+    :func:`noninferiority_reachable` allows."""
+    gap = float(difference) + float(margin)
+    if gap <= 0:
+        return int(1e9)
+    psi = max(float(discordance), abs(float(difference)))
+    n = int(np.ceil(((_z(1 - alpha / 2) + _z(power)) ** 2) * max(psi - difference ** 2, 0.0) / gap ** 2))
+    while not noninferiority_reachable(n, margin, alpha):
+        n += 1
+    return n
+
+
+def noninferiority_power(margin: float, discordance: float, n: int, difference: float = 0.0,
+                         alpha: float = 0.05) -> float:
+    """Power of the non-inferiority test at ``margin`` with ``n`` paired images (normal approximation); 0 where
+    the design cannot succeed at this n whatever the data (:func:`noninferiority_reachable`)."""
+    if n <= 0 or not noninferiority_reachable(n, margin, alpha):
+        return 0.0
+    psi = max(float(discordance), abs(float(difference)))
+    spread = np.sqrt(max(psi - difference ** 2, 1e-12) / n)
+    return float(stats.norm.cdf((float(difference) + float(margin)) / spread - _z(1 - alpha / 2)))
+
+
+def noninferiority_reachable(n: int, margin: float, alpha: float = 0.05) -> bool:
+    """Whether a non-inferiority test at ``margin`` can succeed with ``n`` paired images at all: even with no
+    discordant image the Agresti-Min interval has half-width z / (n + 2), which must be below the margin."""
+    return _z(1 - alpha / 2) / (int(n) + 2) < float(margin)
+
+
+def with_power(c: Comparison, registered: float | None, alpha: float = 0.05) -> Comparison:
+    """``c`` with the registered effect, the power this sample had for it and the n 80% would need, from the
+    observed discordance (McNemar, non-inferiority) or the chance rate (binomial). A trend gets neither."""
+    c.registered = None if registered is None else float(registered)
+    if c.registered is None or c.reason or c.statistic == "Page's trend test":
+        return c
+    if "McNemar" in c.statistic:
+        psi = (c.counts["only_better_right"] + c.counts["only_worse_right"]) / max(c.n, 1)
+        c.power, c.n_needed = mcnemar_power(registered, psi, c.n, alpha), mcnemar_n(registered, psi, POWER, alpha)
+    elif c.statistic.startswith("non-inferiority"):
+        margin = float(c.counts["margin"])
+        psi = (c.counts["only_new_right"] + c.counts["only_reference_right"]) / max(c.n, 1)
+        c.power = noninferiority_power(margin, psi, c.n, registered, alpha)
+        c.n_needed = noninferiority_n(margin, psi, registered, POWER, alpha)
+    elif c.statistic == "exact binomial test":
+        chance = float(c.counts["chance"])
+        c.power, c.n_needed = binomial_power(registered, chance, c.n, alpha), binomial_n(registered, chance, POWER, alpha)
+    return c
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
@@ -202,8 +313,12 @@ def decide(comparisons: Sequence[Comparison], alpha: float = 0.05) -> str:
             c.direction = -1
         else:
             c.direction = 0
+        c.excluded = (c.direction == 0 and c.registered is not None and c.interval is not None
+                      and c.interval[1] < c.registered)
     if any(c.direction == -1 for c in comparisons):
         return "contradicted"
     if all(c.direction == 1 for c in comparisons):
         return "reproduces"
+    if any(c.excluded for c in comparisons):
+        return EXCLUDED
     return "not detected"
