@@ -186,30 +186,57 @@ def finite_scores(score: ScoreFn) -> ScoreFn:
     return checked
 
 
-def run_schedule(score: ScoreFn, n_conditionings: int, stage_plans: Sequence[Plan], keep: Sequence[int]
-                 ) -> tuple[np.ndarray, Plan, int, int]:
-    """Algorithm 2 with the official semantics.
+#: ``select(errors, alive, n_seen, stage) -> survivors``: after stage ``stage`` (counted from 1), which of the
+#: ``alive`` conditionings go on, given every error so far (``errors[:, :n_seen]`` is what has been scored).
+Select = Callable[[np.ndarray, list[int], int, int], list[int]]
 
-    Stage i scores every surviving conditioning on the stage's new samples (the same samples for all), then
-    keeps the ``keep[i]`` conditionings with the lowest mean error over all samples they have seen (ties go to
-    the lower index). A single stage with keep 1 is Algorithm 1.
 
-    Returns (errors [n_cond, n_samples] with NaN where not scored, the full plan, the best conditioning,
-    pairs scored).
+def run_stages(score: ScoreFn, n_conditionings: int, stage_plans: Sequence[Plan], select: Select,
+               stop_at_one: bool = False) -> tuple[np.ndarray, Plan, int, int, int]:
+    """The one staged engine every schedule runs on: stage i scores every surviving conditioning on the stage's
+    new samples (the same samples for all, so differences between conditionings are paired), then ``select``
+    says who survives. With ``stop_at_one``, stages stop once a single conditioning is left (nothing is left to
+    compare it with).
+
+    Returns (errors [n_cond, n_samples] with NaN where not scored, the full plan, the best conditioning: the
+    survivor with the lowest mean error over the samples it saw, ties to the lower index; pairs scored; stages
+    run).
     """
     full_plan = Plan.concat(stage_plans)
     errors = np.full((n_conditionings, len(full_plan)), np.nan)
     alive = list(range(n_conditionings))
-    offset, pairs = 0, 0
-    for n_keep, plan in zip(keep, stage_plans):
-        if len(plan) and len(alive) > 0:
+    offset = pairs = stages = 0
+    for plan in stage_plans:
+        if stop_at_one and len(alive) <= 1:
+            break
+        if len(plan) and alive:
             errors[alive, offset:offset + len(plan)] = score(alive, plan)
             pairs += len(alive) * len(plan)
         offset += len(plan)
+        stages += 1
+        alive = select(errors, alive, offset, stages)
+    means = mean_errors(errors[alive])
+    best = min(range(len(alive)), key=lambda i: (means[i] if np.isfinite(means[i]) else np.inf, alive[i]))
+    return errors, full_plan, alive[best], pairs, stages
+
+
+def keep_lowest(keep: Sequence[int]) -> Select:
+    """Algorithm 2's selection with the official semantics: after stage i, the ``keep[i]`` conditionings with the
+    lowest mean error over all samples they have seen (ties go to the lower index)."""
+    def select(errors: np.ndarray, alive: list[int], n_seen: int, stage: int) -> list[int]:
         means = mean_errors(errors[alive])
         order = sorted(range(len(alive)), key=lambda i: (means[i], alive[i]))
-        alive = [alive[i] for i in order[:n_keep]]
-    return errors, full_plan, alive[0], pairs
+        return [alive[i] for i in order[:keep[stage - 1]]]
+
+    return select
+
+
+def run_schedule(score: ScoreFn, n_conditionings: int, stage_plans: Sequence[Plan], keep: Sequence[int]
+                 ) -> tuple[np.ndarray, Plan, int, int]:
+    """Algorithm 2 (a single stage with keep 1 is Algorithm 1) on :func:`run_stages`: returns (errors, the full
+    plan, the best conditioning, pairs scored)."""
+    errors, plan, best, pairs, _ = run_stages(score, n_conditionings, stage_plans, keep_lowest(keep))
+    return errors, plan, best, pairs
 
 
 def decide(score: ScoreFn, conditionings: Conditionings, schedule, num_train_timesteps: int,

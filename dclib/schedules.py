@@ -21,7 +21,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 from scipy.stats import t as student_t
 
-from .decide import ScoreFn, run_schedule
+from .decide import ScoreFn, run_schedule, run_stages
 from .errors import InputError
 from .plan import Plan, even_timesteps, strided_positions
 from .stats import stratified_paired_t
@@ -226,37 +226,27 @@ class PairedPruning:
 
 def run_paired_pruning(score: ScoreFn, n_conditionings: int, pruning: PairedPruning, num_train_timesteps: int = 1000
                        ) -> tuple[np.ndarray, Plan, int, int, dict]:
-    """Run the sequential procedure of :class:`PairedPruning` with a ``score(indices, plan) -> errors`` callback.
+    """Run the sequential procedure of :class:`PairedPruning` on the staged engine (:func:`dclib.decide.run_stages`)
+    with a ``score(indices, plan) -> errors`` callback: after each round from ``min_rounds`` on, a conditioning
+    goes when its stratified paired t against the current best exceeds the critical value.
 
     Returns (errors [n_cond, n_samples] with NaN where not scored, the full plan, the best conditioning, pairs
     scored, facts: rounds run and the round each conditioning was dropped in).
     """
     plans = pruning.round_plans(num_train_timesteps)
-    full = Plan.concat(plans)
     # stratum of every column of the full plan (the round's timesteps are listed bin by bin)
     stratum = np.array([h for _ in plans for h in range(pruning.strata) for _ in range(pruning.n_trials)])
-    errors = np.full((n_conditionings, len(full)), np.nan)
-    alive = list(range(n_conditionings))
     dropped_in = np.full(n_conditionings, -1)
-    offset = pairs = rounds = 0
-    for r, plan in enumerate(plans):
-        if len(alive) <= 1:
-            break
-        errors[alive, offset:offset + len(plan)] = score(alive, plan)
-        pairs += len(alive) * len(plan)
-        offset += len(plan)
-        rounds = r + 1
-        if rounds < pruning.min_rounds:
-            continue
-        seen = errors[:, :offset]
-        means = seen[alive].mean(1)
-        best = alive[int(np.argmin(means))]
-        crit = pruning.critical_value(n_conditionings, rounds)
-        keep = [c for c in alive
-                if c == best or stratified_paired_t(seen[c] - seen[best], stratum[:offset]) <= crit]
-        dropped_in[[c for c in alive if c not in keep]] = rounds
-        alive = keep
-    means = np.nanmean(errors[alive], 1) if offset else np.zeros(len(alive))
-    best = alive[int(np.argmin(means))]
-    return errors, full, best, pairs, {"rounds": rounds, "dropped_in_round": dropped_in.tolist()}
 
+    def select(errors: np.ndarray, alive: list[int], n_seen: int, rounds: int) -> list[int]:
+        if rounds < pruning.min_rounds:
+            return alive
+        seen = errors[:, :n_seen]
+        best = alive[int(np.argmin(seen[alive].mean(1)))]
+        crit = pruning.critical_value(n_conditionings, rounds)
+        keep = [c for c in alive if c == best or stratified_paired_t(seen[c] - seen[best], stratum[:n_seen]) <= crit]
+        dropped_in[[c for c in alive if c not in keep]] = rounds
+        return keep
+
+    errors, full, best, pairs, rounds = run_stages(score, n_conditionings, plans, select, stop_at_one=True)
+    return errors, full, best, pairs, {"rounds": rounds, "dropped_in_round": dropped_in.tolist()}
