@@ -16,7 +16,7 @@ beforehand; ``str()`` is the spec that :func:`parse_schedule` reads back. Two fa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 from scipy.stats import t as student_t
@@ -39,7 +39,11 @@ class ScheduleRun(NamedTuple):
     facts: dict
 
 
+@runtime_checkable
 class EvaluationSchedule(Protocol):
+    """What :func:`dclib.decide.decide` needs of a schedule; any object with these passes :func:`parse_schedule`
+    unchanged (its ``str`` is what a run's config records)."""
+
     n_trials: int
 
     def run(self, score: ScoreFn, n_conditionings: int, num_train_timesteps: int = 1000) -> ScheduleRun: ...
@@ -49,9 +53,9 @@ class EvaluationSchedule(Protocol):
 
 def parse_schedule(spec, n_trials: int = 1) -> "Schedule | PairedPruning":
     """``100`` or ``"100"`` -> Algorithm 1 with 100 timesteps; ``"5,1:25,250"`` -> Algorithm 2 with KeepList
-    (5, 1) and TrialList (25, 250); ``"paired:100,alpha=0.01"`` -> :class:`PairedPruning`. A schedule passes
-    through unchanged."""
-    if isinstance(spec, (Schedule, PairedPruning)):
+    (5, 1) and TrialList (25, 250); ``"paired:100,alpha=0.01"`` -> :class:`PairedPruning`. A schedule (anything
+    that follows :class:`EvaluationSchedule`) passes through unchanged."""
+    if isinstance(spec, EvaluationSchedule):
         return spec
     if isinstance(spec, str) and spec.strip().startswith("paired"):
         return PairedPruning.parse(spec, n_trials)

@@ -76,3 +76,29 @@ def test_a_pruned_conditioning_is_estimated_on_the_winners_footing():
     probs = result.probabilities
     assert probs.argmax() == 0 and 0 < probs[1] < probs[0]
     np.testing.assert_allclose(result.partial_mean_errors, [0.5, 0.15, 0.6])
+
+
+def test_any_object_that_follows_the_schedule_protocol_runs_through_classify(classifiers, rgb_image):
+    """A user's schedule on the one staged engine: here 'score all on 2 timesteps, keep the best 2, add 2 more'."""
+    from dclib.decide import keep_lowest, run_stages
+    from dclib.schedules import ScheduleRun, parse_schedule
+
+    class KeepTwo:
+        n_trials = 1
+
+        def run(self, score, n_conditionings, num_train_timesteps=1000):
+            stages = [Plan.from_timesteps([250, 750]), Plan.from_timesteps([100, 900])]
+            errors, plan, best, pairs, _ = run_stages(score, n_conditionings, stages, keep_lowest((2, 1)))
+            return ScheduleRun(errors, plan, best, pairs, {"custom": True})
+
+        def max_evaluations(self, n_conditionings):
+            return 2 * n_conditionings + 4
+
+        def __str__(self):
+            return "keep-two"
+
+    custom = KeepTwo()
+    assert parse_schedule(custom) is custom
+    result = classifiers["sd"].classify(rgb_image, prompts=["a cat", "a dog", "a car"], schedule=custom)
+    assert result.evaluations == 3 * 2 + 2 * 2 and result.settings["schedule"] == "keep-two"
+    assert result.schedule_facts == {"custom": True} and int(np.isfinite(result.errors).sum()) == 10
