@@ -179,14 +179,12 @@ class DiffusionClassifier:
                    disable=not progress)
         scorer = Scorer(self.adapter, settings.score_options, batch_size=settings.batch_size, progress=bar)
         encoded = self.adapter.encode_conditions(list(conds.values))
-        unconditional = [0]
 
-        def score(indices: list[int], plan: Plan) -> np.ndarray:
+        def score(indices: list[int], plan: Plan) -> tuple[np.ndarray, int]:
             # every conditioning (a first stage) is scored from the encoded tensor itself, not a gathered copy
             rows = encoded if list(indices) == list(range(len(encoded))) else encoded[indices]
             result = scorer.score_plan(x0, rows, plan, seed, image_id, dist)
-            unconditional[0] += result.evaluations - len(indices) * len(plan)
-            return result.errors.numpy().astype(np.float64)
+            return result.errors.numpy().astype(np.float64), result.evaluations  # guidance spends more
 
         if temperature is None:
             temperature, source = self.default_temperature(settings)
@@ -195,7 +193,6 @@ class DiffusionClassifier:
         result = decide(score, conds, sched, self.adapter.num_train_timesteps, temperature)
         result.probability_source = source
         bar.close()
-        result.evaluations += unconditional[0]
         result.seconds = time.perf_counter() - started
         result.image_id, result.settings = str(image_id), settings.to_dict()
         return result

@@ -14,7 +14,8 @@ from .errors import InputError, NonFiniteError, check_finite
 from .plan import Plan
 from .prompts import Conditionings
 
-ScoreFn = Callable[[list[int], Plan], np.ndarray]
+#: ``score(conditioning indices, plan) -> errors [len(indices), len(plan)]`` (or (errors, evaluations spent))
+ScoreFn = Callable[[list[int], Plan], "np.ndarray | tuple[np.ndarray, int]"]
 
 
 @dataclass
@@ -242,11 +243,24 @@ def run_schedule(score: ScoreFn, n_conditionings: int, stage_plans: Sequence[Pla
 def decide(score: ScoreFn, conditionings: Conditionings, schedule, num_train_timesteps: int,
            temperature: float = 1.0) -> Classification:
     """Classify with ``schedule`` (any :class:`dclib.schedules.EvaluationSchedule`: Algorithm 1 or 2, or paired
-    pruning) using the ``score`` callback. Raises :class:`NonFiniteError` as soon as a scored error is NaN or inf."""
+    pruning) using the ``score`` callback. Raises :class:`NonFiniteError` as soon as a scored error is NaN or inf.
+
+    ``score`` returns the errors, or (errors, denoiser evaluations the call spent) when that is more than one per
+    (conditioning, sample) pair (classifier-free guidance's unconditional predictions): ``evaluations`` is then the
+    true count, and ``scored_pairs`` the pairs."""
     temperature = check_temperature(temperature)
-    outcome = schedule.run(finite_scores(score), len(conditionings), num_train_timesteps)
+    extra = [0]
+
+    def counted(indices: list[int], plan: Plan) -> np.ndarray:
+        out = score(indices, plan)
+        if isinstance(out, tuple):
+            out, spent = out
+            extra[0] += int(spent) - len(indices) * len(plan)
+        return out
+
+    outcome = schedule.run(finite_scores(counted), len(conditionings), num_train_timesteps)
     cls = conditionings.class_idx[outcome.best]
     return Classification(prediction=int(cls), prediction_name=conditionings.class_names[cls],
                           best_conditioning=outcome.best, conditionings=conditionings, errors=outcome.errors,
-                          plan=outcome.plan, evaluations=outcome.pairs, temperature=temperature,
+                          plan=outcome.plan, evaluations=outcome.pairs + extra[0], temperature=temperature,
                           scored_pairs=outcome.pairs, schedule_facts=dict(outcome.facts))

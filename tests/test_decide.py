@@ -102,3 +102,27 @@ def test_any_object_that_follows_the_schedule_protocol_runs_through_classify(cla
     result = classifiers["sd"].classify(rgb_image, prompts=["a cat", "a dog", "a car"], schedule=custom)
     assert result.evaluations == 3 * 2 + 2 * 2 and result.settings["schedule"] == "keep-two"
     assert result.schedule_facts == {"custom": True} and int(np.isfinite(result.errors).sum()) == 10
+
+
+def test_decide_counts_the_evaluations_a_score_call_reports():
+    """Guidance spends an unconditional prediction per sample beside the pairs: decide returns the true count."""
+    errors = np.arange(12, dtype=float).reshape(3, 4)
+    conds = Conditionings.from_prompts(["a", "b", "c"])
+
+    replayed, _ = replay(errors)
+
+    def with_unconditional(indices, plan):
+        return replayed(indices, plan), len(indices) * len(plan) + len(plan)
+
+    plain = decide(replay(errors)[0], conds, Schedule.parse("4"), 1000)
+    guided = decide(with_unconditional, conds, Schedule.parse("4"), 1000)
+    assert plain.evaluations == plain.scored_pairs == 12
+    assert guided.scored_pairs == 12 and guided.evaluations == 12 + 4
+
+
+def test_classify_under_guidance_reports_its_unconditional_evaluations(classifiers, rgb_image):
+    clf = classifiers["sd"]
+    plain = clf.classify(rgb_image, prompts=["a cat", "a dog"], schedule="3")
+    guided = clf.classify(rgb_image, prompts=["a cat", "a dog"], schedule="3", guidance=1.0)
+    assert plain.evaluations == plain.scored_pairs == 6
+    assert guided.scored_pairs == 6 and guided.evaluations == 6 + 3  # one unconditional call per sample
