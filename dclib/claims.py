@@ -132,7 +132,8 @@ class Verdict:
             return f"**Contradicted**: significant against the paper for {against} (Holm-adjusted)."
         if self.outcome == verdicts.EXCLUDED:
             ruled_out = "; ".join(f"{c.label}: 95% interval [{_points(c.interval[0])}, {_points(c.interval[1])}] "
-                                  f"below the registered {_points(c.registered)}" for c in self.comparisons if c.excluded)
+                                  f"below the registered {_points(c.registered)}"
+                                  for c in self.comparisons if c.excluded)
             return (f"**Paper's effect excluded on this model and task**: {ruled_out}. The direction is not "
                     "significantly reversed; this rules out the paper's effect size in this setting only.")
         untested = [c for c in self.comparisons if c.reason]
@@ -316,3 +317,18 @@ CLAIMS = _claims(
           "reconstruction is the closest, against the chance rate 1 / number of classes", "binomial",
           narrowed="The paper shows examples; the rate over images is tested here."),
 )
+
+
+def verdict_inputs(table, sets: dict, label: str, pair: tuple[str, str], dataset: str, n_timesteps: int,
+                   n_images: int | None = None) -> dict:
+    """The keyword arguments of ``Claim.evaluate`` for one pair of settings of a ``compare_settings`` run.
+
+    ``table`` is its table with a ``model`` column (one model), ``sets`` its error sets and ``pair`` the two setting
+    names in the order the claim takes them. ``setting`` reads "MODEL, N images of DATASET, T timesteps" (N: the
+    table's image count unless ``n_images`` is given) and ``ours`` lists every setting's accuracy in table order,
+    e.g. "Accuracy: l2 60.0%, l1 55.0%, huber 60.0%.".
+    """
+    n = table.n.iloc[0] if n_images is None else n_images
+    return {"outcomes": {label: (sets[pair[0]], sets[pair[1]])},
+            "setting": f"{table.model.iloc[0]}, {n} images of {dataset}, {n_timesteps} timesteps",
+            "ours": "Accuracy: " + ", ".join(f"{s} {a:.1%}" for s, a in zip(table.setting, table.accuracy)) + "."}

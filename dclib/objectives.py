@@ -2,8 +2,7 @@
 
 The losses and the variational bound map tensors [B, C, H, W] to elementwise terms [B, C, H, W]; the engine
 crops them and takes the mean over elements, as the official code does
-(``F.mse_loss(..., reduction="none").mean(dim=(1, 2, 3))``). :func:`verdict_inputs` turns a comparison of
-losses or objectives into the inputs of the paper's claim about it.
+(``F.mse_loss(..., reduction="none").mean(dim=(1, 2, 3))``).
 """
 from __future__ import annotations
 
@@ -12,6 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .adapters.base import VARIANCE_TYPES  # noqa: F401  (a model's variance is a fact of its adapter)
 from .errors import InputError
 
 LOSSES = ("l2", "l1", "huber")
@@ -37,31 +37,6 @@ def loss_terms(eps: torch.Tensor, eps_pred: torch.Tensor, loss: str) -> torch.Te
 
 
 #: The variances of p(x_{t-1} | x_t) dclib can score (diffusers' ``variance_type`` names).
-VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
-
-
-def model_variance_type(scheduler_variance_type: str | None, learned_variance: bool) -> str:
-    """Which variance p(x_{t-1} | x_t) has: one of :data:`VARIANCE_TYPES`.
-
-    A model that outputs its variance (twice the input channels) is ``learned_range``, the parameterisation
-    improved DDPM and DiT train that output with, even when its pipeline ships a scheduler with a fixed variance
-    (DiTPipeline drops the variance half and samples with the scheduler's). Otherwise it is the scheduler's own
-    fixed choice; diffusers' ``*_log`` variants are the same variances written differently.
-    """
-    if learned_variance:
-        if scheduler_variance_type == "learned":
-            # diffusers reads this output as the variance itself, improved DDPM as its log: ambiguous
-            raise InputError("variance_type 'learned' is not supported; dclib scores learned variances as "
-                             "'learned_range' (improved DDPM / DiT)")
-        return "learned_range"
-    kind = scheduler_variance_type or "fixed_small"  # DDPMScheduler's default; PNDM and DDIM have no such key
-    kind = {"fixed_small_log": "fixed_small", "fixed_large_log": "fixed_large"}.get(kind, kind)
-    if kind not in ("fixed_small", "fixed_large"):
-        raise InputError(f"the scheduler's variance_type {kind!r} needs a model that predicts its variance, "
-                         "but this model outputs as many channels as it takes")
-    return kind
-
-
 def _schedule(betas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(betas, alphas, abar, abar_prev) in float64, abar_prev = 1 at t = 0."""
     betas = betas.double()
@@ -170,18 +145,3 @@ def discretized_gaussian_log_likelihood(x, means, log_scales):
     cdf_delta = cdf_plus - cdf_min
     return torch.where(x < -0.999, log_cdf_plus,
                        torch.where(x > 0.999, log_one_minus_cdf_min, torch.log(cdf_delta.clamp(min=1e-12))))
-
-
-def verdict_inputs(table, sets: dict, label: str, pair: tuple[str, str], dataset: str, n_timesteps: int,
-                   n_images: int | None = None) -> dict:
-    """The keyword arguments of ``Claim.evaluate`` for one pair of settings of a ``compare_settings`` run.
-
-    ``table`` is its table with a ``model`` column (one model), ``sets`` its error sets and ``pair`` the two setting
-    names in the order the claim takes them. ``setting`` reads "MODEL, N images of DATASET, T timesteps" (N: the
-    table's image count unless ``n_images`` is given) and ``ours`` lists every setting's accuracy in table order,
-    e.g. "Accuracy: l2 60.0%, l1 55.0%, huber 60.0%.".
-    """
-    n = table.n.iloc[0] if n_images is None else n_images
-    return {"outcomes": {label: (sets[pair[0]], sets[pair[1]])},
-            "setting": f"{table.model.iloc[0]}, {n} images of {dataset}, {n_timesteps} timesteps",
-            "ours": "Accuracy: " + ", ".join(f"{s} {a:.1%}" for s, a in zip(table.setting, table.accuracy)) + "."}

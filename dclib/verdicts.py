@@ -285,7 +285,8 @@ def with_power(c: Comparison, registered: float | None, alpha: float = 0.05) -> 
         c.n_needed = noninferiority_n(margin, psi, registered, POWER, alpha)
     elif c.statistic == "exact binomial test":
         chance = float(c.counts["chance"])
-        c.power, c.n_needed = binomial_power(registered, chance, c.n, alpha), binomial_n(registered, chance, POWER, alpha)
+        c.power = binomial_power(registered, chance, c.n, alpha)
+        c.n_needed = binomial_n(registered, chance, POWER, alpha)
     return c
 
 

@@ -1,6 +1,7 @@
 """The module graph ARCHITECTURE.md draws: read from the source with ``ast``, so a change that adds a circle or
 climbs a layer fails here, whether the import sits at the top of a module or inside a function."""
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,55 @@ def reaches(graph, start: str) -> set[str]:
 def test_the_graph_is_read_from_the_source(graph):
     assert "dclib.schedules" in graph["dclib.decide"] or "dclib.decide" in graph["dclib.schedules"]
     assert "dclib.runs.store" in graph["dclib.runs.evaluation"]
+
+
+ROOT = PACKAGE.parent
+
+
+def layer_table() -> dict[str, int]:
+    """ARCHITECTURE.md's layer table: placed name (``decide``, ``runs/``, ``dclib``) -> layer."""
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    body = text.split("<!-- layer table: read by tests/test_architecture.py -->", 1)[1]
+    body = body.split("<!-- end of layer table -->")[0]
+    table = {}
+    for row in body.splitlines():
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].isdigit():
+            for name in re.findall(r"`([^`]+)`", cells[2]):
+                assert name not in table, f"{name} is placed twice"
+                table[name] = int(cells[0])
+    return table
+
+
+def layer_of(module: str, table: dict[str, int]) -> int | None:
+    if module == "dclib":
+        return table.get("dclib")
+    parts = module.split(".")[1:]
+    return table.get(parts[0] + "/") if len(parts) > 1 or (PACKAGE / parts[0]).is_dir() else table.get(parts[0])
+
+
+def climbing_imports(graph: dict[str, set[str]], table: dict[str, int]) -> list[str]:
+    """Every import that climbs a layer, and every module the table does not place."""
+    problems = [f"{m} is in no layer of ARCHITECTURE.md" for m in graph if layer_of(m, table) is None]
+    for module, targets in graph.items():
+        low = layer_of(module, table)
+        problems += [f"{module} (layer {low}) imports {t} (layer {layer_of(t, table)})" for t in sorted(targets)
+                     if low is not None and layer_of(t, table) is not None and layer_of(t, table) > low]
+    return problems
+
+
+def test_every_import_stays_in_its_layer_or_below(graph):
+    table = layer_table()
+    assert len(table) >= 30 and table["errors"] == 0 and table["dclib"] == max(table.values())
+    assert climbing_imports(graph, table) == []
+
+
+def test_an_upward_import_or_an_unplaced_module_fails(graph):
+    table = layer_table()
+    injected = {**graph, "dclib.errors": graph["dclib.errors"] | {"dclib.classifier"}}
+    assert climbing_imports(injected, table) == ["dclib.errors (layer 0) imports dclib.classifier (layer 3)"]
+    unplaced = climbing_imports({**graph, "dclib.newthing": set()}, table)
+    assert unplaced == ["dclib.newthing is in no layer of ARCHITECTURE.md"]
 
 
 def test_no_module_imports_itself_back(graph):

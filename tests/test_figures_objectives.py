@@ -14,7 +14,7 @@ from dclib.experiments import ErrorSet  # noqa: E402
 from dclib.figures.loss_functions import accuracy_by_loss  # noqa: E402
 from dclib.figures.objective import accuracy_by_objective  # noqa: E402
 from dclib.figures.timestep_weighting import weights_and_accuracy  # noqa: E402
-from dclib.objectives import verdict_inputs  # noqa: E402
+from dclib.claims import verdict_inputs  # noqa: E402
 from dclib.stats import clopper_pearson  # noqa: E402
 from dclib.weighting import LEARNED, UNIFORM, TimestepWeights, judge_on_held_out  # noqa: E402
 
@@ -32,7 +32,7 @@ def comparison_table(settings, accuracies, n=20, **columns):
                          "ci_low": np.clip(acc - 0.1, 0, 1), "ci_high": np.clip(acc + 0.1, 0, 1), "n": n})
 
 
-# ---- dclib.objectives.verdict_inputs
+# ---- dclib.claims.verdict_inputs
 
 def test_verdict_inputs_by_hand():
     table = comparison_table(["l2", "l1", "huber"], [0.6, 0.55, 0.6125], n=8, model="embedded:zeroshot")

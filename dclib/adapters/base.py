@@ -16,7 +16,6 @@ import torch
 
 from ..errors import InputError
 from ..images import ImageInput, preprocess
-from ..objectives import model_variance_type
 from .cpu_threads import map_rows
 
 
@@ -32,6 +31,31 @@ def check_compile_mode(mode) -> str:
     if mode not in COMPILE_MODES:
         raise InputError(f"unknown compile mode {mode!r}: use one of {', '.join(COMPILE_MODES)}")
     return mode
+
+
+VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
+
+
+def model_variance_type(scheduler_variance_type: str | None, learned_variance: bool) -> str:
+    """Which variance p(x_{t-1} | x_t) has: one of :data:`VARIANCE_TYPES`.
+
+    A model that outputs its variance (twice the input channels) is ``learned_range``, the parameterisation
+    improved DDPM and DiT train that output with, even when its pipeline ships a scheduler with a fixed variance
+    (DiTPipeline drops the variance half and samples with the scheduler's). Otherwise it is the scheduler's own
+    fixed choice; diffusers' ``*_log`` variants are the same variances written differently.
+    """
+    if learned_variance:
+        if scheduler_variance_type == "learned":
+            # diffusers reads this output as the variance itself, improved DDPM as its log: ambiguous
+            raise InputError("variance_type 'learned' is not supported; dclib scores learned variances as "
+                             "'learned_range' (improved DDPM / DiT)")
+        return "learned_range"
+    kind = scheduler_variance_type or "fixed_small"  # DDPMScheduler's default; PNDM and DDIM have no such key
+    kind = {"fixed_small_log": "fixed_small", "fixed_large_log": "fixed_large"}.get(kind, kind)
+    if kind not in ("fixed_small", "fixed_large"):
+        raise InputError(f"the scheduler's variance_type {kind!r} needs a model that predicts its variance, "
+                         "but this model outputs as many channels as it takes")
+    return kind
 
 
 class DiffusionAdapter:
@@ -174,7 +198,7 @@ class DiffusionAdapter:
     @property
     def variance_type(self) -> str:
         """The variance of p(x_{t-1} | x_t) used by the ``elbo`` and ``vlb`` objectives: ``learned_range`` for a
-        model that predicts it, else the scheduler's fixed choice (``objectives.model_variance_type``)."""
+        model that predicts it, else the scheduler's fixed choice (``model_variance_type``)."""
         return model_variance_type(getattr(self.scheduler.config, "variance_type", None), self.learned_variance)
 
     @torch.inference_mode()
