@@ -280,10 +280,7 @@ def _evaluate_one(classifier, source: DatasetSource, index: int, classify_kwargs
     if save_errors:
         row.update(errors=errors.astype(np.float32).ravel().tolist(), errors_shape=list(errors.shape),
                    timesteps=list(result.plan.timesteps), repeats=list(result.plan.repeats))
-    # paired pruning scores a data-dependent number of pairs: the decision reports how many it scored
-    if int(np.isfinite(errors).sum()) != result.scored_pairs:
-        row["reason"] = "non-finite errors (the model returned NaN or inf)"
-        return row, batch_size
+    # no non-finite check here: decide raised NonFiniteError (a failed row, above) at the first NaN or inf
     row.update(status="ok", prediction=int(result.prediction), prediction_name=str(result.prediction_name),
                best_conditioning=int(result.best_conditioning),
                correct=None if label is None else bool(int(result.prediction) == label),
