@@ -62,3 +62,12 @@ def test_the_cli_says_what_each_probability_is(tiny_models, tmp_path):
                   "--json")
     row = json.loads(out.stdout.strip().splitlines()[-1])
     assert row["probability_source"] == EQ6 and sum(row["probabilities"]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", ["digits", "mnist", "mnist-learned-variance", "shapes"])
+def test_every_shipped_card_temperature_was_fitted_apart_and_beats_eq6_on_held_out_images(name):
+    card = json.loads((EMBEDDED_DIR / name / "training.json").read_text())["calibration"]
+    held = card["heldout"]
+    assert card["temperature"] > 0 and card["settings"]["loss"] == "l2" and held["n"] >= 100
+    assert "test" in held["dataset"] and "test" not in card["fitted_on"]  # fitted on images the ECE never sees
+    assert held["card_temperature"]["ece"] < held["eq6"]["ece"]

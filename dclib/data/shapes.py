@@ -25,6 +25,7 @@ TRAIN_SEED, TEST_SEED, WINO_SEED = 1, 2, 3
 FEATURE_TRAIN_SEED = 4  # labelled scenes for the "model features" baseline (the diffusion validation set uses 11)
 VARIANT_SEED = 5  # scenes re-rendered once per value of one attribute (attribute_variants)
 CLUTTER_SEED = 6  # the zero-shot benchmark's test scenes (clutter_test_split)
+CALIBRATION_SEED = 12  # cluttered scenes a model card's temperature is fitted on (dclib.train.card_temperature)
 TRAIN_SIZE = 50_000
 TEST_SIZE = 1_000
 WINO_PER_SWAP = 200
