@@ -360,7 +360,8 @@ def cmd_evaluate(args) -> int:
         autocast=args.autocast, compile=_compile_arg(args), lora=args.lora, split=args.split,
         subset=args.subset, subset_seed=args.subset_seed, limit=args.limit,
         limit_mode="first" if args.limit_first else "stratified", image_column=args.image_column,
-        label_column=args.label_column, label_mapping=args.label_mapping, save_errors=args.save_errors, retry_failed=args.retry_failed,
+        label_column=args.label_column, label_mapping=args.label_mapping, save_errors=args.save_errors,
+        retry_failed=args.retry_failed,
         flush_rows=args.flush_rows, flush_seconds=args.flush_seconds, progress=not args.no_progress)
     if summary is None:  # not the main process
         return 0

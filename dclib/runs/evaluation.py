@@ -192,7 +192,7 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, t
                 for index in mine:
                     started = time.perf_counter()
                     row, current_bs = _evaluate_one(classifier, source, index, classify_kwargs, current_bs,
-                                                    label_table, conds, save_errors)
+                                                    label_table, save_errors)
                     row.update(seconds=time.perf_counter() - started, batch_size=current_bs, rank=rank)
                     writer.add(row)
                     bar.update(1)
@@ -231,21 +231,15 @@ def _check_or_write_config(run_dir: Path, config: dict, state) -> None:
 
 
 def _evaluate_one(classifier, source: DatasetSource, index: int, classify_kwargs: dict, batch_size: int,
-                  label_table, conds, save_errors: bool) -> tuple[dict, int]:
+                  label_table, save_errors: bool) -> tuple[dict, int]:
     """One image -> (row, batch size to use from now on). Bad images and non-finite errors become failed rows;
     on out-of-memory the batch size is halved and the image retried."""
     cell = source.dataset[index]
     image_id = source.ids[index]
-    raw_label = cell[source.label_column]
-    if isinstance(raw_label, str):  # a label column holding class names
-        if raw_label not in conds.class_names:
-            raise InputError(f"image {image_id} has label {raw_label!r}, which is not a class of the model "
-                             f"({', '.join(conds.class_names[:10])}{' ...' if conds.n_classes > 10 else ''})")
-        label = conds.class_names.index(raw_label)
-    else:
-        label = None if raw_label is None or int(raw_label) < 0 else int(raw_label)
-        if label is not None and label_table is not None:
-            label = label_table[label] if label < len(label_table) else label
+    raw_label = cell[source.label_column]  # an index: open_dataset class-encodes a column of names
+    label = None if raw_label is None or int(raw_label) < 0 else int(raw_label)
+    if label is not None and label_table is not None:
+        label = label_table[label] if label < len(label_table) else label
     row = {"index": int(index), "id": image_id, "label": label, "prediction": None, "prediction_name": None,
            "best_conditioning": None, "correct": None, "status": "failed", "reason": None, "evaluations": 0,
            "mean_errors": None, "n_samples": None}

@@ -32,9 +32,8 @@ class DatasetSource:
     label_names: list[str] | None
 
 
-def hub_offline() -> bool:
-    """Whether the Hugging Face hub (models or datasets) is set offline by the environment."""
-    return offline_by_environment()
+#: Whether the Hugging Face hub (models or datasets) is set offline by the environment (book/build_book.py asks).
+hub_offline = offline_by_environment
 
 
 @contextlib.contextmanager
