@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# pages `make book` executes at once (book/build_book.py --jobs)
+BOOK_JOBS ?= 1
 STAMP := $(VENV)/.installed
 
 export HF_HUB_OFFLINE ?= 1
@@ -31,24 +33,25 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 # book/executed/small, _build/small; what `make book` built (results/book, book/executed/book, _build/book)
 # is left alone.
 test: $(STAMP) browser
-	$(PY) -m pytest -q notebooks --nbval-lax -p no:cacheprovider -n 2 --dist loadfile; notebooks=$$?; \
+	$(PY) -m pytest -q notebooks --nbval-lax --nbval-sanitize-with book/nbval_sanitize.cfg -p no:cacheprovider \
+		-n 2 --dist loadfile; notebooks=$$?; \
 	$(PY) -m pytest -q tests -p no:cacheprovider -n 2 --dist loadfile; tests=$$?; \
 	test $$notebooks -eq 0 && test $$tests -eq 0
 
 book: $(STAMP) browser
-	$(PY) book/build_book.py --preset book
-	$(PY) book/check_site.py _build/book/html
+	$(PY) book/build_book.py --preset book --jobs $(BOOK_JOBS)
+	$(PY) book/check_site.py _build/book/_build/html
 
 # The book with each notebook's own (small) parameters; the tests build this one.
 book-quick: $(STAMP) browser
 	$(PY) book/build_book.py --preset small
-	$(PY) book/check_site.py _build/small/html
+	$(PY) book/check_site.py _build/small/_build/html
 
 # The paper's settings (book/params.yml, preset paper) on a GPU with the models and datasets in the local Hugging
 # Face cache; offline with something missing it stops at once and names it.
 book-paper: $(STAMP) browser
 	$(PY) book/build_book.py --preset paper
-	$(PY) book/check_site.py _build/paper/html
+	$(PY) book/check_site.py _build/paper/_build/html
 
 # Headless Chromium + driver for the site checks (Debian packages; needs root, as on CI).
 browser:

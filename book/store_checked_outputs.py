@@ -13,17 +13,22 @@ import tempfile
 from pathlib import Path
 
 import nbformat
-import papermill
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import build_book  # noqa: E402
+
+ROOT = build_book.paths.ROOT
 CHECK = "nbval-check-output"
 
 
 def refresh(path: Path) -> None:
+    """Execute ``path`` as `make test`'s nbval does (the small preset's kernel environment, one torch thread as each
+    of its two workers has, the notebook's folder as working directory) and keep the checked cells' outputs in the
+    source notebook."""
     with tempfile.TemporaryDirectory() as tmp:
         executed_path = Path(tmp) / path.name
-        papermill.execute_notebook(str(path), str(executed_path), cwd=str(path.parent), kernel_name="python3",
-                                   progress_bar=False)
+        build_book.execute_page(path, executed_path, {}, {**build_book.kernel_env("small"), "OMP_NUM_THREADS": "1"},
+                                cwd=path.parent)
         executed = nbformat.read(executed_path, as_version=4)
     source = nbformat.read(path, as_version=4)
     runs = [c for c in executed.cells if "injected-parameters" not in c.metadata.get("tags", [])]

@@ -39,16 +39,24 @@ def hub_available(timeout: float = 3.0) -> bool:
 
 
 def in_local_cache(repo_id: str, repo_type: str = "model") -> bool:
-    """Whether anything of ``repo_id`` lies in the local Hugging Face caches (the hub cache, and for datasets
-    also the ``datasets`` cache, whose folders are named ``owner___name``)."""
-    from huggingface_hub.constants import HF_HUB_CACHE
+    """Whether any file of ``repo_id`` lies in the local Hugging Face caches: the hub cache, as
+    ``huggingface_hub.scan_cache_dir`` reads it, and for datasets also the ``datasets`` cache (folders
+    ``owner___name``)."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
 
-    folders = [Path(HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}"]
+    try:
+        repos = scan_cache_dir().repos
+    except CacheNotFound:
+        repos = frozenset()
+    if any(r.repo_id == repo_id and r.repo_type == repo_type and r.nb_files for r in repos):
+        return True
     if repo_type == "dataset":
         from datasets import config
 
-        folders.append(Path(config.HF_DATASETS_CACHE) / repo_id.replace("/", "___"))
-    return any(folder.is_dir() and any(folder.iterdir()) for folder in folders)
+        folder = Path(config.HF_DATASETS_CACHE) / repo_id.replace("/", "___")
+        return folder.is_dir() and any(folder.iterdir())
+    return False
 
 
 def unreachable_reason(repo_id: str, repo_type: str = "model") -> str | None:

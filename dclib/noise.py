@@ -89,7 +89,7 @@ def expected_normal_norm(d: int) -> float:
 
 def make_noise(plan: Plan, shape: Sequence[int], seed: int = 0, image_id: str | int = 0,
                distribution: NoiseDistribution | str | None = None) -> torch.Tensor:
-    """Noise tensor [len(plan), *shape] for one image; row i depends only on (seed, image_id, plan key i)."""
+    """Noise tensor ``[len(plan), *shape]`` for one image; row i depends only on (seed, image_id, plan key i)."""
     dist = NoiseDistribution.parse(distribution)
     out = torch.empty((len(plan), *shape))
     gen = torch.Generator()

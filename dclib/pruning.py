@@ -160,8 +160,8 @@ def compare_methods(error_set, grid: int, algorithm1: Sequence[int] = (), method
 
     ``algorithm1``: Algorithm 1 with n timesteps, n strided points of the grid (as the official adaptive code
     takes a stage's timesteps). ``methods``: replayed with :func:`replay`. With ``live``, each row also gets the
-    live ``seconds_per_image`` and (for ``methods``) whether live equals replay. Returns (table, {label:
-    per-image correctness}) for paired tests.
+    live ``seconds_per_image`` and (for ``methods``) whether live equals replay (a RuntimeError if not). Returns
+    (table, {label: per-image correctness}) for paired tests.
     """
     rows, right = [], {}
     n_conditionings = error_set.errors.shape[1]
@@ -188,4 +188,6 @@ def compare_methods(error_set, grid: int, algorithm1: Sequence[int] = (), method
         rows.append({"method": m.label, **{k: row[k] for k in ("schedule", "accuracy", "ci_low", "ci_high",
                                                                "evaluations_per_image")},
                      "seconds_per_image": seconds, "live equals replay": same})
+        if same is False:  # the replay is what the accuracies rest on: a live run that disagrees voids them
+            raise RuntimeError(f"{m.label}: a live run disagrees with its replay from the saved errors")
     return pd.DataFrame(rows), right

@@ -10,7 +10,7 @@ from .adapters import resolve_model_path
 
 def results_dir() -> Path:
     """``$DCLIB_RESULTS_DIR`` (book/build_book.py sets it per preset), else ``results/PRESET/`` at the root of
-    the checkout (the folder holding _toc.yml, found from the working directory upwards, else the working
+    the checkout (the folder holding book/notebooks.yml, found from the working directory upwards, else the working
     directory) with PRESET = ``current_preset()``, so a smoke run never overwrites the book's numbers.
     Created if missing."""
     env = os.environ.get("DCLIB_RESULTS_DIR")
@@ -18,7 +18,7 @@ def results_dir() -> Path:
         path = Path(env)
     else:
         here = Path.cwd().resolve()
-        root = next((p for p in (here, *here.parents) if (p / "_toc.yml").exists()), here)
+        root = next((p for p in (here, *here.parents) if (p / "book" / "notebooks.yml").exists()), here)
         path = root / "results" / current_preset()
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -150,3 +150,17 @@ def test_settings_round_trip_and_refuse_unknown_names():
         ClassifySettings.from_options(shedule="100")
     with pytest.raises(InputError):
         ClassifySettings(schedule="5,2:10,100")  # the KeepList must end in 1: caught before any model loads
+
+
+def private_imports(source: str) -> list[str]:
+    """Names starting with one underscore that a module imports from another dclib module (``from .x import _y``):
+    a private helper another module needs is part of an interface and gets a public name."""
+    return [alias.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)
+            and (node.level or (node.module or "").startswith("dclib")) for alias in node.names
+            if alias.name.startswith("_") and not alias.name.startswith("__")]
+
+
+def test_no_module_imports_another_modules_private_names():
+    assert private_imports("from .store import _warn, merge\nfrom os import _exit\n") == ["_warn"]
+    found = {module_name(p): private_imports(p.read_text()) for p in sorted(PACKAGE.rglob("*.py"))}
+    assert not {m: names for m, names in found.items() if names}

@@ -77,13 +77,18 @@ def test_checker_passes_a_good_site_and_fails_a_broken_one(browser, tmp_path):
 def test_quick_book_builds_and_every_page_works_in_the_browser(browser):
     r = _run("book/build_book.py", "--preset", "small", timeout=1400)
     assert r.returncode == 0, r.stdout[-8000:]
-    html = ROOT / "_build" / "small" / "html"  # the small preset's site; _build/book is `make book`'s
+    html = ROOT / "_build" / "small" / "_build" / "html"  # the small preset's site; _build/book is `make book`'s
     for page in ("index.html", "book/intro.html", "book/reproduce.html", "book/references.html"):
         assert (html / page).exists(), page
     listed = (yaml.safe_load((ROOT / "book" / "notebooks.yml").read_text()) or {}).get("notebooks") or []
     for entry in listed:
         name = entry["name"] if isinstance(entry, dict) else entry
         assert (html / "book" / "executed" / f"{name}.html").exists(), f"no page for notebook {name}"
+    # the API reference, generated from the docstrings (autodoc), documents the public entry points
+    api = (html / "book" / "api.html").read_text()
+    for name in ("dclib.DiffusionClassifier.classify", "dclib.settings.ClassifySettings", "dclib.runs.evaluate",
+                 "dclib.pages.ExperimentSpec", "dclib.Plan"):
+        assert f'id="{name}"' in api, name
 
     r = _run("book/check_site.py", str(html), timeout=600)
     assert r.returncode == 0, r.stdout[-8000:]
@@ -103,7 +108,7 @@ def test_a_changed_page_title_forces_a_full_rebuild(monkeypatch):
     write = lambda title: nb.write_text('{"cells": [{"cell_type": "markdown", "source": ["# %s\\n", "text"]}]}' % title)
     write("Table 1: zero-shot")
     assert build_book.page_title(nb) == "Table 1: zero-shot"
-    monkeypatch.setattr(build_book, "BOOK", tmp_path)
+    monkeypatch.setattr(build_book.paths, "BOOK", tmp_path)
     first = build_book.book_inputs_hash([{"name": "page"}], "small")
     nb.write_text(nb.read_text().replace("text", "other text"))
     second = build_book.book_inputs_hash([{"name": "page"}], "small")

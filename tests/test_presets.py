@@ -19,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "book"))
 import build_book  # noqa: E402
+from dclib.pages import page_parameters  # noqa: E402
 
 
 def _apart(a: Path, b: Path) -> bool:
@@ -78,7 +79,8 @@ def test_make_targets_use_their_presets_folders():
 def test_results_dir_and_current_preset(monkeypatch, tmp_path):
     from dclib.reporting import current_preset, results_dir
 
-    (tmp_path / "_toc.yml").write_text("")
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "notebooks.yml").write_text("notebooks: []\n")
     (tmp_path / "notebooks").mkdir()
     monkeypatch.chdir(tmp_path / "notebooks")
     monkeypatch.delenv("DCLIB_RESULTS_DIR", raising=False)
@@ -101,6 +103,7 @@ def checkout(tmp_path, monkeypatch):
     (tmp_path / "book" / "intro.md").write_text("# Intro\n\nSee {doc}`executed/page` and {doc}`reproduce`.\n")
     (tmp_path / "book" / "reproduce.md").write_text("# Reproduce\n\nText.\n")
     (tmp_path / "book" / "references.md").write_text("# References\n\nText.\n")
+    (tmp_path / "book" / "api.md").write_text("# API reference\n\nText.\n")
     (tmp_path / "notebooks").mkdir()
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -114,8 +117,8 @@ def checkout(tmp_path, monkeypatch):
     ]
     nbformat.write(nb, tmp_path / "notebooks" / "page.ipynb")
     for name, value in (("ROOT", tmp_path), ("BOOK", tmp_path / "book"), ("NOTEBOOKS", tmp_path / "notebooks"),
-                        ("BUILD", tmp_path / "_build"), ("TOC", tmp_path / "_toc.yml")):
-        monkeypatch.setattr(build_book, name, value)
+                        ("BUILD", tmp_path / "_build")):
+        monkeypatch.setattr(build_book.paths, name, value)
     monkeypatch.delenv("DCLIB_RESULTS_DIR", raising=False)
     return {"name": "page", "title": "Page", "source": tmp_path / "notebooks" / "page.ipynb",
             "reads_results": True}
@@ -152,7 +155,7 @@ def test_a_small_site_build_leaves_the_book_site_alone(checkout):
     (build_book.build_dir("book") / ".book_stamp.json").write_text("{}\n")
     before = _snapshot(*_folders("book"))
 
-    build_book.write_toc([checkout])
+    build_book.write_toc([checkout], "small")
     inputs = build_book.book_inputs_hash([checkout], "small")
     assert inputs != build_book.book_inputs_hash([checkout], "book")  # each preset renders its own copies
     assert build_book.jupyter_book_build("small", inputs, force=False) == "built (full)"
@@ -170,9 +173,7 @@ def test_every_preset_parameter_is_a_parameter_of_its_page():
     assert set(presets) == {"book", "paper"}
     for preset, pages in presets.items():
         for page, params in pages.items():
-            nb = nbformat.read(ROOT / "notebooks" / f"{page}.ipynb", as_version=4)
-            cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-            names = set(re.findall(r"^(\w+)\s*=", cell.source, re.M))
+            names = set(page_parameters(ROOT / "notebooks" / f"{page}.ipynb"))
             assert set(params) <= names, (preset, page, sorted(set(params) - names))
     # ... and a typo inside a Table 1 dataset spec would fail only on the GPU, hours in
     from dclib.schedules import parse_schedule
@@ -193,9 +194,7 @@ def test_pages_that_take_prompts_take_the_shared_model_and_dataset_names():
     model `model` (or `models`, the version sweep) and, where it reads a dataset, that dataset `dataset`, so
     papermill cannot warn "unknown parameter" and go on with the page's embedded defaults and the user's prompts."""
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
-        cell = next((c for c in nb.cells if "parameters" in c.metadata.get("tags", [])), None)
-        names = set(re.findall(r"^(\w+)\s*=", cell.source, re.M)) if cell else set()
+        names = set(page_parameters(path))
         if "prompts" in names:
             assert names & {"model", "models"}, (path.name, sorted(names))
             assert "dataset" in names or not any(n.endswith("dataset") for n in names), (path.name, sorted(names))
@@ -214,9 +213,13 @@ def test_paper_preset_stops_at_once_offline_naming_what_is_missing(monkeypatch, 
     assert "model 'stabilityai/stable-diffusion-2-base' (quickstart: model) is not in the local" in out[0]
     # Local folders and embedded models need no cache; a cached snapshot counts as present.
     assert build_book.missing_inputs("p", {"model": str(tmp_path), "dataset": "embedded:digits-test"}) == []
-    snapshot = tmp_path / "empty-cache" / "datasets--timm--oxford-iiit-pet" / "snapshots" / "abc"
-    snapshot.mkdir(parents=True)
-    (snapshot / "README.md").write_text("")
+    repo = tmp_path / "empty-cache" / "datasets--timm--oxford-iiit-pet"  # laid out as a download leaves it
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "blobs" / "e69de29b").write_text("")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc")
+    (repo / "snapshots" / "abc").mkdir(parents=True)
+    (repo / "snapshots" / "abc" / "README.md").symlink_to("../../blobs/e69de29b")
     cache = "is not in the local Hugging Face cache"
     assert build_book.missing_inputs("p", {"dataset": "timm/oxford-iiit-pet", "models": ["a/b"]}) == \
         [f"model 'a/b' (p: models) {cache}"]

@@ -248,7 +248,7 @@ def write_prompt_csv(rows, path: str | os.PathLike) -> None:
 # Winoground-style pairs
 
 
-def _swapped(scene: dict, swap_type: str) -> dict:
+def swapped_scene(scene: dict, swap_type: str) -> dict:
     """The partner scene: same render seed and background, attributes moved as `swap_type` says."""
     other = dict(scene)
     if swap_type == "attribute":    # colours exchanged between the two objects
@@ -281,7 +281,7 @@ def wino_rows(per_swap: int = WINO_PER_SWAP) -> tuple[dict, ...]:
         for k in range(per_swap):
             rng = _scene_rng(WINO_SEED, s * 1_000_000 + k)
             scene_0 = _wino_scene(rng)
-            scene_1 = _swapped(scene_0, swap_type)
+            scene_1 = swapped_scene(scene_0, swap_type)
             image_0, image_1 = render_scene(scene_0), render_scene(scene_1)
             # Swapping the order of objects joined by "and" would not change the meaning, so relation
             # swaps need a template that states the relation.

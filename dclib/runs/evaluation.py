@@ -29,9 +29,9 @@ from ..errors import InputError, NonFiniteError, check_finite
 from ..prompts import DEFAULT_TEMPLATE, require_candidates
 from ..scoring import auto_batch_size
 from ..settings import ClassifySettings
-from .provenance import _short, compare_configs, model_identity, versions
+from .provenance import short_json, compare_configs, model_identity, versions
 from .sources import DatasetSource, label_mapping as map_labels, open_dataset, open_image, select_indices
-from .store import (CONFIG, FORMAT, PartWriter, _rank_lock, _warn, _write_text_atomic, check_writable, merge,
+from .store import (CONFIG, FORMAT, PartWriter, rank_lock, warn, write_text_atomic, check_writable, merge,
                     read_config, read_store, remove_stale_temporaries)
 from .summary import summarize_run
 
@@ -107,7 +107,7 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, t
     run_dir = Path(out).expanduser().absolute()
     check_writable(run_dir, f"rank{rank}")
 
-    with _rank_lock(run_dir, rank):
+    with rank_lock(run_dir, rank):
         if main:
             remove_stale_temporaries(run_dir)
         with state.main_process_first():  # rank 0 builds any dataset cache, the others reuse it
@@ -218,15 +218,15 @@ def _check_or_write_config(run_dir: Path, config: dict, state) -> None:
             new = {**config, "model_identity": existing.get("model_identity")}
         strict, soft = compare_configs(existing, new)
         if strict:
-            details = ", ".join(f"{k} ({_short(existing.get(k), 40)} -> {_short(new.get(k), 40)})" for k in strict)
+            details = ", ".join(f"{k} ({short_json(existing.get(k), 40)} -> {short_json(new.get(k), 40)})" for k in strict)
             raise InputError(f"{run_dir} holds a run with a different configuration: {details}; use another "
                              "--out, or the original options to resume")
         if soft and state.is_main_process:
-            _warn(f"resuming {run_dir} with different " + ", ".join(soft)
+            warn(f"resuming {run_dir} with different " + ", ".join(soft)
                   + " (results may differ in the last bits from the earlier images)")
     state.wait_for_everyone()
     if state.is_main_process and not path.exists():
-        _write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
     state.wait_for_everyone()
 
 
@@ -268,7 +268,7 @@ def _evaluate_one(classifier, source: DatasetSource, index: int, classify_kwargs
                 row["reason"] = "out of memory at batch size 1"
                 return row, batch_size
             batch_size = max(1, batch_size // 2)
-            _warn(f"out of memory on image {image_id}: retrying with batch size {batch_size}")
+            warn(f"out of memory on image {image_id}: retrying with batch size {batch_size}")
     errors = np.asarray(result.errors)
     row["evaluations"] = int(result.evaluations)
     if save_errors:

@@ -15,7 +15,8 @@ from huggingface_hub import try_to_load_from_cache
 from ..adapters.loading import resolve_model_path
 from .store import RUNTIME_KEYS
 
-def _short(value: Any, width: int = 60) -> str:
+def short_json(value: Any, width: int = 60) -> str:
+    """``value`` as compact JSON, cut to ``width`` characters (for one-line messages)."""
     text = json.dumps(value, sort_keys=True)
     return text if len(text) <= width else text[: width - 3] + "..."
 
@@ -28,7 +29,7 @@ def compare_configs(existing: dict, new: dict) -> tuple[list[str], list[str]]:
             continue
         if key in RUNTIME_KEYS:
             sub_a, sub_b = existing.get(key) or {}, new.get(key) or {}
-            soft += [f"{key}.{k} ({_short(sub_a.get(k), 30)} -> {_short(sub_b.get(k), 30)})"
+            soft += [f"{key}.{k} ({short_json(sub_a.get(k), 30)} -> {short_json(sub_b.get(k), 30)})"
                      for k in sorted(set(sub_a) | set(sub_b)) if sub_a.get(k) != sub_b.get(k)]
         else:
             strict.append(key)

@@ -38,7 +38,8 @@ RUNTIME_KEYS = ("versions", "runtime")
 MIN_FREE_BYTES = 16 * 2**20
 
 
-def _warn(message: str) -> None:
+def warn(message: str) -> None:
+    """A one-line warning on stderr, prefixed so it is known to come from dclib."""
     print(f"dclib: warning: {message}", file=sys.stderr, flush=True)
 
 
@@ -111,7 +112,8 @@ def write_parquet_atomic(table, path: str | Path) -> None:
     _fsync_dir(path.parent)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a reader never sees half."""
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
@@ -132,7 +134,7 @@ def _read_parquet(path: Path, columns=None):
     try:
         return pq.read_table(path, columns=columns)
     except Exception as err:  # a part copied by hand and cut short, a disk error ...
-        _warn(f"ignoring unreadable result file {path}: {str(err).splitlines()[0] if str(err) else err}")
+        warn(f"ignoring unreadable result file {path}: {str(err).splitlines()[0] if str(err) else err}")
         return None
 
 
@@ -261,7 +263,7 @@ def remove_stale_temporaries(run_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def _rank_lock(run_dir: Path, rank: int):
+def rank_lock(run_dir: Path, rank: int):
     """One writer per rank and folder: a second ``evaluate`` into the same folder fails instead of racing."""
     try:
         import fcntl

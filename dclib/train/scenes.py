@@ -12,7 +12,7 @@ import torch
 
 from ..data import captions as cap
 from ..data import render_scenes
-from ..data.shapes import TRAIN_SEED, _swapped
+from ..data.shapes import TRAIN_SEED, swapped_scene
 
 # Seed of the validation scenes (shapes-train uses 1, shapes-test 2, shapes-wino 3).
 VAL_SEED = 11
@@ -100,7 +100,7 @@ def caption_truth(scenes: list[dict], caption_scenes: list[dict], caption_templa
 
 def swap_scene(scene: dict, how: str) -> dict:
     """The shapes-wino swaps: 'attribute' (colours exchanged), 'relation' (objects exchanged), 'both'."""
-    return _swapped(scene, how)
+    return swapped_scene(scene, how)
 
 
 def hard_negatives(scenes: list[dict], templates: list, rng: np.random.Generator | None = None,
