@@ -34,3 +34,28 @@ def paper_values(name: str, key_column: str, keys: Sequence, value_column: str) 
         raise InputError(f"paper table {name} has no row {missing[0]!r} in {key_column!r}; rows: "
                          f"{', '.join(map(str, by_key.index))}")
     return by_key.loc[list(keys)]
+
+
+def paper_cell(name: str, column: str, **where) -> float:
+    """One number of a paper table: ``column`` of the one row whose columns equal ``where``, e.g.
+    ``paper_cell("table5_dit_objective", "imagenet", resolution=256, objective="vlb")`` is 71.6."""
+    table = paper_table(name)
+    for key in (*where, column):
+        if key not in table.columns:
+            raise InputError(f"paper table {name} has no column {key!r}; columns: {', '.join(table.columns)}")
+    rows = table
+    for key, value in where.items():
+        rows = rows[rows[key] == value]
+    if len(rows) != 1:
+        raise InputError(f"paper table {name}: {len(rows)} rows where {where}, not one")
+    return float(rows[column].iloc[0])
+
+
+def text_effect(key: str) -> tuple[float, str]:
+    """An effect the paper states in its text rather than in a table (``book/paper/text_effects.csv``): its value
+    in accuracy points and where it comes from, with the sentence it is read off."""
+    rows = paper_table("text_effects").set_index("key")
+    if key not in rows.index:
+        raise InputError(f"no text effect {key!r}; known: {', '.join(rows.index)}")
+    row = rows.loc[key]
+    return float(row.effect), f'{row.location}: "{row.sentence}" ({row.unit})'

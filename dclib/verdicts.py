@@ -24,7 +24,7 @@ half-width z / (n + 2): a 1-point margin needs n >= 194 before any data can esta
 The statistics, each on paired per-image outcomes (the same images, the same (t, eps) samples):
 
 * ``mcnemar``: exact McNemar test on the images one setting gets right and the other wrong; effect = accuracy
-  difference, with a paired bootstrap 95% interval beside it.
+  difference, with its Agresti-Min 95% interval beside it.
 * ``trend``: a monotone claim over ordered settings (training checkpoints). Page's test for binary outcomes: the
   statistic is sum_k c_k acc_k with centred ranks c_k, its null distribution that of permuting each image's
   outcomes across the settings (exact variance, normal approximation); effect = the least-squares change in
@@ -97,8 +97,18 @@ def _paired(label: str, first, second) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def mcnemar(label: str, better, worse, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0) -> Comparison:
-    """The paper predicts ``better`` is more accurate than ``worse`` on the same images."""
+def agresti_min(only_a: int, only_b: int, n: int, alpha: float = 0.05) -> tuple[float, float, float]:
+    """(difference, its standard error, z) of the paired accuracy difference by Agresti & Min (2005): 0.5 added to
+    each cell of the paired 2x2 table, so a sample with few or no discordant images still has an interval as wide
+    as the data allow (a bootstrap of the per-image differences collapses to a point when none is discordant)."""
+    a, b, n_adj = only_a + 0.5, only_b + 0.5, n + 2
+    d = (a - b) / n_adj
+    return d, float(np.sqrt(max((a + b) / n_adj - d ** 2, 1e-12) / n_adj)), _z(1 - alpha / 2)
+
+
+def mcnemar(label: str, better, worse, alpha: float = 0.05) -> Comparison:
+    """The paper predicts ``better`` is more accurate than ``worse`` on the same images. Exact McNemar p; the
+    difference's 95% interval by :func:`agresti_min`."""
     a, b = _paired(label, better, worse)
     n = len(a)
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
@@ -107,12 +117,9 @@ def mcnemar(label: str, better, worse, alpha: float = 0.05, n_boot: int = 2000, 
     k_min = int(np.ceil(np.log2(2 / alpha)))
     discordant = max(only_a + only_b, k_min) / n
     detectable = (_z(1 - alpha / 2) + _z(POWER)) * np.sqrt(discordant / n)
-    diff = a.astype(float) - b.astype(float)
-    rng = np.random.default_rng(seed)
-    boots = diff[rng.integers(0, n, size=(n_boot, n))].mean(1)
-    interval = (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975)))
-    return Comparison(label, "exact McNemar", n, float(diff.mean()), float(p), float(min(detectable, 1.0)),
-                      interval, {"only_better_right": only_a, "only_worse_right": only_b})
+    d, se, z = agresti_min(only_a, only_b, n, alpha)
+    return Comparison(label, "exact McNemar", n, float(a.mean() - b.mean()), float(p), float(min(detectable, 1.0)),
+                      (float(d - z * se), float(d + z * se)), {"only_better_right": only_a, "only_worse_right": only_b})
 
 
 def trend(label: str, ordered: Sequence, alpha: float = 0.05) -> Comparison:
@@ -158,8 +165,8 @@ def trend_if_testable(label: str, ordered: Sequence, alpha: float = 0.05) -> Com
 def noninferiority(label: str, new, reference, margin: float, alpha: float = 0.05) -> Comparison:
     """The paper predicts ``new`` loses at most ``margin`` accuracy against ``reference`` on the same images.
 
-    Effect = accuracy(new) - accuracy(reference) + margin (positive: within the margin). Agresti-Min interval:
-    0.5 added to each cell of the paired 2x2 table, so a sample with no discordant images still has width.
+    Effect = accuracy(new) - accuracy(reference) + margin (positive: within the margin); the difference's interval by
+    :func:`agresti_min`, so a sample with no discordant images still has width.
     ``p_value`` tests "within the margin", ``p_against`` "worse than the margin"; each is the one-sided p
     doubled, so that p < alpha exactly when the two-sided (1 - alpha) interval clears -margin, as for the
     two-sided tests.
@@ -168,18 +175,14 @@ def noninferiority(label: str, new, reference, margin: float, alpha: float = 0.0
     if not 0 <= margin < 1:
         raise InputError(f"{label}: the margin must be in [0, 1), got {margin}")
     n = len(a)
-    only_a, only_b = (a & ~b).sum() + 0.5, (~a & b).sum() + 0.5
-    n_adj = n + 2
-    d = (only_a - only_b) / n_adj
-    se = float(np.sqrt(max((only_a + only_b) / n_adj - d ** 2, 1e-12) / n_adj))
-    z = _z(1 - alpha / 2)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    d, se, z = agresti_min(only_a, only_b, n, alpha)
     # Smallest margin this sample could establish at POWER if the true difference were zero.
-    detectable = (z + _z(POWER)) * np.sqrt((only_a + only_b) / n_adj) / np.sqrt(n_adj)
+    detectable = (z + _z(POWER)) * np.sqrt((only_a + only_b + 1) / (n + 2)) / np.sqrt(n + 2)
     return Comparison(label, f"non-inferiority (margin {100 * margin:g} points)", n,
                       float(a.mean() - b.mean() + margin), float(min(1.0, 2 * stats.norm.sf((d + margin) / se))),
                       float(detectable), (float(d - z * se), float(d + z * se)),
-                      {"only_new_right": int(only_a - 0.5), "only_reference_right": int(only_b - 0.5),
-                       "margin": float(margin)},
+                      {"only_new_right": only_a, "only_reference_right": only_b, "margin": float(margin)},
                       p_against=float(min(1.0, 2 * stats.norm.cdf((d + margin) / se))))
 
 
