@@ -42,11 +42,11 @@ def in_local_cache(repo_id: str, repo_type: str = "model") -> bool:
     """Whether any file of ``repo_id`` lies in the local Hugging Face caches: the hub cache, as
     ``huggingface_hub.scan_cache_dir`` reads it, and for datasets also the ``datasets`` cache (folders
     ``owner___name``)."""
-    from huggingface_hub import scan_cache_dir
+    from huggingface_hub import constants, scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
 
-    try:
-        repos = scan_cache_dir().repos
+    try:  # the folder named at call time: scan_cache_dir's own default is fixed when huggingface_hub is imported
+        repos = scan_cache_dir(constants.HF_HUB_CACHE).repos
     except CacheNotFound:
         repos = frozenset()
     if any(r.repo_id == repo_id and r.repo_type == repo_type and r.nb_files for r in repos):

@@ -124,6 +124,16 @@ def auto_batch_size(adapter: DiffusionAdapter, cap: int = 1024) -> int:
     return adapter._auto_batch_size
 
 
+def resolve_batch_size(adapter: DiffusionAdapter, batch_size: "int | str") -> int:
+    """Denoiser inputs per call: ``batch_size`` itself, or for "auto" :func:`auto_batch_size`; anything else but a
+    positive integer is an error. The one place "auto" becomes a number."""
+    if batch_size == "auto":
+        batch_size = auto_batch_size(adapter)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    return batch_size
+
+
 class Scorer:
     """Scores one clean sample x0 against many conditionings on a shared set of (t, eps) samples."""
 
@@ -131,11 +141,7 @@ class Scorer:
                  batch_size: "int | str" = "auto", progress: "bool | tqdm" = False):
         self.adapter = adapter
         self.options = options or ScoreOptions()
-        if batch_size == "auto":
-            batch_size = auto_batch_size(adapter)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
-        self.batch_size = batch_size
+        self.batch_size = resolve_batch_size(adapter, batch_size)
         self.progress = progress
         if getattr(adapter, "compiled", False):
             adapter.static_batch = batch_size  # the compiled graph's static shape; score() balances it per workload

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ..classifier import DiffusionClassifier
 from ..errors import InputError, NonFiniteError, check_finite
 from ..prompts import DEFAULT_TEMPLATE, require_candidates
-from ..scoring import auto_batch_size
+from ..scoring import resolve_batch_size
 from ..settings import ClassifySettings
 from .provenance import short_json, compare_configs, model_identity, versions
 from .sources import DatasetSource, label_mapping as map_labels, open_dataset, open_image, select_indices
@@ -122,7 +122,7 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, t
                                                              resolution=resolution, revision=revision,
                                                              autocast=autocast, compile=compile, lora=lora)
         adapter = classifier.adapter
-        batch_size = auto_batch_size(adapter) if settings.batch_size == "auto" else settings.batch_size
+        batch_size = resolve_batch_size(adapter, settings.batch_size)
         model = model if model is not None else adapter.model_id
         if model is not None and os.path.isdir(os.fspath(model)):
             model = os.path.abspath(os.fspath(model))  # the same folder, whatever the working directory
