@@ -249,3 +249,20 @@ def test_every_notebook_is_thin():
         defined = [type(node).__name__ for node in ast.walk(tree)
                    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef))]
         assert not defined, (path.name, defined)
+
+
+def test_compare_results_finds_a_moved_number_and_ignores_timings(tmp_path):
+    sys.path.insert(0, str(ROOT / "book"))
+    import compare_results
+
+    for side, accuracy, seconds in (("before", 0.5, 1.0), ("after", 0.5, 2.0)):
+        (tmp_path / side / "verdicts").mkdir(parents=True)
+        (tmp_path / side / "t.csv").write_text(f"method,accuracy,seconds_per_image\na,{accuracy},{seconds}\n")
+        (tmp_path / side / "verdicts" / "v.json").write_text(json.dumps(
+            {"outcome": "not detected", "comparisons": [{"label": "x", "effect": 0.1, "p_value": 0.5, "n": 8}]}))
+    assert compare_results.differences(tmp_path / "before", tmp_path / "after")[::2] == ([], 2)
+    (tmp_path / "after" / "t.csv").write_text("method,accuracy,seconds_per_image\na,0.6,2.0\n")
+    (tmp_path / "after" / "verdicts" / "v.json").write_text(json.dumps(
+        {"outcome": "reproduces", "comparisons": [{"label": "x", "effect": 0.1, "p_value": 0.01, "n": 8}]}))
+    diffs, _, same = compare_results.differences(tmp_path / "before", tmp_path / "after")
+    assert same == 0 and len(diffs) == 2 and "outcome, comparisons" in diffs[1]
