@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Check a built book in a real browser (headless Chromium driven by Selenium).
 
-    .venv/bin/python book/check_site.py _build/book/html [--page book/intro.html ...] [--timeout 30]
+    .venv/bin/python book/check_site.py _build/book/_build/html [--page book/intro.html ...] [--timeout 30]
 
 Serves the site with a local http.server on 127.0.0.1 (a free port, loopback only), opens every HTML page
 (all *.html except search.html, genindex.html and the _static/_sources/_images folders), and checks:
@@ -277,7 +277,7 @@ def check_page(driver, root: Path, base: str, rel: str, links: LinkChecker, time
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("site", type=Path, help="built site, e.g. _build/book/html")
+    ap.add_argument("site", type=Path, help="built site, e.g. _build/book/_build/html")
     ap.add_argument("--page", action="append", default=[], help="check only this page (relative path); repeatable")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a page to settle")
     ap.add_argument("--screenshots", type=Path, help="save a PNG of every page (top of the page) in this folder")
