@@ -327,7 +327,10 @@ def scoreboard_by_claim(board: pd.DataFrame) -> pd.DataFrame:
             pick = group.sort_values(["power", "ours"], na_position="last").iloc[0]
         registered = "" if pick.registered is None or pick.registered != pick.registered else (
             _points(pick.registered) + ("" if pick.paper_effect else " (of interest)"))
-        rows.append({"figure": pick.figure, "claim": short_claim(CLAIMS[key].paper), "outcome": pick.outcome,
+        outcome = pick.outcome  # an excluded effect of interest is not the paper's (the paper gave no number)
+        if outcome == verdicts.EXCLUDED and not CLAIMS[key].paper_effect:
+            outcome = "effect of interest excluded"
+        rows.append({"figure": pick.figure, "claim": short_claim(CLAIMS[key].paper), "outcome": outcome,
                      "settled by": pick.comparison,
                      "ours [95% interval]": "not tested" if pick.ours != pick.ours else
                      f"{_points(pick.ours)} [{_points(pick.ci_low)}, {_points(pick.ci_high)}]",

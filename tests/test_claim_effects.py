@@ -90,7 +90,7 @@ def test_the_scoreboard_shows_ours_beside_the_papers_effect_and_settles_each_cla
     assert vlb.ci_low <= vlb.ours <= vlb.ci_high and vlb.threshold_kind == "MDE"
     by_claim = scoreboard_by_claim(board).set_index("figure")
     # guidance: w = 2 ties exactly (its interval [0, 0] lies below the 5-point effect of interest): that settles it
-    assert by_claim.loc["Fig. 8", "outcome"] == "paper's effect excluded"
+    assert by_claim.loc["Fig. 8", "outcome"] == "effect of interest excluded"  # 5 points of ours, not the paper's
     assert by_claim.loc["Fig. 8", "settled by"] == "w = 0 vs w = 2"
     assert by_claim.loc["Fig. 8", "paper's effect"] == "5.0 pts (of interest)"
     assert by_claim.loc["Table 5", "paper's effect"] == "5.9 pts"
