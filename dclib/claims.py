@@ -316,15 +316,17 @@ def scoreboard(folder=None) -> pd.DataFrame:
 
 def scoreboard_by_claim(board: pd.DataFrame) -> pd.DataFrame:
     """One row per claim for the status page's table: the claim in short, its outcome, and the comparison that
-    settles it (the first against the paper, else the first whose effect is excluded, else the one with the least
-    power at its registered effect, else the one with the smallest effect), with ours [95% interval], the
+    settles it (the first against the paper, else the first whose effect is excluded, else of those not for the
+    paper, or all if every one is, the one with the least power at its registered effect or the smallest effect),
+    with ours [95% interval], the
     registered effect and the MDE or margin, in points."""
     rows = []
     for key, group in board.groupby("claim", sort=False):
         order = [group.result.eq("against the paper"), group.result.eq("paper's effect excluded")]
         pick = next((group[o].iloc[0] for o in order if o.any()), None)
-        if pick is None:
-            pick = group.sort_values(["power", "ours"], na_position="last").iloc[0]
+        if pick is None:  # the claim needs every comparison: one that did not come out settles it
+            open_ = group[group.result != "for the paper"]
+            pick = (open_ if len(open_) else group).sort_values(["power", "ours"], na_position="last").iloc[0]
         registered = "" if pick.registered is None or pick.registered != pick.registered else (
             _points(pick.registered) + ("" if pick.paper_effect else " (of interest)"))
         outcome = pick.outcome  # an excluded effect of interest is not the paper's (the paper gave no number)
