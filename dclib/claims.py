@@ -50,8 +50,7 @@ def noise_sampling_effects() -> tuple[dict, str]:
 def smallest_paper_gap(name: str, key: str, better, others, columns) -> tuple[float, str]:
     """The smallest of the paper's differences ``better`` - each of ``others`` over ``columns`` (datasets or
     categories) of a table: the effect every one of those comparisons at least shows."""
-    gaps = {(o, c): paper_gap(name, c, key, better, o) for o in others for c in columns}
-    (other, column), (gap, source) = min(gaps.items(), key=lambda item: item[1][0])
+    gap, source = min((paper_gap(name, c, key, better, o) for o in others for c in columns), key=lambda g: g[0])
     return gap, f"{source}, the smallest over {', '.join(map(str, columns))}" + (
         f" and {', '.join(others)}" if len(others) > 1 else "")
 
@@ -221,8 +220,7 @@ class Verdict:
                              "registered effect": _points(c.registered),
                              "power there": "" if c.power is None else f"{100 * c.power:.0f}%",
                              "n for 80%": "" if c.n_needed is None else f"{c.n_needed:,}"}),
-                         "result": "not testable here" if c.reason else "paper's effect excluded" if c.excluded else
-                         {1: "for the paper", -1: "against the paper", 0: "not significant"}[c.direction]})
+                         "result": comparison_result(c.reason, c.excluded, c.direction)})
         return pd.DataFrame(rows)
 
     def _repr_markdown_(self) -> str:
@@ -249,20 +247,36 @@ class Verdict:
         return self
 
 
+def comparison_result(reason, excluded: bool, direction: int | None) -> str:
+    """How one comparison came out, in words (a verdict's table, the scoreboard)."""
+    if reason:
+        return "not testable here"
+    if excluded:
+        return "paper's effect excluded"
+    return {1: "for the paper", -1: "against the paper", 0: "not significant"}.get(direction, "")
+
+
 def _points(x: float) -> str:
     if x != x:  # NaN: the effect of a comparison that could not be tested
         return "not tested"
     return "inf" if x == float("inf") else f"{100 * x:.1f} pts"
 
 
-def status_table(folder=None) -> pd.DataFrame:
-    """Every registered claim with the outcome its page recorded in this build ("not run" where none)."""
+def recorded_verdicts(folder=None) -> dict[str, dict]:
+    """claim key -> the verdict its page recorded (:meth:`Verdict.record`) in ``folder`` (default: this build's
+    ``results/PRESET/verdicts``)."""
     folder = folder or results_dir() / "verdicts"
     recorded = {}
     for path in sorted(folder.glob("*.json")) if folder.exists() else []:
         entry = json.loads(path.read_text())
         if "claim" in entry:
             recorded[entry["claim"]] = entry
+    return recorded
+
+
+def status_table(folder=None) -> pd.DataFrame:
+    """Every registered claim with the outcome its page recorded in this build ("not run" where none)."""
+    recorded = recorded_verdicts(folder)
     rows = []
     for claim in CLAIMS.values():
         e = recorded.get(claim.key)
@@ -290,12 +304,7 @@ def scoreboard(folder=None) -> pd.DataFrame:
     effect the comparison is powered for) and paper_effect (whether that is the paper's number), threshold and
     threshold_kind ("margin": the non-inferiority margin, as a difference; "MDE": the smallest effect this sample
     could detect at 80% power), power (at the registered effect), n_needed (for 80%) and result."""
-    folder = folder or results_dir() / "verdicts"
-    recorded = {}
-    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
-        entry = json.loads(path.read_text())
-        if entry.get("claim") in CLAIMS:
-            recorded[entry["claim"]] = entry
+    recorded = recorded_verdicts(folder)
     rows = []
     for key, claim in CLAIMS.items():
         for c in recorded.get(key, {}).get("comparisons", []):
@@ -308,9 +317,7 @@ def scoreboard(folder=None) -> pd.DataFrame:
                          "threshold": -float(margin) if margin is not None else c.get("detectable"),
                          "threshold_kind": "margin" if margin is not None else "MDE",
                          "power": c.get("power"), "n_needed": c.get("n_needed"),
-                         "result": "not testable here" if c.get("reason") else "paper's effect excluded"
-                         if c.get("excluded") else {1: "for the paper", -1: "against the paper", 0: "not significant"}
-                         .get(c.get("direction"), "")})
+                         "result": comparison_result(c.get("reason"), c.get("excluded"), c.get("direction"))})
     return pd.DataFrame(rows, columns=SCOREBOARD_COLUMNS)
 
 
@@ -318,8 +325,7 @@ def scoreboard_by_claim(board: pd.DataFrame) -> pd.DataFrame:
     """One row per claim for the status page's table: the claim in short, its outcome, and the comparison that
     settles it (the first against the paper, else the first whose effect is excluded, else of those not for the
     paper, or all if every one is, the one with the least power at its registered effect or the smallest effect),
-    with ours [95% interval], the
-    registered effect and the MDE or margin, in points."""
+    with ours [95% interval], the registered effect and the MDE or margin, in points."""
     rows = []
     for key, group in board.groupby("claim", sort=False):
         order = [group.result.eq("against the paper"), group.result.eq("paper's effect excluded")]
@@ -422,8 +428,8 @@ CLAIMS = _claims(
           "the same diffusion model.", "Stable Diffusion 2.0, eight zero-shot datasets",
           "Diffusion Classifier against a CNN trained on images generated by the same model, on every task",
           "mcnemar",
-          **_registered(smallest_paper_gap("table1_zero_shot", "method", "Diffusion Classifier", ("Synthetic SD Data",),
-                                           ZERO_SHOT_DATASETS))),
+          **_registered(smallest_paper_gap("table1_zero_shot", "method", "Diffusion Classifier",
+                                           ("Synthetic SD Data",), ZERO_SHOT_DATASETS))),
     Claim("zero_shot_contrastive", "Table 1",
           "Zero-shot Diffusion Classifier outperforms CLIP ResNet-50.",
           "Stable Diffusion 2.0 vs CLIP ResNet-50, eight zero-shot datasets",
@@ -446,8 +452,7 @@ CLAIMS = _claims(
           "adversarial split: shifted test images that a held-out CNN misclassifies, built as ImageNet-A was) against "
           "the accuracy the discriminative models' probit-scaled line predicts at its clean accuracy on the same "
           "classes, or chance where that is higher", "binomial",
-          **_registered((text_effect("fig6_imagenet_a_effective_robustness")[0] / 100,
-                         text_effect("fig6_imagenet_a_effective_robustness")[1])),
+          **_registered(text_effect("fig6_imagenet_a_effective_robustness")),
           narrowed="The line's prediction is treated as a fixed rate (its own fitting error is not propagated), and "
                    "it is one line where the paper breaks it at ResNet-50's accuracy; on the embedded models the "
                    "shifts are synthetic corruptions, not natural photos."),

@@ -24,6 +24,8 @@ import ast
 import difflib
 from dataclasses import dataclass, fields
 
+import pandas as pd
+
 from .errors import InputError
 from .experiments import Experiment, compare_settings, open_experiment
 from .plan import even_plan
@@ -72,6 +74,12 @@ class ExperimentSpec:
 
 #: The shared parameters and their defaults (``model`` and ``dataset`` have none: every page sets its own).
 SHARED = {f.name: f.default for f in fields(ExperimentSpec) if f.name not in ("model", "dataset")}
+
+
+def shared_names(shared) -> list[str]:
+    """The shared parameters a page takes, from its ``start_page(shared=...)``: True, all; a list, those; False,
+    none."""
+    return list(SHARED) if shared is True else list(shared or ())
 
 
 def assigned_names(source: str) -> list[str]:
@@ -135,7 +143,7 @@ def start_page(namespace: dict, shared=True, history: list[str] | None = None) -
     (a page that opens its experiment with :meth:`ExperimentSpec.open`); a list of some; False, none (a page with a
     parameters cell of its own). ``history``: the kernel's input history (default: IPython's ``In``).
     Returns the page's :class:`ExperimentSpec`."""
-    shared = list(SHARED) if shared is True else list(shared or ())
+    shared = shared_names(shared)
     unknown_shared = [name for name in shared if name not in SHARED]
     if unknown_shared:
         raise ValueError(f"not shared parameters: {unknown_shared}; the shared ones: {list(SHARED)}")
@@ -169,7 +177,7 @@ def page_parameters(path) -> list[str]:
                      and getattr(node.func, "id", None) == "start_page"), None)
         if call is not None:
             shared = next((ast.literal_eval(k.value) for k in call.keywords if k.arg == "shared"), True)
-            return takes + [name for name in (SHARED if shared is True else shared or ()) if name not in takes]
+            return takes + [name for name in shared_names(shared) if name not in takes]
     return takes
 
 
@@ -182,8 +190,6 @@ def compare_halves(spec: ExperimentSpec, halves: dict[str, dict], n_timesteps: i
     model must predict its variance, as DiT does)}. Each half is scored on ``n_timesteps`` evenly spaced timesteps.
     Returns (one table: ``model``, ``kind`` (the half's name, a column named by ``kind``), ``classes``, then
     compare_settings' columns; {half: (its table, its error sets)})."""
-    import pandas as pd
-
     runs = {}
     for name, half in halves.items():
         clf, data, conds = spec.open(half["model"], half["dataset"], prompts=half.get("prompts", spec.prompts),

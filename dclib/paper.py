@@ -52,10 +52,11 @@ def paper_cell(name: str, column: str, **where) -> float:
 
 
 def text_effect(key: str) -> tuple[float, str]:
-    """An effect the paper states in its text rather than in a table (``book/paper/text_effects.csv``): its value
-    in accuracy points and where it comes from, with the sentence it is read off."""
+    """An effect the paper states in its text rather than in a table (``book/paper/text_effects.csv``, in accuracy
+    points): its value as a fraction, as a claim registers it, and where it comes from, with the sentence it is
+    read off."""
     rows = paper_table("text_effects").set_index("key")
     if key not in rows.index:
         raise InputError(f"no text effect {key!r}; known: {', '.join(rows.index)}")
     row = rows.loc[key]
-    return float(row.effect), f'{row.location}: "{row.sentence}" ({row.unit})'
+    return float(row.effect) / 100, f'{row.location}: "{row.sentence}" ({row.unit})'

@@ -40,8 +40,11 @@ for o in json.loads({outputs!r}):
         publish_display_data(o["data"], o.get("metadata", {{}}))"""
 
 
+PATTERNS = get_sanitize_patterns(SANITIZE.read_text())  # read once: sanitize runs for every digit of every output
+
+
 def sanitize(text: str) -> str:
-    for regex, replace in get_sanitize_patterns(SANITIZE.read_text()):
+    for regex, replace in PATTERNS:
         text = re.sub(regex, replace, text)
     return text
 

@@ -218,12 +218,13 @@ def _check_or_write_config(run_dir: Path, config: dict, state) -> None:
             new = {**config, "model_identity": existing.get("model_identity")}
         strict, soft = compare_configs(existing, new)
         if strict:
-            details = ", ".join(f"{k} ({short_json(existing.get(k), 40)} -> {short_json(new.get(k), 40)})" for k in strict)
+            details = ", ".join(f"{k} ({short_json(existing.get(k), 40)} -> {short_json(new.get(k), 40)})"
+                                for k in strict)
             raise InputError(f"{run_dir} holds a run with a different configuration: {details}; use another "
                              "--out, or the original options to resume")
         if soft and state.is_main_process:
             warn(f"resuming {run_dir} with different " + ", ".join(soft)
-                  + " (results may differ in the last bits from the earlier images)")
+                 + " (results may differ in the last bits from the earlier images)")
     state.wait_for_everyone()
     if state.is_main_process and not path.exists():
         write_text_atomic(path, json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -32,7 +32,8 @@ class DatasetSource:
     label_names: list[str] | None
 
 
-#: Whether the Hugging Face hub (models or datasets) is set offline by the environment (book/build_book.py asks).
+#: Whether the Hugging Face hub (models or datasets) is set offline by the environment (dclib.hub's, under the
+#: name dclib.runs has always exported).
 hub_offline = offline_by_environment
 
 
