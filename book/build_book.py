@@ -30,6 +30,9 @@ from pathlib import Path
 import papermill
 import yaml
 
+from dclib.claims import resolve_sizes
+from dclib.errors import InputError
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import book_paths as paths  # noqa: E402
 from book_paths import PRESETS, build_dir, executed_dir, results_folder, site_dir  # noqa: E402,F401
@@ -63,10 +66,15 @@ def load_notebook_list() -> list[dict]:
 
 
 def parameters_for(name: str, preset: str, params: dict) -> dict:
+    """The page's entry for the preset, each sample size given as ``{powered: CLAIM, at_most: N}`` resolved by
+    the power calculation of the claims it tests (:func:`dclib.claims.resolve_sizes`)."""
     p = {} if preset == "small" else params.get(name) or {}
     if not isinstance(p, dict):
         raise BuildError(f"book/params.yml: entry {name!r} must be a mapping of parameter -> value")
-    return p
+    try:
+        return resolve_sizes(p)
+    except InputError as e:
+        raise BuildError(f"book/params.yml: entry {name!r}: {e}") from None
 
 
 def kernel_env(preset: str, jobs: int = 1) -> dict:

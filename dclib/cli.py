@@ -356,13 +356,16 @@ def cmd_evaluate(args) -> int:
 
     summary = runs.evaluate(
         args.model, args.dataset, args.out, prompts=_prompts_arg(args.prompts), labels=args.labels,
-        template=args.template, settings=_settings(args), dtype=args.dtype, device=args.device, resolution=args.resolution, revision=args.revision,
-        autocast=args.autocast, compile=_compile_arg(args), lora=args.lora, split=args.split,
-        subset=args.subset, subset_seed=args.subset_seed, limit=args.limit,
-        limit_mode="first" if args.limit_first else "stratified", image_column=args.image_column,
-        label_column=args.label_column, label_mapping=args.label_mapping, save_errors=args.save_errors,
-        retry_failed=args.retry_failed,
-        flush_rows=args.flush_rows, flush_seconds=args.flush_seconds, progress=not args.no_progress)
+        template=args.template, settings=_settings(args),
+        loading=runs.LoadOptions(dtype=args.dtype, device=args.device, resolution=args.resolution,
+                                 revision=args.revision, autocast=args.autocast, compile=_compile_arg(args),
+                                 lora=args.lora),
+        selection=runs.Selection(split=args.split, subset=args.subset, subset_seed=args.subset_seed,
+                                 limit=args.limit, limit_mode="first" if args.limit_first else "stratified",
+                                 image_column=args.image_column, label_column=args.label_column,
+                                 label_mapping=args.label_mapping),
+        run=runs.RunOptions(save_errors=args.save_errors, retry_failed=args.retry_failed, flush_rows=args.flush_rows,
+                            flush_seconds=args.flush_seconds, progress=not args.no_progress))
     if summary is None:  # not the main process
         return 0
     if args.json:

@@ -26,6 +26,9 @@ from .errors import InputError
 from .plan import Plan, even_plan
 from .scoring import ScoreOptions, Scorer
 
+#: the text score of a model that guesses: each of an item's two images picks its caption with probability 1/2
+TEXT_SCORE_CHANCE = 0.25
+
 
 def wino_outcomes(s: np.ndarray) -> dict:
     """s[i, j] = score of caption i for image j (2 x 2) -> text, image and group correctness."""

@@ -2,19 +2,23 @@
 
 A claim (``dclib.claims.CLAIMS``) is registered before any result: the paper's words, the comparisons, the
 direction the paper predicts, the statistic and alpha. A page shows that registration, runs its experiment and
-hands the per-image outcomes to the claim, which returns one of three outcomes:
+hands the per-image outcomes to the claim, which returns one of five outcomes:
 
 * **reproduces**: significant in the paper's direction. A claim made of several comparisons ("w = 0 beats every
   other w") needs every one of them: an intersection-union test, which keeps the level alpha without correction.
 * **contradicted**: at least one comparison significant against the paper, after Holm's correction over the
   claim's comparisons (so the chance of calling a true claim contradicted stays at most alpha).
-* **paper's effect excluded** (only for a claim registered with the effect it is powered for): neither of the
-  above, but some comparison's 95% interval lies wholly below the registered effect. The paper's effect is ruled
+* **paper's effect excluded** (only for a claim registered with the effect it is powered for, and not for a
+  non-inferiority claim, which is its margin): neither of the above, but some comparison's 95% interval lies
+  wholly below the registered effect. The paper's effect is ruled
   out on this model and task although the direction is not significantly reversed: a finding about this setting,
   not a verdict on the paper.
 * **not detected**: none of these. It comes with the smallest effect the sample could have detected (80% power at
   alpha) and, for a registered effect, the power this sample had for it and the n that 80% would need, so a
   reader sees whether the test could have found the paper's effect.
+* **not testable here**: every comparison was left out by the claim's validity gate (:func:`validity_gate`: the
+  classifier the claim is about is not above chance on that task, so the task cannot test it). A gate that leaves
+  out only some comparisons narrows the claim to the rest, and the verdict says which were left out.
 
 Power and sample size (:func:`mcnemar_power`, :func:`mcnemar_n`, :func:`binomial_n`, :func:`noninferiority_n`)
 use the normal approximations a registration plans with; :func:`noninferiority_reachable` says whether a
@@ -49,7 +53,8 @@ from scipy import stats
 from .errors import InputError
 
 EXCLUDED = "paper's effect excluded"
-OUTCOMES = ("reproduces", "contradicted", EXCLUDED, "not detected")
+NOT_TESTABLE = "not testable here"
+OUTCOMES = ("reproduces", "contradicted", EXCLUDED, "not detected", NOT_TESTABLE)
 POWER = 0.8
 TREND_MIN_SETTINGS = 3  # Page's trend test needs at least this many ordered settings
 STATISTICS = ("mcnemar", "trend", "noninferiority", "binomial")
@@ -87,6 +92,7 @@ class Comparison:
     power: float | None = None  # power at ``registered`` with this n and the observed discordance
     n_needed: int | None = None  # images that 80% power at ``registered`` would need
     excluded: bool = False  # the 95% interval lies wholly below ``registered`` (set by decide)
+    gated: bool = False  # left out by the claim's validity gate (:func:`validity_gate`): says nothing about the claim
 
 
 def _paired(label: str, first, second) -> tuple[np.ndarray, np.ndarray]:
@@ -149,6 +155,24 @@ def untestable(label: str, statistic: str, n: int, reason: str, counts: dict | N
     detectable (inf), so :func:`decide` can never count it for or against the paper."""
     return Comparison(label, statistic, n, float("nan"), 1.0, float("inf"), None, dict(counts or {}),
                       reason=reason)
+
+
+def validity_gate(c: Comparison, subject, chance: float, alpha: float = 0.05) -> Comparison:
+    """``c`` unchanged if the classifier the claim is about (per-image correctness ``subject``) is above ``chance``
+    on this task by a one-sided exact binomial test at ``alpha``; else an :func:`untestable` comparison, marked
+    ``gated``, that says why and keeps the numbers it would have had. A task on which the classifier is at chance
+    (a model that ignores the words telling its classes apart) cannot test a claim about that classifier."""
+    hits = correctness(subject)
+    test = stats.binomtest(int(hits.sum()), len(hits), chance, alternative="greater")
+    if test.pvalue < alpha:
+        return c
+    gated = untestable(c.label, c.statistic, c.n,
+                       f"{c.label}: the classifier is not above chance on this task ({hits.mean():.0%} against "
+                       f"{chance:.0%}, one-sided binomial p = {test.pvalue:.2g})",
+                       {**c.counts, "gate_accuracy": round(float(hits.mean()), 4), "gate_chance": chance,
+                        "gate_p": float(test.pvalue), "effect_if_tested": c.effect})
+    gated.gated = True
+    return gated
 
 
 def trend_if_testable(label: str, ordered: Sequence, alpha: float = 0.05) -> Comparison:
@@ -306,9 +330,13 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
 
 
 def decide(comparisons: Sequence[Comparison], alpha: float = 0.05) -> str:
-    """The claim's outcome from its comparisons (and each comparison's ``direction``)."""
+    """The claim's outcome from its comparisons (and each comparison's ``direction``). Comparisons its validity
+    gate left out do not count; a claim with none left is *not testable here*."""
     if not comparisons:
         raise InputError("a claim needs at least one comparison")
+    comparisons = [c for c in comparisons if not c.gated]
+    if not comparisons:
+        return NOT_TESTABLE
     against = holm([c.p_value if c.p_against is None else c.p_against for c in comparisons])
     for c, p_against in zip(comparisons, against):
         if c.p_value < alpha and c.effect > 0:
@@ -317,8 +345,10 @@ def decide(comparisons: Sequence[Comparison], alpha: float = 0.05) -> str:
             c.direction = -1
         else:
             c.direction = 0
+        # A non-inferiority claim is its margin: its registered effect (the difference the paper saw) plans the
+        # power, and ruling that difference out says nothing against "loses at most the margin".
         c.excluded = (c.direction == 0 and c.registered is not None and c.interval is not None
-                      and c.interval[1] < c.registered)
+                      and c.interval[1] < c.registered and not c.statistic.startswith("non-inferiority"))
     if any(c.direction == -1 for c in comparisons):
         return "contradicted"
     if all(c.direction == 1 for c in comparisons):

@@ -264,12 +264,31 @@ def zero_shot_comparisons(classifier, tasks, model: str, contrastive: str | None
     return pd.concat(tables, ignore_index=True), right
 
 
+POOLED = "pooled over the tasks"
+
+
 def paired_correctness(right: dict, method: str, label: str | None = None,
                        reference: str = "Diffusion Classifier") -> dict:
     """The paired evidence a claim compares, per task: {"TASK: DC vs LABEL": (reference's correctness,
-    method's correctness)}, from :func:`per_image_correct` (``label`` defaults to ``method``)."""
-    tasks = dict.fromkeys(t for t, _ in right)
-    return {f"{t}: DC vs {label or method}": (right[t, reference], right[t, method]) for t in tasks}
+    method's correctness)}, from :func:`per_image_correct` (``label`` defaults to ``method``), and the tasks'
+    images together under "pooled over the tasks (DC vs LABEL)" (each task with its own images)."""
+    tasks = list(dict.fromkeys(t for t, _ in right))
+    paired = {f"{t}: DC vs {label or method}": (right[t, reference], right[t, method]) for t in tasks}
+    paired[f"{POOLED} (DC vs {label or method})"] = tuple(
+        np.concatenate([np.asarray(right[t, m], bool) for t in tasks]) for m in (reference, method))
+    return paired
+
+
+def chance_rates(tasks, paired: dict) -> dict:
+    """{label: chance accuracy} for every label of :func:`paired_correctness`: 1 / classes of the label's task,
+    and for the pooled label the mean over its images."""
+    chance = {task.name: 1 / task.n_classes for task in tasks}
+    rates = {k: chance[k.split(": DC vs ")[0]] for k in paired if not k.startswith(POOLED)}
+    for k, (first, _) in paired.items():
+        if k.startswith(POOLED):
+            sizes = {lab: len(v[0]) for lab, v in paired.items() if lab in rates}
+            rates[k] = sum(rates[lab] * n for lab, n in sizes.items()) / max(len(first), 1)
+    return rates
 
 
 def accuracy_sentence(table: pd.DataFrame) -> str:

@@ -32,13 +32,19 @@ def test_every_claim_but_a_trend_registers_an_effect_and_says_where_it_comes_fro
 @pytest.mark.parametrize("key, expected", [
     ("objective_vlb", (77.5 - 71.6) / 100),             # Table 5, ImageNet 256 px
     ("loss_supervised", (77.5 - 74.9) / 100),           # Table 9, ImageNet 256 px
-    ("zero_shot_contrastive", (87.3 - 85.4) / 100),     # Table 1, Pets
+    # Table 1, the mean over the eight datasets (amended from Pets, 87.3 - 85.4)
+    ("zero_shot_contrastive", (77.7 + 88.5 + 26.4 + 87.3 + 66.3 + 95.4 + 61.4 + 43.4
+                               - 81.1 - 75.6 - 19.3 - 85.4 - 65.9 - 94.3 - 58.2 - 40.0) / 800),
     ("zero_shot_synthetic", (26.4 - 9.4) / 100),        # Table 1, the smallest gap (Aircraft)
     ("loss_zero_shot", (86.6 - 86.3) / 100),            # Table 8, Pets: the paper's own Huber - l2
+    ("noise_sampling_text", None),                      # Table 12, per comparison (below)
     ("adaptive_evaluation", (86.4 - 87.3) / 100),       # Table 7, Pets: the paper's loss from pre-pruning
     ("supervised_robustness", 0.15),                    # Sec. 6.3.1: "an effective robustness of 15-25%"
 ])
 def test_paper_effects_are_the_papers_numbers(key, expected):
+    if expected is None:
+        assert CLAIMS[key].effect == CLAIMS["noise_sampling"].effect
+        return
     assert CLAIMS[key].effect == pytest.approx(expected, abs=1e-9)
     assert CLAIMS[key].paper_effect
 
@@ -73,7 +79,7 @@ def test_an_excluded_effect_of_interest_is_not_called_the_papers():
 
 
 def test_the_scoreboard_shows_ours_beside_the_papers_effect_and_settles_each_claim(tmp_path, monkeypatch):
-    from dclib.claims import scoreboard, scoreboard_by_claim
+    from dclib.scoreboard import scoreboard, scoreboard_by_claim
     from dclib.figures.reproduction_status import forest_plot
 
     monkeypatch.setenv("DCLIB_RESULTS_DIR", str(tmp_path))
@@ -90,7 +96,8 @@ def test_the_scoreboard_shows_ours_beside_the_papers_effect_and_settles_each_cla
     assert vlb.ci_low <= vlb.ours <= vlb.ci_high and vlb.threshold_kind == "MDE"
     by_claim = scoreboard_by_claim(board).set_index("figure")
     # guidance: w = 2 ties exactly (its interval [0, 0] lies below the 5-point effect of interest): that settles it
-    assert by_claim.loc["Fig. 8", "outcome"] == "effect of interest excluded"  # 5 points of ours, not the paper's
+    # 5 points of ours, not the paper's; the original registration (no registered effect) could only say "not detected"
+    assert by_claim.loc["Fig. 8", "outcome"] == "effect of interest excluded (original registration: not detected)"
     assert by_claim.loc["Fig. 8", "settled by"] == "w = 0 vs w = 2"
     assert by_claim.loc["Fig. 8", "paper's effect"] == "5.0 pts (of interest)"
     assert by_claim.loc["Table 5", "paper's effect"] == "5.9 pts"

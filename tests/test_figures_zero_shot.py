@@ -141,10 +141,18 @@ def test_paired_correctness_pairs_diffusion_classifier_with_a_baseline_per_task(
     right = {("shape", "Diffusion Classifier"): a, ("shape", "synthetic data (CNN)"): b,
              ("colour", "Diffusion Classifier"): c, ("colour", "synthetic data (CNN)"): d}
     pairs = zsb.paired_correctness(right, "synthetic data (CNN)", "synthetic data")
-    assert list(pairs) == ["shape: DC vs synthetic data", "colour: DC vs synthetic data"]
+    assert list(pairs) == ["shape: DC vs synthetic data", "colour: DC vs synthetic data",
+                           "pooled over the tasks (DC vs synthetic data)"]
     assert pairs["shape: DC vs synthetic data"][0] is a and pairs["shape: DC vs synthetic data"][1] is b
-    assert list(zsb.paired_correctness(right, "synthetic data (CNN)")) == [
+    pooled = pairs["pooled over the tasks (DC vs synthetic data)"]  # the tasks' images one after the other
+    assert pooled[0].tolist() == [True, False, True] and pooled[1].tolist() == [False, False, True]
+    assert list(zsb.paired_correctness(right, "synthetic data (CNN)"))[:2] == [
         "shape: DC vs synthetic data (CNN)", "colour: DC vs synthetic data (CNN)"]
+    # chance per task (1 / classes), and over the pooled images the mean weighted by each task's images
+    tasks = [zsb.ZeroShotTask("shape", None, [], 4, None), zsb.ZeroShotTask("colour", None, [], 2, None)]
+    rates = zsb.chance_rates(tasks, pairs)
+    assert rates["shape: DC vs synthetic data"] == 0.25 and rates["colour: DC vs synthetic data"] == 0.5
+    assert rates["pooled over the tasks (DC vs synthetic data)"] == pytest.approx((2 * 0.25 + 0.5) / 3)
 
 
 def test_accuracy_sentence_lists_methods_alphabetically_within_tasks_in_table_order():

@@ -320,3 +320,18 @@ def test_the_hub_probe_answers_from_the_environment_first(monkeypatch):
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setattr(hub, "_reachable", lambda endpoint, timeout: True)
     assert hub.hub_available() and hub.unreachable_reason("someone/no-such-model") is None
+
+
+def test_evaluate_takes_its_options_in_groups_or_flat_and_refuses_a_stray_name():
+    """`evaluate`'s options come in groups (loading, selection, run, settings); flat keywords go to their group, and a
+    name of no group stops in one line before anything is loaded."""
+    from dclib.runs import LoadOptions, RunOptions, Selection, evaluate
+    from dclib.runs.options import split_options
+    from dclib.settings import ClassifySettings
+
+    loading, selection, run, settings = split_options(
+        {"dtype": "float16", "limit": 5, "progress": False, "schedule": "4"}, selection=Selection(split="test"))
+    assert loading == LoadOptions(dtype="float16") and selection == Selection(split="test", limit=5)
+    assert run == RunOptions(progress=False) and settings == ClassifySettings(schedule="4")
+    with pytest.raises(InputError, match=r"unknown evaluate option\(s\) limti; options: .*limit"):
+        evaluate("embedded:digits", "embedded:digits-test", "/nonexistent/never-written", limti=5)

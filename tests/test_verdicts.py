@@ -1,4 +1,4 @@
-"""The one verdict procedure: synthetic per-image outcomes must land on each of the three outcomes where they
+"""The one verdict procedure: synthetic per-image outcomes must land on each of the outcomes where they
 should, for every statistic, and the paper's numbers are read by exact key."""
 import json
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from dclib import verdicts
-from dclib.claims import CLAIMS, Claim, status_table
+from dclib.claims import CLAIMS, Claim
+from dclib.scoreboard import status_table
 from dclib.errors import InputError
 from dclib.paper import paper_values
 

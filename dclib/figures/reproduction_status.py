@@ -5,18 +5,20 @@ import numpy as np
 import pandas as pd
 
 OUTCOME_COLOURS = {"reproduces": "C2", "contradicted": "C3", "paper's effect excluded": "C4",
-                   "not detected": "C1"}
+                   "not detected": "C1", "not testable here": "gray"}
 
 
 def forest_plot(board: pd.DataFrame, title: str = "Our effects beside the paper's"):
-    """One row per comparison of :func:`dclib.claims.scoreboard`: our accuracy difference in the paper's direction
+    """One row per comparison of :func:`dclib.scoreboard.scoreboard`: our accuracy difference in the paper's direction
     with its 95% interval (coloured by the claim's outcome), the registered effect (a diamond: the paper's number;
-    an open diamond: a smallest effect of interest where the paper gives none), zero dotted."""
+    an open diamond: a smallest effect of interest where the paper gives none), zero dotted. A comparison the
+    validity gate left out has no interval and says so in its label."""
     import matplotlib.pyplot as plt  # here, not at import: pyplot picks a backend when imported
     import seaborn as sns
 
     board = board.reset_index(drop=True)
-    labels = [f"{f}: {c}" for f, c in zip(board.figure, board.comparison)]
+    labels = [f"{f}: {c}" + (" (gated out)" if str(r).startswith("gated") else "")
+              for f, c, r in zip(board.figure, board.comparison, board.result)]
     y = np.arange(len(board))
     with sns.axes_style("whitegrid"):
         fig, ax = plt.subplots(figsize=(8, 1.2 + 0.27 * len(board)))

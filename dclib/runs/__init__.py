@@ -14,9 +14,10 @@ interrupted.
 
 One job per module: :mod:`~dclib.runs.store` (the folder on disk), :mod:`~dclib.runs.sources` (datasets and
 images), :mod:`~dclib.runs.provenance` (versions, model identity, config comparison),
-:mod:`~dclib.runs.evaluation` (the evaluate loop) and :mod:`~dclib.runs.summary` (the report).
+:mod:`~dclib.runs.options` (evaluate's option groups), :mod:`~dclib.runs.evaluation` (the evaluate loop) and :mod:`~dclib.runs.summary` (the report).
 """
 from .evaluation import evaluate
+from .options import LoadOptions, RunOptions, Selection
 from .provenance import compare_configs, hash_model_folder, model_identity, versions
 from .sources import (DatasetSource, hub_offline, label_mapping, open_dataset, open_image, select_indices,
                       stratified_order)
@@ -24,7 +25,7 @@ from .store import (CONFIG, FORMAT, PARTS, RESULTS, TIMINGS, PartWriter, check_w
                     merge, read_config, read_store, results_schema, write_parquet_atomic)
 from .summary import format_summary, report, summarize_run
 
-__all__ = ["evaluate", "compare_configs", "hash_model_folder", "model_identity", "versions", "DatasetSource",
+__all__ = ["evaluate", "LoadOptions", "RunOptions", "Selection", "compare_configs", "hash_model_folder", "model_identity", "versions", "DatasetSource",
            "hub_offline", "label_mapping", "open_dataset", "open_image", "select_indices", "stratified_order", "CONFIG",
            "FORMAT", "PARTS",
            "RESULTS", "TIMINGS", "PartWriter", "check_writable", "error_matrix", "load_results", "merge",

@@ -29,6 +29,7 @@ from ..errors import InputError, NonFiniteError, check_finite
 from ..prompts import DEFAULT_TEMPLATE, require_candidates
 from ..scoring import resolve_batch_size
 from ..settings import ClassifySettings
+from .options import LoadOptions, RunOptions, Selection, split_options
 from .provenance import short_json, compare_configs, model_identity, versions
 from .sources import DatasetSource, label_mapping as map_labels, open_dataset, open_image, select_indices
 from .store import (CONFIG, FORMAT, PartWriter, rank_lock, warn, write_text_atomic, check_writable, merge,
@@ -72,37 +73,30 @@ def _distributed_state(device):
 
 
 def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, template: str = DEFAULT_TEMPLATE,
-             settings: ClassifySettings | None = None, dtype: str = "float32", device: str | None = "auto",
-             resolution: int | None = None, revision: str | None = None, autocast: str | None = None,
-             compile: bool | str = False, lora: str | None = None, split: str | None = None, subset=None,
-             subset_seed: int = 0, limit: int | None = None, limit_mode: str = "stratified",
-             image_column: str | None = None, label_column: str | None = None, label_mapping: str | None = None,
-             save_errors: bool = False, retry_failed: bool = False,
-             flush_rows: int = 16, flush_seconds: float = 30.0, progress: bool = True, classifier=None,
+             settings: ClassifySettings | None = None, loading: LoadOptions | None = None,
+             selection: Selection | None = None, run: RunOptions | None = None, classifier=None,
              **options) -> dict | None:
     """Classify every selected image of a dataset into the run folder ``out``; resumable and distributed.
 
-    ``model`` is a hub id, a local pipeline folder or ``embedded:NAME`` (or pass a loaded ``classifier``);
-    ``lora`` loads LoRA weights into its denoiser (recorded in the run's config, so a resume must use the same).
+    ``model`` is a hub id, a local pipeline folder or ``embedded:NAME`` (or pass a loaded ``classifier``).
     ``dataset`` is ``embedded:NAME``, an image folder (one subfolder per class), a ``save_to_disk`` folder, a
-    Hugging Face dataset id (``split``) or a ``datasets.Dataset``. ``subset`` is a file of indices, a list, or a
-    number of rows drawn with ``subset_seed``; ``limit`` keeps that many of the selection, a class-stratified sample
-    drawn with ``subset_seed`` (``limit_mode="first"``: its first rows). ``label_mapping``: dataset labels are
-    matched to the conditionings' classes by name, and a mismatch stops; ``"by-index"`` (asked for explicitly)
-    reads label i as class i, for datasets whose labels carry no names (see :func:`label_mapping`). How each image is
-    classified: ``settings`` (:class:`dclib.settings.ClassifySettings`) and/or ``options``, any of its fields
-    (``schedule``, ``n_trials``, ``seed``, ``loss``, ``objective``, ``guidance``, ``crop``, ``noise``,
-    ``batch_size``).
+    Hugging Face dataset id or a ``datasets.Dataset``; ``prompts``, ``labels`` and ``template`` give the
+    conditionings (else the dataset's prompt CSV, or one prompt per class name). The options come in groups
+    (:mod:`dclib.runs.options`): ``loading`` (:class:`LoadOptions`: dtype, device, resolution, revision, autocast,
+    compile, lora), ``selection`` (:class:`Selection`: split, subset, subset_seed, limit, limit_mode, image_column,
+    label_column, label_mapping; see :func:`label_mapping`), ``run`` (:class:`RunOptions`: save_errors,
+    retry_failed, flush_rows, flush_seconds, progress) and ``settings`` (:class:`dclib.settings.ClassifySettings`:
+    how each image is classified). ``options`` takes any of their fields as flat keywords, put over the groups.
 
     Returns the summary (see :func:`summarize_run`) on the main process, None on the others.
     """
     if out is None or dataset is None or (model is None and classifier is None):
         raise InputError("evaluate needs a model, a dataset and an output folder")
     # Cheap validation first: a typo fails before any loading.
-    settings = ClassifySettings.resolve(settings, **options)
-    check_finite("flush_seconds", flush_seconds)  # NaN would never flush by time
+    loading, selection, run, settings = split_options(options, loading, selection, run, settings)
+    check_finite("flush_seconds", run.flush_seconds)  # NaN would never flush by time
 
-    state = _distributed_state(device)
+    state = _distributed_state(loading.device)
     rank, world, main = state.process_index, state.num_processes, state.is_main_process
     run_dir = Path(out).expanduser().absolute()
     check_writable(run_dir, f"rank{rank}")
@@ -111,16 +105,19 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, t
         if main:
             remove_stale_temporaries(run_dir)
         with state.main_process_first():  # rank 0 builds any dataset cache, the others reuse it
-            source = open_dataset(dataset, split, image_column, label_column)
-        strata = source.dataset[source.label_column] if limit is not None and limit_mode == "stratified" else None
-        selection = select_indices(len(source.dataset), subset, subset_seed, limit, strata, limit_mode)
+            source = open_dataset(dataset, selection.split, selection.image_column, selection.label_column)
+        strata = (source.dataset[source.label_column]
+                  if selection.limit is not None and selection.limit_mode == "stratified" else None)
+        chosen = select_indices(len(source.dataset), selection.subset, selection.subset_seed, selection.limit, strata,
+                                selection.limit_mode)
 
         if classifier is None:
+            device = loading.device
             if world > 1 and device in (None, "auto", "cuda"):
                 device = str(state.device)
-            classifier = DiffusionClassifier.from_pretrained(model, torch_dtype=dtype, device=device,
-                                                             resolution=resolution, revision=revision,
-                                                             autocast=autocast, compile=compile, lora=lora)
+            classifier = DiffusionClassifier.from_pretrained(
+                model, torch_dtype=loading.dtype, device=device, resolution=loading.resolution,
+                revision=loading.revision, autocast=loading.autocast, compile=loading.compile, lora=loading.lora)
         adapter = classifier.adapter
         batch_size = resolve_batch_size(adapter, settings.batch_size)
         model = model if model is not None else adapter.model_id
@@ -130,69 +127,33 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, t
         conds = classifier.conditionings(prompts, labels, dataset=source.spec, label_names=source.label_names,
                                          template=template)
         require_candidates(conds)
-        mapping, label_table = map_labels(source.label_names, conds, label_mapping)
-
-        config = {
-            "format": FORMAT,
-            "model": model,
-            "model_identity": model_identity(model, revision) if main else None,
-            "revision": revision,
-            "lora": adapter.lora,  # source and sha256 of LoRA weights loaded into the denoiser (None: none)
-            "dtype": str(adapter.dtype).replace("torch.", ""),
-            "autocast": (None if getattr(adapter, "autocast", None) is None
-                         else str(adapter.autocast).replace("torch.", "")),
-            "resolution": adapter.resolution,
-            "dataset": source.spec,
-            "dataset_kind": source.kind,
-            "split": source.split,
-            "image_column": source.image_column,
-            "label_column": source.label_column,
-            "dataset_rows": len(source.dataset),
-            "ids_sha256": hashlib.sha256("\n".join(source.ids).encode()).hexdigest(),
-            "subset": None if subset is None else str(subset) if isinstance(subset, (int, str)) else "list",
-            "subset_seed": subset_seed,
-            "limit": limit,
-            "limit_mode": None if limit is None else limit_mode,
-            "selection_sha256": hashlib.sha256(",".join(map(str, selection)).encode()).hexdigest(),
-            "n_images": len(selection),
-            "label_mapping": mapping,
-            "conditionings": list(conds.values),
-            "conditioning_classes": list(conds.class_idx),
-            "class_names": list(conds.class_names),
-            **settings.to_dict(),
-            "save_errors": bool(save_errors),
-            # how, not what: a resumed run may change these (a warning says its last bits may differ)
-            "runtime": {"batch_size": batch_size, "device": str(adapter.device),
-                        "compile": getattr(adapter, "compile_mode", None)},
-            "versions": versions(),
-        }
-        if isinstance(subset, str) and os.path.isfile(subset):
-            config["subset"] = os.path.abspath(subset)
-        config = json.loads(json.dumps(config))  # tuples -> lists, as read back from the file
+        mapping, label_table = map_labels(source.label_names, conds, selection.label_mapping)
+        config = _run_config(model, loading, selection, run, settings, adapter, source, chosen, conds, mapping,
+                             batch_size, main)
         if mapping == "by-name" and label_table == list(range(len(label_table))) and (run_dir / CONFIG).exists() \
                 and read_config(run_dir).get("label_mapping") == "by-index":
             config["label_mapping"] = "by-index"  # how runs written before names were required record the same labels
         _check_or_write_config(run_dir, config, state)
 
         # Which images are left: read by every rank before anyone writes, then shared out evenly.
-        results, _ = read_store(run_dir, save_errors)
+        results, _ = read_store(run_dir, run.save_errors)
         statuses = dict(zip(results["index"].to_pylist(), results["status"].to_pylist()))
-        done = {i for i, s in statuses.items() if s == "ok" or not retry_failed}
+        done = {i for i, s in statuses.items() if s == "ok" or not run.retry_failed}
         state.wait_for_everyone()
-        remaining = [i for i in selection if i not in done]
+        remaining = [i for i in chosen if i not in done]
         mine = remaining[rank::world]
 
-        writer = PartWriter(run_dir, rank, save_errors, flush_rows, flush_seconds)
+        writer = PartWriter(run_dir, rank, run.save_errors, run.flush_rows, run.flush_seconds)
         classify_kwargs = dict(prompts=conds, settings=settings)
         current_bs = batch_size
         bar = tqdm(total=len(mine), desc="evaluate" if world == 1 else f"evaluate (rank 0 of {world})",
-                   unit="img", disable=not (progress and main), file=sys.stderr, dynamic_ncols=True)
+                   unit="img", disable=not (run.progress and main), file=sys.stderr, dynamic_ncols=True)
         try:
             with _sigterm_as_interrupt():
                 for index in mine:
                     started = time.perf_counter()
                     row, current_bs = _evaluate_one(classifier, source, index, classify_kwargs, current_bs,
-                                                    label_table, save_errors)
+                                                    label_table, run.save_errors)
                     row.update(seconds=time.perf_counter() - started, batch_size=current_bs, rank=rank)
                     writer.add(row)
                     bar.update(1)
@@ -204,6 +165,51 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, t
             return None
         merge(run_dir)
         return summarize_run(run_dir)
+
+
+def _run_config(model, loading: LoadOptions, selection: Selection, run: RunOptions, settings: ClassifySettings,
+                adapter, source: DatasetSource, chosen: list, conds, mapping: str, batch_size: int,
+                main: bool) -> dict:
+    """What config.json records: everything that decides the numbers (a resume must match it; see
+    :func:`dclib.runs.provenance.compare_configs`), and under ``runtime`` how it ran (may change on resume)."""
+    subset = selection.subset
+    config = {
+        "format": FORMAT,
+        "model": model,
+        "model_identity": model_identity(model, loading.revision) if main else None,
+        "revision": loading.revision,
+        "lora": adapter.lora,  # source and sha256 of LoRA weights loaded into the denoiser (None: none)
+        "dtype": str(adapter.dtype).replace("torch.", ""),
+        "autocast": (None if getattr(adapter, "autocast", None) is None
+                     else str(adapter.autocast).replace("torch.", "")),
+        "resolution": adapter.resolution,
+        "dataset": source.spec,
+        "dataset_kind": source.kind,
+        "split": source.split,
+        "image_column": source.image_column,
+        "label_column": source.label_column,
+        "dataset_rows": len(source.dataset),
+        "ids_sha256": hashlib.sha256("\n".join(source.ids).encode()).hexdigest(),
+        "subset": None if subset is None else str(subset) if isinstance(subset, (int, str)) else "list",
+        "subset_seed": selection.subset_seed,
+        "limit": selection.limit,
+        "limit_mode": None if selection.limit is None else selection.limit_mode,
+        "selection_sha256": hashlib.sha256(",".join(map(str, chosen)).encode()).hexdigest(),
+        "n_images": len(chosen),
+        "label_mapping": mapping,
+        "conditionings": list(conds.values),
+        "conditioning_classes": list(conds.class_idx),
+        "class_names": list(conds.class_names),
+        **settings.to_dict(),
+        "save_errors": bool(run.save_errors),
+        # how, not what: a resumed run may change these (a warning says its last bits may differ)
+        "runtime": {"batch_size": batch_size, "device": str(adapter.device),
+                    "compile": getattr(adapter, "compile_mode", None)},
+        "versions": versions(),
+    }
+    if isinstance(subset, str) and os.path.isfile(subset):
+        config["subset"] = os.path.abspath(subset)
+    return json.loads(json.dumps(config))  # tuples -> lists, as read back from the file
 
 
 def _check_or_write_config(run_dir: Path, config: dict, state) -> None:
