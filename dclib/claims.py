@@ -9,9 +9,11 @@ rule lives in :mod:`dclib.verdicts`, the same for every claim. Nothing here depe
 """
 from __future__ import annotations
 
+import pandas as pd
+
 from .errors import InputError
 from .paper import paper_cell, paper_table, text_effect
-from .registration import ALPHA, Amendment, Claim, Planning, Verdict  # noqa: F401 (pages import them from here)
+from .registration import ALPHA, Amendment, Claim, Planning, Verdict, points  # noqa: F401 (pages import them here)
 
 # Tables 6-7: the largest accuracy loss the paper reports from pruning (CLIP top-20 on Pets, 87.3 -> 86.4),
 # rounded up; "keeps accuracy" is tested as "loses at most this much".
@@ -117,7 +119,8 @@ CLAIMS = _claims(
     Claim("single_timestep", "Fig. 3",
           "Accuracy is highest when an intermediate amount of noise is added (t = 500).", SD_PETS,
           "one timestep per class: the timestep of the grid nearest t = 500 against the smallest and against the "
-          "largest timestep of the grid", "mcnemar", **_INTEREST, planning=_plan(0.45), amendments=(EFFECT_REGISTERED,)),
+          "largest timestep of the grid", "mcnemar", **_INTEREST, planning=_plan(0.45),
+          amendments=(EFFECT_REGISTERED,)),
     Claim("timestep_strategies", "Fig. 4",
           "All strategies improve when using the average error of more samples, but simply using evenly spaced "
           "timesteps is best.", SD_PETS,
@@ -150,7 +153,8 @@ CLAIMS = _claims(
           "Every importance-sampling variant of eps underperforms eps ~ N(0, I).",
           "Stable Diffusion 2.0, a 10% subset of Pets",
           "eps ~ N(0, I) against each other noise distribution, same images, timesteps and noise keys", "mcnemar",
-          **_registered(noise_sampling_effects()), planning=_plan(0.30, measured=False), amendments=(EFFECT_REGISTERED,)),
+          **_registered(noise_sampling_effects()), planning=_plan(0.30, measured=False),
+          amendments=(EFFECT_REGISTERED,)),
     Claim("noise_sampling_text", "Table 12 (App. G text)",
           "Table 12 shows that none of these importance sampling strategies improve accuracy.",
           "Stable Diffusion 2.0, a 10% subset of Pets",
@@ -267,7 +271,54 @@ def powered_size(powered, at_most: int, per: int = 1) -> int:
 
 def resolve_sizes(params: dict) -> dict:
     """``params`` with every ``{powered: ..., at_most: ...}`` value replaced by its :func:`powered_size`."""
-    return {k: powered_size(**v) if isinstance(v, dict) and "powered" in v else v for k, v in params.items()}
+    out = {}
+    for name, value in params.items():
+        if isinstance(value, dict) and "powered" in value:
+            wrong = sorted(set(value) - {"powered", "at_most", "per"}) or (["at_most"] if "at_most" not in value
+                                                                          else [])
+            if wrong:
+                raise InputError(f"{name}: a powered size takes powered, at_most (required) and per; check "
+                                 f"{', '.join(wrong)}")
+            value = powered_size(**value)
+        out[name] = value
+    return out
+
+
+def preset_sizes(preset: dict) -> dict[str, int]:
+    """claim key -> images per comparison that one preset's entries of book/params.yml (page -> parameters) give
+    it through their ``{powered: ...}`` sizes."""
+    sizes: dict[str, int] = {}
+    for params in preset.values():
+        resolved = resolve_sizes(params or {})
+        for name, value in (params or {}).items():
+            if isinstance(value, dict) and "powered" in value:
+                keys = [value["powered"]] if isinstance(value["powered"], str) else value["powered"]
+                sizes.update({k: resolved[name] * int(value.get("per", 1)) for k in keys})
+    return sizes
+
+
+def sample_size_table(preset: dict) -> pd.DataFrame:
+    """Every registration with a power calculation and the n a preset gives it (:func:`preset_sizes`). Columns:
+    figure, claim, registered effect, planning rate, n for 80% (:meth:`Claim.n_for_power`), preset n (images per
+    comparison) and power there (:meth:`Claim.power_at`)."""
+    sizes = preset_sizes(preset)
+    rows = []
+    for key, claim in CLAIMS.items():
+        needed = claim.n_for_power()
+        if needed is None:
+            continue
+        n = sizes.get(key)
+        effects = claim.effects()
+        rows.append({"figure": claim.figure, "claim": key,
+                     "registered effect": (points(effects[0]) if len(set(effects)) == 1 else
+                                           f"{points(min(effects))} to {points(max(effects))}")
+                                          + ("" if claim.paper_effect else " (of interest)")
+                                          + (f", margin {points(claim.margin)}" if claim.margin else ""),
+                     "planning rate": f"{100 * claim.planning.rate:g}%"
+                                      + (" (chance)" if claim.statistic == "binomial" else " discordant"),
+                     "n for 80%": f"{needed:,}", "preset n": "" if n is None else f"{n:,}",
+                     "power there": "" if n is None else f"{100 * claim.power_at(n):.0f}%"})
+    return pd.DataFrame(rows)
 
 
 def verdict_inputs(table, sets: dict, label: str, pair: tuple[str, str], dataset: str, n_timesteps: int,

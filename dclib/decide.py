@@ -188,16 +188,22 @@ def finite_scores(score: ScoreFn) -> ScoreFn:
 
 
 #: ``select(errors, alive, n_seen, stage) -> survivors``: after stage ``stage`` (counted from 1), which of the
-#: ``alive`` conditionings go on, given every error so far (``errors[:, :n_seen]`` is what has been scored).
+#: ``alive`` conditionings go on, given every error so far (``errors[:, :n_seen]`` is what has been scored). It may
+#: name conditionings that were not alive (a label tree descending into a group): the engine scores them on every
+#: sample seen so far before the next stage.
 Select = Callable[[np.ndarray, list[int], int, int], list[int]]
 
 
 def run_stages(score: ScoreFn, n_conditionings: int, stage_plans: Sequence[Plan], select: Select,
-               stop_at_one: bool = False) -> tuple[np.ndarray, Plan, int, int, int]:
+               stop_at_one: bool = False, first: Sequence[int] | None = None
+               ) -> tuple[np.ndarray, Plan, int, int, int]:
     """The one staged engine every schedule runs on: stage i scores every surviving conditioning on the stage's
     new samples (the same samples for all, so differences between conditionings are paired), then ``select``
     says who survives. With ``stop_at_one``, stages stop once a single conditioning is left (nothing is left to
     compare it with).
+
+    ``first`` are the conditionings alive at the start (default: all). A conditioning that ``select`` adds is scored
+    on every earlier sample at once (a catch-up call), so it is compared on the same samples as the others.
 
     Returns (errors [n_cond, n_samples] with NaN where not scored, the full plan, the best conditioning: the
     survivor with the lowest mean error over the samples it saw, ties to the lower index; pairs scored; stages
@@ -205,7 +211,7 @@ def run_stages(score: ScoreFn, n_conditionings: int, stage_plans: Sequence[Plan]
     """
     full_plan = Plan.concat(stage_plans)
     errors = np.full((n_conditionings, len(full_plan)), np.nan)
-    alive = list(range(n_conditionings))
+    alive = list(range(n_conditionings)) if first is None else list(first)
     offset = pairs = stages = 0
     for plan in stage_plans:
         if stop_at_one and len(alive) <= 1:
@@ -215,7 +221,15 @@ def run_stages(score: ScoreFn, n_conditionings: int, stage_plans: Sequence[Plan]
             pairs += len(alive) * len(plan)
         offset += len(plan)
         stages += 1
-        alive = select(errors, alive, offset, stages)
+        survivors = select(errors, alive, offset, stages)
+        newcomers = [c for c in survivors if c not in alive]
+        if any(np.isfinite(errors[c, :offset]).any() for c in newcomers):
+            raise ValueError("select brought back a conditioning it had dropped; its samples would not be paired")
+        if newcomers and offset:
+            seen = Plan(full_plan.timesteps[:offset], full_plan.repeats[:offset])
+            errors[newcomers, :offset] = score(newcomers, seen)
+            pairs += len(newcomers) * offset
+        alive = survivors
     means = mean_errors(errors[alive])
     best = min(range(len(alive)), key=lambda i: (means[i] if np.isfinite(means[i]) else np.inf, alive[i]))
     return errors, full_plan, alive[best], pairs, stages

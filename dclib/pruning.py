@@ -18,7 +18,7 @@ from .decide import decide
 from .errors import InputError
 from .plan import Plan, strided_positions
 from .prompts import Conditionings
-from .schedules import parse_schedule
+from .schedules import TreeSchedule, parse_schedule
 from .stats import clopper_pearson
 
 
@@ -70,7 +70,7 @@ def replay(error_set, schedule, candidates: np.ndarray | None = None, num_train_
         conds = Conditionings(tuple(int(r) for r in rows), tuple(int(c) for c in class_idx[rows]),
                               tuple(str(k) for k in range(n_classes)))
         score = replay_score_fn(error_set.errors[i][rows], error_set.timesteps[i])
-        result = decide(score, conds, sched, num_train_timesteps)
+        result = decide(score, conds, _for_candidates(sched, rows, candidates), num_train_timesteps)
         correct += int(result.prediction == error_set.labels[i])
         evaluations.append(result.evaluations)
         predictions.append(result.prediction)
@@ -80,6 +80,11 @@ def replay(error_set, schedule, candidates: np.ndarray | None = None, num_train_
     if details:
         out.update(predictions=predictions, evaluations=evaluations)
     return out
+
+
+def _for_candidates(schedule, rows, candidates):
+    """A label tree restricted to an image's candidate conditionings ``rows`` (other schedules need nothing)."""
+    return schedule.restricted(rows) if candidates is not None and isinstance(schedule, TreeSchedule) else schedule
 
 
 def classify_live(classifier, dataset, n_images: int, schedule, candidates: np.ndarray | None = None,
@@ -94,16 +99,17 @@ def classify_live(classifier, dataset, n_images: int, schedule, candidates: np.n
     predictions, evaluations, seconds, correct = [], [], [], 0
     for i in range(n_images):
         row = dataset[i]
-        labels, image_prompts = None, conds if text else prompts
+        labels, image_prompts, rows = None, conds if text else prompts, None
         if candidates is not None and text:
-            keep = np.flatnonzero(np.isin(conds.class_idx, candidates[i]))
+            rows = keep = np.flatnonzero(np.isin(conds.class_idx, candidates[i]))
             image_prompts = Conditionings(tuple(conds.values[r] for r in keep), tuple(conds.class_idx[r] for r in keep),
                                           conds.class_names)
         elif candidates is not None:
-            labels = [int(c) for c in candidates[i]]
+            rows = labels = [int(c) for c in candidates[i]]
         started = time.perf_counter()
         result = classifier.classify(row["image"], prompts=image_prompts, image_id=row.get("id", i),
-                                     schedule=schedule, seed=seed, batch_size=batch_size, class_labels=labels)
+                                     schedule=_for_candidates(parse_schedule(schedule), rows, candidates), seed=seed,
+                                     batch_size=batch_size, class_labels=labels)
         seconds.append(time.perf_counter() - started)
         predictions.append(result.prediction)
         evaluations.append(result.evaluations)

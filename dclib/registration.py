@@ -80,14 +80,15 @@ class Claim:
             return []
         return list(self.effect.values()) if isinstance(self.effect, dict) else [self.effect]
 
-    def _n_and_power(self, effect: float, n: int | None = None):
-        rate = self.planning.rate
+    def _n_and_power(self, effect: float, n: int = 0) -> tuple[int, float]:
+        """(n for 80% power at ``effect``, power with ``n`` images) at the planning rate."""
+        rate, alpha = self.planning.rate, self.alpha
         if self.statistic == "mcnemar":
-            return verdicts.mcnemar_n(effect, rate, alpha=self.alpha), n and verdicts.mcnemar_power(effect, rate, n, self.alpha)
+            return verdicts.mcnemar_n(effect, rate, alpha=alpha), verdicts.mcnemar_power(effect, rate, n, alpha)
         if self.statistic == "noninferiority":
-            return (verdicts.noninferiority_n(self.margin, rate, effect, alpha=self.alpha),
-                    n and verdicts.noninferiority_power(self.margin, rate, n, effect, self.alpha))
-        return verdicts.binomial_n(effect, rate, alpha=self.alpha), n and verdicts.binomial_power(effect, rate, n, self.alpha)
+            return (verdicts.noninferiority_n(self.margin, rate, effect, alpha=alpha),
+                    verdicts.noninferiority_power(self.margin, rate, n, effect, alpha))
+        return verdicts.binomial_n(effect, rate, alpha=alpha), verdicts.binomial_power(effect, rate, n, alpha)
 
     def n_for_power(self) -> int | None:
         """Images per comparison that 80% power at every registered effect needs, with the planning rate (None:

@@ -8,6 +8,13 @@ from pathlib import Path
 from .adapters import resolve_model_path
 
 
+def checkout_root() -> Path:
+    """The root of the checkout: the folder holding book/notebooks.yml, found from the working directory upwards
+    (else the working directory)."""
+    here = Path.cwd().resolve()
+    return next((p for p in (here, *here.parents) if (p / "book" / "notebooks.yml").exists()), here)
+
+
 def results_dir() -> Path:
     """``$DCLIB_RESULTS_DIR`` (book/build_book.py sets it per preset), else ``results/PRESET/`` at the root of
     the checkout (the folder holding book/notebooks.yml, found from the working directory upwards, else the working
@@ -17,9 +24,7 @@ def results_dir() -> Path:
     if env:
         path = Path(env)
     else:
-        here = Path.cwd().resolve()
-        root = next((p for p in (here, *here.parents) if (p / "book" / "notebooks.yml").exists()), here)
-        path = root / "results" / current_preset()
+        path = checkout_root() / "results" / current_preset()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -8,15 +8,19 @@ beforehand; ``str()`` is the spec that :func:`parse_schedule` reads back. Two fa
 * :class:`Schedule`, the paper's Algorithm 1 (one stage) and Algorithm 2 (KeepList/TrialList), with the official
   timestep choice;
 * :class:`PairedPruning`, statistical pruning in the spirit of Clark & Jaini (2023), with a stated bound on the
-  chance of dropping the conditioning whose expected error is lowest.
+  chance of dropping the conditioning whose expected error is lowest;
+* :class:`TreeSchedule`, the same paired pruning over a label tree: whole groups first, then their members
+  (:mod:`dclib.label_tree` builds trees from groups, parent ids or text embeddings).
 
 :mod:`dclib.decide` runs any of them without knowing which, so the import graph is plan -> decide -> schedules
 (-> pruning, which replays schedules on saved errors).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple, Protocol, runtime_checkable
+
+import ast
 
 import numpy as np
 from scipy.stats import t as student_t
@@ -53,12 +57,15 @@ class EvaluationSchedule(Protocol):
 
 def parse_schedule(spec, n_trials: int = 1) -> "Schedule | PairedPruning":
     """``100`` or ``"100"`` -> Algorithm 1 with 100 timesteps; ``"5,1:25,250"`` -> Algorithm 2 with KeepList
-    (5, 1) and TrialList (25, 250); ``"paired:100,alpha=0.01"`` -> :class:`PairedPruning`. A schedule (anything
-    that follows :class:`EvaluationSchedule`) passes through unchanged."""
+    (5, 1) and TrialList (25, 250); ``"paired:100,alpha=0.01"`` -> :class:`PairedPruning`;
+    ``"tree:((0,1),(2,3)),n=100"`` -> :class:`TreeSchedule`. A schedule (anything that follows
+    :class:`EvaluationSchedule`) passes through unchanged."""
     if isinstance(spec, EvaluationSchedule):
         return spec
     if isinstance(spec, str) and spec.strip().startswith("paired"):
         return PairedPruning.parse(spec, n_trials)
+    if isinstance(spec, str) and spec.strip().startswith("tree"):
+        return TreeSchedule.parse(spec, n_trials)
     if isinstance(spec, int):
         return Schedule((1,), (spec,), n_trials)
     text = str(spec).strip()
@@ -254,3 +261,165 @@ def run_paired_pruning(score: ScoreFn, n_conditionings: int, pruning: PairedPrun
 
     errors, full, best, pairs, rounds = run_stages(score, n_conditionings, plans, select, stop_at_one=True)
     return errors, full, best, pairs, {"rounds": rounds, "dropped_in_round": dropped_in.tolist()}
+
+
+# ------------------------------------------------------------------------------------------ hierarchical pruning
+def tree_leaves(node) -> list[int]:
+    """The conditioning indices under ``node`` (an int leaf or a tuple of subtrees), in order."""
+    return [node] if isinstance(node, int) else [leaf for child in node for leaf in tree_leaves(child)]
+
+
+def tree_nodes(node) -> int:
+    """Nodes of a tree below its root (every group and every leaf)."""
+    return 0 if isinstance(node, int) else sum(1 + tree_nodes(child) for child in node)
+
+
+@dataclass(frozen=True)
+class TreeSchedule:
+    """Paired pruning over a label tree: drop whole groups of classes first, then descend into the groups left.
+
+    * ``tree`` is nested tuples of conditioning indices: an int is a leaf, a tuple a group of subtrees; every
+      conditioning appears once. A group is scored through its representative, its first leaf (the builders of
+      :mod:`dclib.label_tree` put the member nearest the group's centre first).
+    * Rounds as in :class:`PairedPruning` (its ``n_timesteps``, ``strata``, ``seed``): each adds one timestep per
+      stratum of the official grid, the same samples for every node alive, noise keyed by (t, repeat).
+    * After each round from ``min_rounds`` on, a node is dropped when the stratified paired t of its representative
+      against the best representative alive exceeds the (1 - alpha / (R (N - 1))) quantile of Student's t, R the
+      rounds and N the nodes of the tree. By a union bound, over the whole run the node whose representative has
+      the lowest expected error among those compared is dropped with probability at most ``alpha``. That the true
+      class survives needs, besides, its group's representative to stand for it: measured
+      (``benchmarks/class_scaling.py``), not guaranteed.
+    * A group descends into its children after ``level_rounds`` rounds at its level, or at once when it is the only
+      node alive. Its first child has its representative, so it keeps every sample; the others are scored on every
+      sample seen so far as they join (:func:`dclib.decide.run_stages`), so all comparisons stay paired. When the
+      budget is spent, every leaf of a group still alive is scored on all samples and the lowest mean error wins.
+    * A tree of one level (every leaf a child of the root) is :class:`PairedPruning` exactly.
+    """
+
+    tree: tuple
+    n_timesteps: int = 100
+    strata: int = 5
+    alpha: float = 0.01
+    min_rounds: int = 2
+    level_rounds: int = 3
+    n_trials: int = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.tree, int) or not self.tree:
+            raise InputError("a label tree needs at least one group of conditionings")
+        leaves = tree_leaves(self.tree)
+        if sorted(leaves) != list(range(len(leaves))):
+            raise InputError("a label tree must hold every conditioning index 0..K-1 exactly once "
+                             f"(got {len(leaves)} leaves, {len(set(leaves))} distinct)")
+        if self.level_rounds < self.min_rounds:
+            raise InputError(f"level_rounds ({self.level_rounds}) must be at least min_rounds ({self.min_rounds})")
+        self.rounds  # the round settings are checked there
+
+    @property
+    def rounds(self) -> PairedPruning:
+        """The rounds (timesteps, strata, alpha, critical values) this tree prunes with."""
+        return PairedPruning(self.n_timesteps, self.strata, self.alpha, self.min_rounds, self.n_trials, self.seed)
+
+    @classmethod
+    def parse(cls, spec: str, n_trials: int = 1) -> "TreeSchedule":
+        """``"tree:((0,1),(2,3))"``, with options after it: ``n=100``, ``alpha=0.01``, ``strata=5``,
+        ``level_rounds=3``, ``min_rounds=2``, ``seed=0``."""
+        text = str(spec).strip()
+        try:
+            body = text[len("tree"):].lstrip(":")
+            depth, end = 0, None
+            for i, ch in enumerate(body):
+                depth += {"(": 1, ")": -1}.get(ch, 0)
+                if depth == 0:
+                    end = i + 1
+                    break
+            tree = ast.literal_eval(body[:end])
+            kwargs: dict = {"n_trials": n_trials}
+            for part in (p.strip() for p in body[end:].split(",") if p.strip()):
+                key, value = (v.strip() for v in part.split("=", 1))
+                key = {"n": "n_timesteps"}.get(key, key)
+                if key not in ("n_timesteps", "alpha", "strata", "level_rounds", "min_rounds", "seed"):
+                    raise InputError(f"unknown tree-schedule option {key!r} (n, alpha, strata, level_rounds, "
+                                     "min_rounds, seed)")
+                kwargs[key] = float(value) if key == "alpha" else int(value)
+        except (ValueError, SyntaxError, TypeError):
+            raise InputError(f"cannot read schedule {spec!r}: use tree:((0,1),(2,3)),n=100,alpha=0.01 (nested "
+                             "groups of conditioning indices; dclib.label_tree builds them)") from None
+        return cls(as_tree(tree), **kwargs)
+
+    def max_evaluations(self, n_conditionings: int) -> int:
+        return self.rounds.max_evaluations(n_conditionings)
+
+    def restricted(self, rows) -> "TreeSchedule":
+        """The same schedule on the conditionings ``rows`` only (top-k pre-pruning keeps some classes): the other
+        leaves leave the tree, the rest are renumbered by their position in ``rows``, and a group left with one
+        member is that member."""
+        position = {int(r): i for i, r in enumerate(rows)}
+
+        def keep(node):
+            if isinstance(node, int):
+                return position.get(node)
+            children = [k for k in (keep(c) for c in node) if k is not None]
+            return tuple(children) if children else None
+
+        tree = keep(self.tree)
+        if tree is None:
+            raise InputError("none of the label tree's conditionings is among the candidates")
+        tree = as_tree(tree)
+        return replace(self, tree=(tree,) if isinstance(tree, int) else tree)
+
+    def run(self, score: ScoreFn, n_conditionings: int, num_train_timesteps: int = 1000) -> ScheduleRun:
+        rounds = self.rounds
+        plans = rounds.round_plans(num_train_timesteps)
+        stratum = np.array([h for _ in plans for h in range(rounds.strata) for _ in range(rounds.n_trials)])
+        n_nodes = tree_nodes(self.tree)
+        alive = list(self.tree)  # nodes; each scored through its representative, tree_leaves(node)[0]
+        at_level = [0]
+        levels = [1]
+
+        def representative(node) -> int:
+            return node if isinstance(node, int) else tree_leaves(node)[0]
+
+        def select(errors: np.ndarray, reps: list[int], n_seen: int, done: int) -> list[int]:
+            nonlocal alive
+            at_level[0] += 1
+            if done >= rounds.min_rounds and len(alive) > 1:
+                seen = errors[:, :n_seen]
+                best = reps[int(np.argmin(seen[reps].mean(1)))]
+                crit = rounds.critical_value(n_nodes, done)
+                alive = [node for node, r in zip(alive, reps)
+                         if r == best or stratified_paired_t(seen[r] - seen[best], stratum[:n_seen]) <= crit]
+            groups = [n for n in alive if not isinstance(n, int)]
+            if groups and done >= rounds.rounds_max:  # the budget is spent: every leaf left is scored and decides
+                alive = [leaf for node in alive for leaf in tree_leaves(node)]
+                levels[0] += 1
+            elif groups and (len(alive) == 1 or at_level[0] >= self.level_rounds):
+                alive = [child for node in alive for child in ((node,) if isinstance(node, int) else node)]
+                at_level[0] = 0
+                levels[0] += 1
+            return [representative(node) for node in alive]
+
+        first = [representative(node) for node in alive]
+        errors, full, best, pairs, done = run_stages(score, n_conditionings, plans, select, stop_at_one=True,
+                                                     first=first)
+        return ScheduleRun(errors, full, best, pairs, {"pruning_rounds": done, "tree_levels": levels[0]})
+
+    def __str__(self) -> str:
+        return (f"tree:{_tree_text(self.tree)},n={self.n_timesteps},alpha={self.alpha:g},strata={self.strata},"
+                f"level_rounds={self.level_rounds}")
+
+
+def as_tree(node):
+    """A label tree in its canonical form: lists (as JSON gives them) become tuples and a group of one subtree is
+    that subtree, so equal trees compare and print alike."""
+    if isinstance(node, bool) or not isinstance(node, (int, list, tuple)):
+        raise InputError(f"a label tree holds conditioning indices and groups of them, not {node!r}")
+    if isinstance(node, int):
+        return node
+    children = tuple(as_tree(child) for child in node)
+    return children[0] if len(children) == 1 else children
+
+
+def _tree_text(node) -> str:
+    return str(node) if isinstance(node, int) else "(" + ",".join(_tree_text(c) for c in node) + ")"

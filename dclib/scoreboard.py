@@ -44,13 +44,14 @@ def short_claim(text: str, width: int = 64) -> str:
     return text if len(text) <= width else text[:width].rsplit(" ", 1)[0] + " ..."
 
 
-SCOREBOARD_COLUMNS = ["figure", "claim", "comparison", "outcome", "original_outcome", "ours", "ci_low", "ci_high", "registered",
-                      "paper_effect", "threshold", "threshold_kind", "power", "n_needed", "result"]
+SCOREBOARD_COLUMNS = ["figure", "claim", "comparison", "outcome", "original_outcome", "ours", "ci_low", "ci_high",
+                      "registered", "paper_effect", "threshold", "threshold_kind", "power", "n_needed", "result"]
 
 
 def scoreboard(folder=None) -> pd.DataFrame:
     """What the status page shows: one row per comparison of every verdict recorded in this build, in the
-    registry's order. Columns: figure, claim (its key), comparison, outcome (the claim's), ours and ci_low, ci_high
+    registry's order. Columns: figure, claim (its key), comparison, outcome (the claim's) and original_outcome (the
+    original registration's, where amended), ours and ci_low, ci_high
     (our accuracy difference in the paper's direction and its 95% interval, NaN where untestable), registered (the
     effect the comparison is powered for) and paper_effect (whether that is the paper's number), threshold and
     threshold_kind ("margin": the non-inferiority margin, as a difference; "MDE": the smallest effect this sample
@@ -64,8 +65,7 @@ def scoreboard(folder=None) -> pd.DataFrame:
             rows.append({"figure": claim.figure, "claim": key, "comparison": c["label"],
                          "outcome": recorded[key]["outcome"],
                          "original_outcome": recorded[key].get("original_outcome"), "ours": c["effect"],
-                         "ci_low": interval[0],
-                         "ci_high": interval[1], "registered": c.get("registered"),
+                         "ci_low": interval[0], "ci_high": interval[1], "registered": c.get("registered"),
                          "paper_effect": claim.paper_effect if c.get("registered") is not None else None,
                          "threshold": -float(margin) if margin is not None else c.get("detectable"),
                          "threshold_kind": "margin" if margin is not None else "MDE",

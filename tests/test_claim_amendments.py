@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from dclib import verdicts
-from dclib.claims import CLAIMS, Amendment, Claim, powered_size, resolve_sizes
+from dclib.claims import CLAIMS, Amendment, Claim, powered_size, preset_sizes, resolve_sizes, sample_size_table
 from dclib.scoreboard import scoreboard, scoreboard_by_claim
 from dclib.errors import InputError
 
@@ -97,20 +97,15 @@ def test_planned_n_is_the_power_calculation_at_the_registered_effect():
     assert powered_size("compositional", 100, per=2) == 50
     with pytest.raises(InputError, match="no claim"):
         powered_size("objective_vbl", 100)
+    assert resolve_sizes({"n_images": {"powered": "objective_vlb", "at_most": 50}, "seed": 1}) == {"n_images": 50,
+                                                                                                 "seed": 1}
+    with pytest.raises(InputError, match="check at_mots"):
+        resolve_sizes({"n_images": {"powered": "objective_vlb", "at_mots": 50}})
 
 
 def _book_sizes() -> dict:
     """claim key -> images per comparison at the book preset, from book/params.yml's powered entries."""
-    book = yaml.safe_load((ROOT / "book" / "params.yml").read_text())["book"]
-    sizes = {}
-    for page, params in book.items():
-        resolved = resolve_sizes(params)
-        for name, value in params.items():
-            if isinstance(value, dict) and "powered" in value:
-                keys = [value["powered"]] if isinstance(value["powered"], str) else value["powered"]
-                for key in keys:
-                    sizes[key] = resolved[name] * value.get("per", 1)
-    return sizes
+    return preset_sizes(yaml.safe_load((ROOT / "book" / "params.yml").read_text())["book"])
 
 
 def test_every_registration_has_its_power_at_the_book_n_and_no_design_is_unreachable():
@@ -125,6 +120,15 @@ def test_every_registration_has_its_power_at_the_book_n_and_no_design_is_unreach
             assert claim.n_for_power() > n and f"{claim.n_for_power():,}" in claim.preregistration(), key
         if claim.statistic == "noninferiority":
             assert verdicts.noninferiority_reachable(n, claim.margin), key
+
+
+def test_the_sample_size_table_shows_every_planned_claim_with_its_book_n():
+    table = sample_size_table(yaml.safe_load((ROOT / "book" / "params.yml").read_text())["book"]).set_index("claim")
+    planned = [k for k, c in CLAIMS.items() if c.n_for_power() is not None]
+    assert list(table.index) == planned and (table["preset n"] != "").all()
+    vlb = table.loc["objective_vlb"]
+    assert vlb["n for 80%"] == f"{CLAIMS['objective_vlb'].n_for_power():,}" and vlb["power there"].endswith("%")
+    assert table.loc["compositional", "preset n"] == "100"  # 50 picture pairs per swap, two items each
 
 
 def test_the_scoreboard_names_the_original_outcome_and_the_gated_comparisons(tmp_path, monkeypatch):

@@ -1,0 +1,170 @@
+"""Hierarchical pruning over a label tree (dclib.schedules.TreeSchedule) and the trees dclib.label_tree builds:
+a one-level tree is paired pruning exactly; a group whose representative is clearly worse is dropped without
+scoring its other members; a member joining later is scored on every earlier sample (paired); every leaf left
+when the budget ends is scored on all samples; the spec prints and reads back."""
+import json
+
+import numpy as np
+import pytest
+
+from dclib.decide import decide, run_stages
+from dclib.errors import InputError
+from dclib.label_tree import tree_from_embeddings, tree_from_groups, tree_from_parents
+from dclib.plan import Plan, even_timesteps
+from dclib.prompts import Conditionings
+from dclib.pruning import replay_score_fn
+from dclib.schedules import PairedPruning, TreeSchedule, parse_schedule, tree_leaves, tree_nodes
+
+GRID = even_timesteps(40, 1000)
+
+
+def _errors(gaps, seed=0, noise=0.05):
+    """Errors with a shared t-dependent level (what pairing cancels) plus a per-conditioning offset."""
+    rng = np.random.default_rng(seed)
+    t = np.asarray(GRID, float)
+    shared = (0.02 + (t / 1000) ** 2) * (1 + rng.standard_normal(len(t)))
+    return shared[None] + np.asarray(gaps, float)[:, None] + noise * rng.standard_normal((len(gaps), len(t)))
+
+
+def _counting(errors):
+    calls = []
+    score = replay_score_fn(errors, np.asarray(GRID))
+
+    def counted(indices, plan):
+        calls.append((list(indices), len(plan)))
+        return score(indices, plan)
+
+    return counted, calls
+
+
+def test_a_one_level_tree_is_paired_pruning_exactly():
+    rng = np.random.default_rng(1)
+    for seed in range(4):
+        errors = _errors(rng.uniform(0, 0.3, 12), seed=seed)
+        flat = PairedPruning(n_timesteps=40, strata=4, alpha=0.05).run(replay_score_fn(errors, np.asarray(GRID)), 12)
+        tree = TreeSchedule(tuple(range(12)), n_timesteps=40, strata=4, alpha=0.05).run(
+            replay_score_fn(errors, np.asarray(GRID)), 12)
+        np.testing.assert_array_equal(flat.errors, tree.errors)
+        assert (flat.best, flat.pairs, flat.facts["pruning_rounds"]) == (tree.best, tree.pairs,
+                                                                          tree.facts["pruning_rounds"])
+
+
+def test_a_clearly_worse_group_is_dropped_without_scoring_its_members():
+    # group (0..5) holds the best class (2); group (6..11) is 1.0 worse everywhere
+    gaps = [0.3, 0.3, 0.0, 0.3, 0.3, 0.3] + [1.3] * 6
+    errors = _errors(gaps, noise=0.02)
+    score, calls = _counting(errors)
+    schedule = TreeSchedule(((0, 1, 2, 3, 4, 5), (6, 7, 8, 9, 10, 11)), n_timesteps=40, strata=4, alpha=0.05)
+    run = schedule.run(score, 12)
+    assert run.best == 2
+    scored = {c for indices, _ in calls for c in indices}
+    assert scored & set(range(7, 12)) == set()  # only the representative 6 of the worse group was ever scored
+    flat = PairedPruning(n_timesteps=40, strata=4, alpha=0.05).run(replay_score_fn(errors, np.asarray(GRID)), 12)
+    assert run.pairs < flat.pairs and run.facts["tree_levels"] == 2
+    # every conditioning still alive at the end was scored on every sample: its comparisons are paired
+    survivors = [c for c in range(12) if np.isfinite(run.errors[c]).any()]
+    assert all(np.isfinite(run.errors[c, :np.isfinite(run.errors[c]).sum()]).all() for c in survivors)
+
+
+def test_a_member_joining_is_scored_on_every_earlier_sample():
+    errors = _errors([0.0, 0.05, 0.6, 0.6])
+    score, calls = _counting(errors)
+    run = TreeSchedule(((0, 1), (2, 3)), n_timesteps=40, strata=4, alpha=0.05, level_rounds=2).run(score, 4)
+    catch_up = [(indices, n) for indices, n in calls if n > 4]  # a round adds 4 samples; a catch-up all seen so far
+    assert catch_up and catch_up[0][0] == [1] and catch_up[0][1] == 8  # leaf 1 joins after two rounds
+    assert np.isfinite(run.errors[1, :8]).all()
+    assert run.pairs == sum(len(i) * n for i, n in calls)
+
+
+def test_with_the_budget_spent_every_leaf_left_decides():
+    errors = _errors([0.01, 0.0, 0.02, 0.015], noise=0.5)  # too close to prune: both groups last to the end
+    run = TreeSchedule(((0, 1), (2, 3)), n_timesteps=40, strata=4, alpha=0.01, level_rounds=10).run(
+        replay_score_fn(errors, np.asarray(GRID)), 4)
+    alive = [c for c in range(4) if np.isfinite(run.errors[c]).all()]
+    assert alive == [0, 1, 2, 3] and run.facts["tree_levels"] == 2  # the members joined at the last round
+    means = {c: run.errors[c].mean() for c in alive}
+    assert run.best == min(means, key=means.get)
+
+
+def test_the_spec_prints_and_reads_back_and_bad_trees_are_one_line_errors():
+    schedule = TreeSchedule(((0, 2), (1, (3, 4))), n_timesteps=40, strata=4, alpha=0.05)
+    assert parse_schedule(str(schedule)) == schedule
+    assert parse_schedule("tree:((0,1),(2,3)),n=20,alpha=0.05,strata=2") == TreeSchedule(
+        ((0, 1), (2, 3)), n_timesteps=20, strata=2, alpha=0.05)
+    assert tree_nodes(((0, 2), (1, (3, 4)))) == 8 and tree_leaves(((0, 2), (1, (3, 4)))) == [0, 2, 1, 3, 4]
+    for bad, message in [("tree:((0,1),(1,2))", "exactly once"), ("tree:((0,1),", "cannot read schedule"),
+                         ("tree:((0,1)),n=20,depth=3", "unknown tree-schedule option")]:
+        with pytest.raises(InputError, match=message):
+            parse_schedule(bad)
+    assert schedule.max_evaluations(5) == PairedPruning(40, 4, 0.05).max_evaluations(5)
+
+
+def test_decide_counts_every_evaluation_of_a_tree_run():
+    errors = _errors([0.2, 0.0, 0.9, 0.9, 0.9, 0.9])
+    conds = Conditionings.from_prompts([f"class {i}" for i in range(6)])
+    result = decide(replay_score_fn(errors, np.asarray(GRID)), conds,
+                    TreeSchedule(((0, 1), (2, 3, 4, 5)), n_timesteps=40, strata=4, alpha=0.05), 1000)
+    assert result.prediction == 1 and result.evaluations == result.scored_pairs == int(np.isfinite(result.errors).sum())
+
+
+def test_the_engine_refuses_to_bring_back_a_dropped_conditioning():
+    plans = [Plan.from_timesteps([100, 200]), Plan.from_timesteps([300, 400])]
+    errors = np.zeros((3, 4))
+    score = replay_score_fn(errors, np.array([100, 200, 300, 400]))
+    with pytest.raises(ValueError, match="brought back"):
+        run_stages(score, 3, plans, lambda e, alive, n, stage: [0] if stage == 1 else [0, 1])
+
+
+# ------------------------------------------------------------------------------------------ building trees
+NAMES = ["red circle", "red square", "blue circle", "blue square", "green circle", "green square"]
+
+
+def test_trees_from_groups_parents_and_a_json_file(tmp_path):
+    conds = Conditionings.from_prompts(NAMES)
+    groups = {"red": ["red circle", "red square"], "blue": ["blue circle", "blue square"],
+              "green": ["green circle", "green square"]}
+    assert tree_from_groups(conds, groups) == ((0, 1), (2, 3), (4, 5))
+    (tmp_path / "groups.json").write_text(json.dumps(groups))
+    assert tree_from_groups(conds, str(tmp_path / "groups.json")) == ((0, 1), (2, 3), (4, 5))
+    assert tree_from_parents(conds, ["warm/red", "warm/red", "cool/blue", "cool/blue", "cool/green",
+                                     "cool/green"]) == ((0, 1), ((2, 3), (4, 5)))
+    with pytest.raises(InputError, match="missing green square"):
+        tree_from_groups(conds, [["red circle", "red square"], ["blue circle", "blue square", "green circle"]])
+    with pytest.raises(InputError, match="no class 'purple circle'"):
+        tree_from_groups(conds, [["purple circle"], NAMES])
+
+
+def test_a_tree_from_embeddings_groups_near_neighbours_and_puts_the_medoid_first():
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((3, 16)) * 5
+    emb = np.concatenate([centres[k] + 0.1 * rng.standard_normal((3, 16)) for k in range(3)])  # 3 clusters of 3
+    conds = Conditionings.from_prompts([f"c{i}" for i in range(9)])
+    tree = tree_from_embeddings(conds, emb, branching=3)
+    assert sorted(sorted(tree_leaves(g)) for g in tree) == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    for group in tree:  # the first member is the one nearest its group's mean
+        members = tree_leaves(group)
+        centre = emb[members].mean(0)
+        assert members[0] == min(members, key=lambda m: np.linalg.norm(emb[m] - centre))
+    assert sorted(tree_leaves(tree)) == list(range(9))
+    far = rng.standard_normal((3, 16)) * 50  # three super-clusters of the three clusters: a tree of three levels
+    deeper = tree_from_embeddings(Conditionings.from_prompts([f"c{i}" for i in range(27)]),
+                                  np.concatenate([far[k] + emb for k in range(3)]), branching=3)
+    assert sorted(sorted(tree_leaves(g)) for g in deeper) == [list(range(9 * k, 9 * k + 9)) for k in range(3)]
+    assert all(len(g) == 3 and all(len(c) == 3 for c in g) for g in deeper)
+
+
+def test_a_tree_composes_with_top_k_pre_pruning():
+    """Restricted to an image's candidate conditionings, the tree keeps its shape over what is left, renumbered."""
+    schedule = TreeSchedule(((0, 1, 2), (3, 4), (5, 6, 7)), n_timesteps=40, strata=4)
+    assert schedule.restricted([1, 2, 3, 6]).tree == ((0, 1), 2, 3)
+    assert schedule.restricted([4]).tree == (0,)
+    with pytest.raises(InputError, match="none of the label tree"):
+        TreeSchedule(((0, 1), (2, 3))).restricted([7])
+    # replay with candidates: the same prediction as the restricted tree run by hand
+    from dclib.experiments import ErrorSet
+    from dclib.pruning import replay
+
+    errors = _errors([0.3, 0.0, 0.5, 0.5, 0.5, 0.1, 0.5, 0.5])
+    error_set = ErrorSet(errors[None], np.asarray(GRID)[None], np.array([1]), np.arange(8), ["img"])
+    out = replay(error_set, schedule, np.array([[1, 2, 5]]), details=True)
+    assert out["predictions"] == [1] and out["evaluations"][0] <= 3 * len(GRID)
