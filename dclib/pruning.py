@@ -96,6 +96,7 @@ def classify_live(classifier, dataset, n_images: int, schedule, candidates: np.n
     for a text model."""
     text = classifier.adapter.text_conditioned
     conds = classifier.conditionings(prompts) if text else None
+    schedule = parse_schedule(schedule)
     predictions, evaluations, seconds, correct = [], [], [], 0
     for i in range(n_images):
         row = dataset[i]
@@ -108,7 +109,7 @@ def classify_live(classifier, dataset, n_images: int, schedule, candidates: np.n
             rows = labels = [int(c) for c in candidates[i]]
         started = time.perf_counter()
         result = classifier.classify(row["image"], prompts=image_prompts, image_id=row.get("id", i),
-                                     schedule=_for_candidates(parse_schedule(schedule), rows, candidates), seed=seed,
+                                     schedule=_for_candidates(schedule, rows, candidates), seed=seed,
                                      batch_size=batch_size, class_labels=labels)
         seconds.append(time.perf_counter() - started)
         predictions.append(result.prediction)

@@ -283,12 +283,10 @@ def chance_rates(tasks, paired: dict) -> dict:
     """{label: chance accuracy} for every label of :func:`paired_correctness`: 1 / classes of the label's task,
     and for the pooled label the mean over its images."""
     chance = {task.name: 1 / task.n_classes for task in tasks}
-    rates = {k: chance[k.split(": DC vs ")[0]] for k in paired if not k.startswith(POOLED)}
-    for k, (first, _) in paired.items():
-        if k.startswith(POOLED):
-            sizes = {lab: len(v[0]) for lab, v in paired.items() if lab in rates}
-            rates[k] = sum(rates[lab] * n for lab, n in sizes.items()) / max(len(first), 1)
-    return rates
+    per_task = {k: (chance[k.split(": DC vs ")[0]], len(v[0])) for k, v in paired.items() if not k.startswith(POOLED)}
+    images = sum(n for _, n in per_task.values())
+    pooled = sum(rate * n for rate, n in per_task.values()) / max(images, 1)
+    return {k: per_task[k][0] if k in per_task else pooled for k in paired}
 
 
 def accuracy_sentence(table: pd.DataFrame) -> str:
