@@ -141,7 +141,8 @@ def main() -> None:
             y = np.log([r["evaluations_per_image"] for r in curve])
             slopes[label] = round(float(np.polyfit(x, y, 1)[0]), 3)
     n_evals = errors.errors.size
-    print(json.dumps({"device": f"cpu {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+    device = f"cpu {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    print(json.dumps({"device": device,
                       "model": args.model, "dataset": args.dataset, "grid": args.grid,
                       "scoring_seconds": round(scoring_seconds, 1),
                       "evals_per_second": round(n_evals / scoring_seconds, 1) if scoring_seconds > 1 else None,

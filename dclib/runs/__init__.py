@@ -14,7 +14,8 @@ interrupted.
 
 One job per module: :mod:`~dclib.runs.store` (the folder on disk), :mod:`~dclib.runs.sources` (datasets and
 images), :mod:`~dclib.runs.provenance` (versions, model identity, config comparison),
-:mod:`~dclib.runs.options` (evaluate's option groups), :mod:`~dclib.runs.evaluation` (the evaluate loop) and :mod:`~dclib.runs.summary` (the report).
+:mod:`~dclib.runs.options` (evaluate's option groups), :mod:`~dclib.runs.evaluation` (the evaluate loop) and
+:mod:`~dclib.runs.summary` (the report).
 """
 from .evaluation import evaluate
 from .options import LoadOptions, RunOptions, Selection
@@ -25,7 +26,8 @@ from .store import (CONFIG, FORMAT, PARTS, RESULTS, TIMINGS, PartWriter, check_w
                     merge, read_config, read_store, results_schema, write_parquet_atomic)
 from .summary import format_summary, report, summarize_run
 
-__all__ = ["evaluate", "LoadOptions", "RunOptions", "Selection", "compare_configs", "hash_model_folder", "model_identity", "versions", "DatasetSource",
+__all__ = ["evaluate", "LoadOptions", "RunOptions", "Selection", "compare_configs", "hash_model_folder",
+           "model_identity", "versions", "DatasetSource",
            "hub_offline", "label_mapping", "open_dataset", "open_image", "select_indices", "stratified_order", "CONFIG",
            "FORMAT", "PARTS",
            "RESULTS", "TIMINGS", "PartWriter", "check_writable", "error_matrix", "load_results", "merge",
