@@ -223,6 +223,10 @@ class PairedPruning:
     def max_evaluations(self, n_conditionings: int) -> int:
         return n_conditionings * self.rounds_max * self.strata * self.n_trials
 
+    def sample_strata(self) -> np.ndarray:
+        """The stratum of every sample of the full plan, in order (each round lists its timesteps bin by bin)."""
+        return np.tile(np.repeat(np.arange(self.strata), self.n_trials), self.rounds_max)
+
     def critical_value(self, n_conditionings: int, rounds_done: int) -> float:
         comparisons = self.rounds_max * max(n_conditionings - 1, 1)
         return float(student_t.ppf(1.0 - self.alpha / comparisons, df=self.strata * (rounds_done * self.n_trials - 1)))
@@ -245,8 +249,7 @@ def run_paired_pruning(score: ScoreFn, n_conditionings: int, pruning: PairedPrun
     scored, facts: rounds run and the round each conditioning was dropped in).
     """
     plans = pruning.round_plans(num_train_timesteps)
-    # stratum of every column of the full plan (the round's timesteps are listed bin by bin)
-    stratum = np.array([h for _ in plans for h in range(pruning.strata) for _ in range(pruning.n_trials)])
+    stratum = pruning.sample_strata()
     dropped_in = np.full(n_conditionings, -1)
 
     def select(errors: np.ndarray, alive: list[int], n_seen: int, rounds: int) -> list[int]:
@@ -372,18 +375,14 @@ class TreeSchedule:
     def run(self, score: ScoreFn, n_conditionings: int, num_train_timesteps: int = 1000) -> ScheduleRun:
         rounds = self.rounds
         plans = rounds.round_plans(num_train_timesteps)
-        stratum = np.array([h for _ in plans for h in range(rounds.strata) for _ in range(rounds.n_trials)])
+        stratum = rounds.sample_strata()
         n_nodes = tree_nodes(self.tree)
         alive = list(self.tree)  # nodes; each scored through its representative, tree_leaves(node)[0]
-        at_level = [0]
-        levels = [1]
-
-        def representative(node) -> int:
-            return node if isinstance(node, int) else tree_leaves(node)[0]
+        at_level, levels = 0, 1
 
         def select(errors: np.ndarray, reps: list[int], n_seen: int, done: int) -> list[int]:
-            nonlocal alive
-            at_level[0] += 1
+            nonlocal alive, at_level, levels
+            at_level += 1
             if done >= rounds.min_rounds and len(alive) > 1:
                 seen = errors[:, :n_seen]
                 best = reps[int(np.argmin(seen[reps].mean(1)))]
@@ -393,17 +392,16 @@ class TreeSchedule:
             groups = [n for n in alive if not isinstance(n, int)]
             if groups and done >= rounds.rounds_max:  # the budget is spent: every leaf left is scored and decides
                 alive = [leaf for node in alive for leaf in tree_leaves(node)]
-                levels[0] += 1
-            elif groups and (len(alive) == 1 or at_level[0] >= self.level_rounds):
+                levels += 1
+            elif groups and (len(alive) == 1 or at_level >= self.level_rounds):
                 alive = [child for node in alive for child in ((node,) if isinstance(node, int) else node)]
-                at_level[0] = 0
-                levels[0] += 1
-            return [representative(node) for node in alive]
+                at_level, levels = 0, levels + 1
+            return [tree_leaves(node)[0] for node in alive]
 
-        first = [representative(node) for node in alive]
+        first = [tree_leaves(node)[0] for node in alive]
         errors, full, best, pairs, done = run_stages(score, n_conditionings, plans, select, stop_at_one=True,
                                                      first=first)
-        return ScheduleRun(errors, full, best, pairs, {"pruning_rounds": done, "tree_levels": levels[0]})
+        return ScheduleRun(errors, full, best, pairs, {"pruning_rounds": done, "tree_levels": levels})
 
     def __str__(self) -> str:
         return (f"tree:{_tree_text(self.tree)},n={self.n_timesteps},alpha={self.alpha:g},strata={self.strata},"
