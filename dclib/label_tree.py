@@ -31,7 +31,7 @@ def _class_nodes(conditionings: Conditionings) -> list:
     by_class: dict[int, list[int]] = {}
     for i, k in enumerate(conditionings.class_idx):
         by_class.setdefault(int(k), []).append(i)
-    return [as_tree(by_class.get(k, [])) if k in by_class else None for k in range(conditionings.n_classes)]
+    return [as_tree(by_class[k]) if k in by_class else None for k in range(conditionings.n_classes)]
 
 
 def _medoid_first(node, embeddings: np.ndarray | None):
