@@ -9,7 +9,10 @@ rule lives in :mod:`dclib.verdicts`, the same for every claim. Nothing here depe
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
+import yaml
 
 from .errors import InputError
 from .paper import paper_cell, paper_table, text_effect
@@ -297,11 +300,27 @@ def preset_sizes(preset: dict) -> dict[str, int]:
     return sizes
 
 
-def sample_size_table(preset: dict) -> pd.DataFrame:
-    """Every registration with a power calculation and the n a preset gives it (:func:`preset_sizes`). Columns:
-    figure, claim, registered effect, planning rate, n for 80% (:meth:`Claim.n_for_power`), preset n (images per
-    comparison) and power there (:meth:`Claim.power_at`)."""
-    sizes = preset_sizes(preset)
+# Beside the paper's CSVs (dclib.paper reads book/paper the same way), so a page run from any folder finds it.
+BOOK_PARAMS = Path(__file__).resolve().parent.parent / "book" / "params.yml"
+
+
+def book_preset(name: str) -> dict:
+    """One preset's entries of ``book/params.yml`` (page -> parameters)."""
+    if not BOOK_PARAMS.exists():
+        raise InputError(f"{BOOK_PARAMS} not found: the presets ship with a checkout of the repository, not with "
+                         "an installed package")
+    presets = yaml.safe_load(BOOK_PARAMS.read_text()) or {}
+    if name not in presets:
+        raise InputError(f"book/params.yml has no preset {name!r}; it has {', '.join(sorted(presets))}")
+    return presets[name] or {}
+
+
+def sample_size_table(preset: dict | str = "book") -> pd.DataFrame:
+    """Every registration with a power calculation and the n a preset gives it (:func:`preset_sizes`); ``preset``
+    is a preset's entries or its name in ``book/params.yml``. Columns: figure, claim, registered effect, planning
+    rate, n for 80% (:meth:`Claim.n_for_power`), preset n (images per comparison) and power there
+    (:meth:`Claim.power_at`)."""
+    sizes = preset_sizes(book_preset(preset) if isinstance(preset, str) else preset)
     rows = []
     for key, claim in CLAIMS.items():
         needed = claim.n_for_power()
