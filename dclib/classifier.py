@@ -18,6 +18,7 @@ from .adapters import DiffusionAdapter, load_adapter
 from .decide import Classification, decide
 from .errors import InputError
 from .images import ImageInput
+from .label_tree import resolve_schedule
 from .noise import NoiseDistribution, make_noise
 from .plan import Plan
 from .prompts import DEFAULT_TEMPLATE, Conditionings, require_candidates, resolve_conditionings
@@ -152,8 +153,10 @@ class DiffusionClassifier:
                 for a text model; class names or indices for a class-conditional one. At least two.
             settings: a :class:`ClassifySettings`; ``options`` are any of its fields, given on their own or put
                 over ``settings``: ``schedule`` (``N``: Algorithm 1 with N evenly spaced timesteps; ``"KEEP,...:
-                TRIALS,..."``: Algorithm 2; ``"paired:N"``: statistical pruning), ``n_trials`` (noises per
-                timestep), ``seed``, ``loss``, ``objective``, ``guidance``, ``crop``, ``noise``, ``batch_size``.
+                TRIALS,..."``: Algorithm 2; ``"paired:N"``: statistical pruning; ``"tree:auto"`` or
+                ``"tree:GROUPS.json"``: pruning over a label tree, resolved here against the candidates),
+                ``n_trials`` (noises per timestep), ``seed``, ``loss``, ``objective``, ``guidance``, ``crop``,
+                ``noise``, ``batch_size``.
             image_id: keys the noise with the seed; the default is a hash of the image's pixels. For a list of
                 images, a list of ids (one per image) or None.
             temperature: of the posterior softmax(-error / temperature), per element of the error. None (the
@@ -165,6 +168,9 @@ class DiffusionClassifier:
         started = time.perf_counter()
         conds = self.candidates(prompts, class_labels, candidate_labels, hypothesis_template)
         settings = ClassifySettings.resolve(settings, **options)
+        schedule = resolve_schedule(settings.parsed_schedule, self, conds)  # tree:auto, tree:GROUPS.json
+        if schedule is not settings.parsed_schedule:
+            settings = ClassifySettings.resolve(settings, schedule=schedule)
         if isinstance(image, (list, tuple)):  # candidates and settings checked once, before any image
             ids = [None] * len(image) if image_id is None else image_id
             if not isinstance(ids, (list, tuple)) or len(ids) != len(image):

@@ -83,7 +83,9 @@ def _add_scoring_args(p: argparse.ArgumentParser, temperature: bool = True, temp
     g.add_argument("--schedule", default=DEFAULTS.schedule,
                    help="N: Algorithm 1 with N evenly spaced timesteps; KEEP,..:TRIALS,..: Algorithm 2, e.g. "
                         "5,1:25,250 (keep 5 after 25 timesteps, then 1 after 250); paired:N[,alpha=A,strata=S]: "
-                        "statistical pruning by paired tests over N timesteps (dclib.schedules). Default 100")
+                        "statistical pruning by paired tests over N timesteps (dclib.schedules); tree:auto[,n=N] or "
+                        "tree:GROUPS.json[,n=N]: the same over a label tree, clustered from the prompts or given as "
+                        "groups of class names (dclib.label_tree). Default 100")
     g.add_argument("--n-trials", type=int, default=DEFAULTS.n_trials, help="noises per timestep (default %(default)s)")
     g.add_argument("--loss", default=DEFAULTS.loss, choices=["l2", "l1", "huber"])
     g.add_argument("--objective", default=DEFAULTS.objective, choices=["uniform", "elbo", "vlb", "uniform+vlb"],

@@ -210,14 +210,9 @@ def score_dataset_by_loss(classifier, dataset, plan: Plan | Callable[[int], Plan
         image_plan = plan(i) if callable(plan) else plan
         x0, _ = classifier.encode_image(row["image"])
         image_id = row.get("id", i)
-        if shared_noise:
-            results = [scorer.score_plan(x0, encoded, image_plan, seed, image_id, dist, losses=losses[1:])]
-        else:
-            results = [scorer.score_plan(x0, encoded[c:c + 1], image_plan, seed, f"{image_id}|cond{c}", dist,
-                                         losses=losses[1:])
-                       for c in range(len(conds))]
+        result = scorer.score_plan(x0, encoded, image_plan, seed, image_id, dist, shared_noise, losses=losses[1:])
         for loss in losses:
-            errors[loss].append(torch.cat([r.by_loss[loss] if r.by_loss else r.errors for r in results]).numpy())
+            errors[loss].append((result.by_loss[loss] if result.by_loss else result.errors).numpy())
         timesteps.append(np.array(image_plan.timesteps))
         labels.append(int(row[label_column]))
         ids.append(str(image_id))

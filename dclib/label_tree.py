@@ -11,6 +11,9 @@ A tree is nested tuples of conditioning indices (an int is a leaf, a tuple a gro
 
 Every group lists first the member nearest its centre where embeddings are given (its representative, scored
 for the whole group), else its first member. A class with several conditionings is a group of them.
+
+:func:`resolve_schedule` turns the schedules ``tree:auto`` and ``tree:GROUPS.json`` (a
+:class:`~dclib.schedules.NamedTree`) into a tree of indices once the candidates are known.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 
 from .errors import InputError
 from .prompts import Conditionings
-from .schedules import as_tree, tree_leaves
+from .schedules import NamedTree, TreeSchedule, as_tree, tree_leaves, tree_options
 
 
 def _class_nodes(conditionings: Conditionings) -> list:
@@ -100,9 +103,12 @@ def tree_from_parents(conditionings: Conditionings, parents: Sequence[str], embe
 
 
 def prompt_embeddings(classifier, conditionings: Conditionings) -> np.ndarray:
-    """One vector per conditioning from the model's own conditioning encoder (a text encoder's hidden states
-    averaged over tokens; a class embedding as it is): [n_conditionings, d], what :func:`tree_from_embeddings`
-    clusters when no tree is given."""
+    """One vector per prompt from the model's own text encoder (its hidden states averaged over tokens):
+    [n_conditionings, d], what :func:`tree_from_embeddings` clusters when no tree is given. A class-conditional
+    model is conditioned on class indices, which say nothing of which classes are alike: refused."""
+    if not classifier.adapter.text_conditioned:
+        raise InputError("a tree from prompt embeddings needs a text model; give a class-conditional model its "
+                         "tree as groups of class names (tree:GROUPS.json)")
     encoded = classifier.adapter.encode_conditions(list(conditionings.values)).float().cpu().numpy()
     return encoded.mean(axis=1) if encoded.ndim == 3 else encoded.reshape(len(encoded), -1)
 
@@ -129,3 +135,22 @@ def tree_from_embeddings(conditionings: Conditionings, embeddings: np.ndarray, b
         return tuple(split(p) for p in parts if p)
 
     return _medoid_first(as_tree(split(list(range(len(classes))))), embeddings)
+
+
+def resolve_schedule(schedule, classifier, conditionings: Conditionings):
+    """``schedule`` as it runs on ``conditionings``: a :class:`~dclib.schedules.NamedTree` becomes a
+    :class:`~dclib.schedules.TreeSchedule`, ``tree:auto`` by :func:`tree_from_embeddings` (its ``branching``
+    option, default 8) on the model's own :func:`prompt_embeddings`, ``tree:GROUPS.json`` by
+    :func:`tree_from_groups` with the representatives chosen by the same embeddings (a class-conditional model's:
+    each group's first member). Any other schedule is returned as it is. The result is deterministic, so a resumed run resolves the same tree."""
+    if not isinstance(schedule, NamedTree):
+        return schedule
+    kwargs = tree_options(schedule.options, schedule.n_trials, ("branching",))
+    branching = kwargs.pop("branching", 8)
+    text = classifier.adapter.text_conditioned  # else the first member of each group stands for it
+    embeddings = prompt_embeddings(classifier, conditionings) if text or schedule.source == "auto" else None
+    if schedule.source == "auto":
+        tree = tree_from_embeddings(conditionings, embeddings, branching)
+    else:
+        tree = tree_from_groups(conditionings, schedule.source, embeddings)
+    return TreeSchedule((tree,) if isinstance(tree, int) else tree, **kwargs)

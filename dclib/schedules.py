@@ -55,10 +55,11 @@ class EvaluationSchedule(Protocol):
     def max_evaluations(self, n_conditionings: int) -> int: ...
 
 
-def parse_schedule(spec, n_trials: int = 1) -> "Schedule | PairedPruning":
+def parse_schedule(spec, n_trials: int = 1) -> "EvaluationSchedule":
     """``100`` or ``"100"`` -> Algorithm 1 with 100 timesteps; ``"5,1:25,250"`` -> Algorithm 2 with KeepList
     (5, 1) and TrialList (25, 250); ``"paired:100,alpha=0.01"`` -> :class:`PairedPruning`;
-    ``"tree:((0,1),(2,3)),n=100"`` -> :class:`TreeSchedule`. A schedule (anything that follows
+    ``"tree:((0,1),(2,3)),n=100"`` -> :class:`TreeSchedule` (``"tree:auto"``, ``"tree:GROUPS.json"`` -> a
+    :class:`NamedTree`, resolved against the candidates by ``classify``). A schedule (anything that follows
     :class:`EvaluationSchedule`) passes through unchanged."""
     if isinstance(spec, EvaluationSchedule):
         return spec
@@ -325,12 +326,16 @@ class TreeSchedule:
         return PairedPruning(self.n_timesteps, self.strata, self.alpha, self.min_rounds, self.n_trials, self.seed)
 
     @classmethod
-    def parse(cls, spec: str, n_trials: int = 1) -> "TreeSchedule":
+    def parse(cls, spec: str, n_trials: int = 1) -> "TreeSchedule | NamedTree":
         """``"tree:((0,1),(2,3))"``, with options after it: ``n=100``, ``alpha=0.01``, ``strata=5``,
-        ``level_rounds=3``, ``min_rounds=2``, ``seed=0``."""
+        ``level_rounds=3``, ``min_rounds=2``, ``seed=0``. ``"tree:auto"`` or ``"tree:GROUPS.json"`` (same options,
+        and ``branching=8`` for ``auto``) name a tree by classes instead: a :class:`NamedTree`."""
         text = str(spec).strip()
+        body = text[len("tree"):].lstrip(":")
+        if not body.startswith("("):
+            source, _, options = body.partition(",")
+            return NamedTree(source.strip(), options.strip(), n_trials)
         try:
-            body = text[len("tree"):].lstrip(":")
             depth, end = 0, None
             for i, ch in enumerate(body):
                 depth += {"(": 1, ")": -1}.get(ch, 0)
@@ -338,18 +343,10 @@ class TreeSchedule:
                     end = i + 1
                     break
             tree = ast.literal_eval(body[:end])
-            kwargs: dict = {"n_trials": n_trials}
-            for part in (p.strip() for p in body[end:].split(",") if p.strip()):
-                key, value = (v.strip() for v in part.split("=", 1))
-                key = {"n": "n_timesteps"}.get(key, key)
-                if key not in ("n_timesteps", "alpha", "strata", "level_rounds", "min_rounds", "seed"):
-                    raise InputError(f"unknown tree-schedule option {key!r} (n, alpha, strata, level_rounds, "
-                                     "min_rounds, seed)")
-                kwargs[key] = float(value) if key == "alpha" else int(value)
         except (ValueError, SyntaxError, TypeError):
             raise InputError(f"cannot read schedule {spec!r}: use tree:((0,1),(2,3)),n=100,alpha=0.01 (nested "
-                             "groups of conditioning indices; dclib.label_tree builds them)") from None
-        return cls(as_tree(tree), **kwargs)
+                             "groups of conditioning indices), tree:auto or tree:GROUPS.json") from None
+        return cls(as_tree(tree), **tree_options(body[end:], n_trials))
 
     def max_evaluations(self, n_conditionings: int) -> int:
         return self.rounds.max_evaluations(n_conditionings)
@@ -405,7 +402,55 @@ class TreeSchedule:
 
     def __str__(self) -> str:
         return (f"tree:{_tree_text(self.tree)},n={self.n_timesteps},alpha={self.alpha:g},strata={self.strata},"
-                f"level_rounds={self.level_rounds}")
+                f"level_rounds={self.level_rounds},min_rounds={self.min_rounds},seed={self.seed}")
+
+
+TREE_OPTIONS = {"n": "n_timesteps", "alpha": "alpha", "strata": "strata", "level_rounds": "level_rounds",
+                "min_rounds": "min_rounds", "seed": "seed"}
+
+
+def tree_options(text: str, n_trials: int = 1, extra: tuple[str, ...] = ()) -> dict:
+    """Keyword arguments of :class:`TreeSchedule` (and ``extra`` names, kept as given) from ``",n=100,alpha=0.01"``."""
+    kwargs: dict = {"n_trials": n_trials}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        key, eq, value = (v.strip() for v in part.partition("="))
+        if not eq or (key not in TREE_OPTIONS and key not in extra):
+            raise InputError(f"tree schedule: cannot read option {part!r}; options: "
+                             f"{', '.join([*TREE_OPTIONS, *extra])} (as name=value)")
+        try:
+            kwargs[TREE_OPTIONS.get(key, key)] = float(value) if key == "alpha" else int(value)
+        except ValueError:
+            raise InputError(f"tree schedule: option {key} takes a number, got {value!r}") from None
+    return kwargs
+
+
+@dataclass(frozen=True)
+class NamedTree:
+    """A tree schedule whose tree is named by classes, not indices: ``tree:auto`` (the classes clustered by their
+    prompts' embeddings) or ``tree:GROUPS.json`` (groups of class names). It becomes a :class:`TreeSchedule` once
+    the candidates are known: :func:`dclib.label_tree.resolve_schedule`, which ``classify`` and ``evaluate`` call;
+    run before that, it says so. Options are checked when it is read."""
+
+    source: str
+    options: str = ""
+    n_trials: int = 1
+
+    def __post_init__(self):
+        if not self.source:
+            raise InputError("tree schedule: name a tree: tree:auto, tree:GROUPS.json or tree:((0,1),(2,3))")
+        tree_options(self.options, self.n_trials, ("branching",) if self.source == "auto" else ())
+
+    def run(self, score: ScoreFn, n_conditionings: int, num_train_timesteps: int = 1000) -> ScheduleRun:
+        raise InputError(f"schedule {self} names its tree by classes: resolve it against the candidates first "
+                         "(dclib.label_tree.resolve_schedule; classify and evaluate do)")
+
+    def max_evaluations(self, n_conditionings: int) -> int:  # a tree's bound does not depend on its shape
+        kwargs = tree_options(self.options, self.n_trials, ("branching",))
+        return PairedPruning(**{k: v for k, v in kwargs.items() if k not in ("branching", "level_rounds")}
+                             ).max_evaluations(n_conditionings)
+
+    def __str__(self) -> str:
+        return f"tree:{self.source}" + (f",{self.options}" if self.options else "")
 
 
 def as_tree(node):

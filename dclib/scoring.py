@@ -168,10 +168,17 @@ class Scorer:
 
     @torch.inference_mode()
     def score_plan(self, x0: torch.Tensor, conditions: torch.Tensor, plan: Plan, seed: int, image_id: str | int,
-                   noise: str | NoiseDistribution | None = None, **kwargs) -> ScoreResult:
+                   noise: str | NoiseDistribution | None = None, shared_noise: bool = True,
+                   **kwargs) -> ScoreResult:
         """:meth:`score` on a plan's samples, with the noise keyed by (seed, image id, t, repeat) as everywhere in
-        dclib (:func:`dclib.noise.make_noise`): the glue between plan and score."""
-        eps = make_noise(plan, x0.shape, seed, image_id, noise)
+        dclib (:func:`dclib.noise.make_noise`): the glue between plan and score. ``shared_noise=False`` (an
+        ablation: the paper shares it) gives conditioning c its own noise, keyed by image id ``"{image_id}|cond{c}"``,
+        scored in the same batched calls."""
+        if shared_noise:
+            eps = make_noise(plan, x0.shape, seed, image_id, noise)
+        else:
+            eps = torch.stack([make_noise(plan, x0.shape, seed, f"{image_id}|cond{c}", noise)
+                               for c in range(len(conditions))])
         return self.score(x0, conditions, torch.tensor(plan.timesteps), eps, **kwargs)
 
     def score(self, x0: torch.Tensor, conditions: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor,
@@ -182,7 +189,8 @@ class Scorer:
             x0: one clean sample [C, H, W] (a latent for latent models).
             conditions: encoded conditionings [n_cond, ...] (``adapter.encode_conditions``).
             timesteps: integer timesteps [n_samples] in [0, T).
-            noise: eps [n_samples, C, H, W], one per timestep, shared by every conditioning.
+            noise: eps [n_samples, C, H, W], one per timestep, shared by every conditioning; or
+                [n_conditionings, n_samples, C, H, W], each conditioning its own (the unshared ablation).
             losses: further losses (``l2``, ``l1``, ``huber``) to measure on the same predictions, returned in
                 ``by_loss`` beside ``options.loss``: a loss comparison paired down to the denoiser's output, for
                 the price of one pass (uniform objective only).
@@ -195,16 +203,20 @@ class Scorer:
         adapter, device = self.adapter, self.adapter.device
         timesteps = torch.as_tensor(timesteps, dtype=torch.long)
         n_cond, n_samples = len(conditions), len(timesteps)
-        if noise.shape[0] != n_samples or noise.shape[1:] != x0.shape:
-            raise InputError(f"noise must have shape [{n_samples}, {', '.join(map(str, x0.shape))}], "
-                             f"got {list(noise.shape)}")
+        # Unshared noise: one x_t row per (conditioning, sample) pair, in the pairs' own flattened order.
+        per_condition = noise.dim() == x0.dim() + 2
+        lead = (n_cond, n_samples) if per_condition else (n_samples,)
+        if tuple(noise.shape) != (*lead, *x0.shape):
+            dims = ", ".join(map(str, (*lead, *x0.shape)))
+            raise InputError(f"noise must have shape [{dims}], got {list(noise.shape)}")
         if n_samples and (timesteps.min() < 0 or timesteps.max() >= adapter.num_train_timesteps):
             raise InputError(f"timesteps must lie in [0, {adapter.num_train_timesteps})")
         x0 = x0.to(device, torch.float32)
-        t_all = timesteps.to(device)
-        eps_all = noise.to(device, torch.float32)
-        xt_all = adapter.q_sample(x0.expand(n_samples, *x0.shape), eps_all, t_all)
-        target_all = adapter.target(x0.expand(n_samples, *x0.shape), eps_all, t_all)  # eps, v, x0 or eps - x0
+        t_all = timesteps.to(device).repeat(n_cond if per_condition else 1)
+        eps_all = noise.to(device, torch.float32).reshape(-1, *x0.shape)
+        n_rows = len(t_all)
+        xt_all = adapter.q_sample(x0.expand(n_rows, *x0.shape), eps_all, t_all)
+        target_all = adapter.target(x0.expand(n_rows, *x0.shape), eps_all, t_all)  # eps, v, x0 or eps - x0
         errors = torch.empty(n_cond, n_samples)
         by_loss = {loss: torch.empty(n_cond, n_samples) for loss in losses[1:]}
         maps = None
@@ -213,13 +225,13 @@ class Scorer:
         compiled = getattr(adapter, "compiled", False)
         pred_uncond = None
         w = self.options.guidance
-        if w != 0 and n_samples:
+        if w != 0 and n_rows:
             null = adapter.null_condition()
             pred_uncond = torch.empty_like(xt_all)
             step = self.batch_size
             if compiled:
-                step = adapter.static_batch = balanced_batch(n_samples, self.batch_size)
-            for start in range(0, n_samples, step):
+                step = adapter.static_batch = balanced_batch(n_rows, self.batch_size)
+            for start in range(0, n_rows, step):
                 sl = slice(start, start + step)
                 size = len(t_all[sl])
                 pred_uncond[sl] = adapter.model_output(xt_all[sl], t_all[sl], null.expand(size, *null.shape[1:]))[0]
@@ -236,7 +248,7 @@ class Scorer:
         for start in range(0, total, step):
             pair = torch.arange(start, min(start + step, total))
             c_idx, s_idx = pair // n_samples, pair % n_samples
-            s_dev = s_idx.to(device)
+            s_dev = (pair if per_condition else s_idx).to(device)  # the x_t row of each pair
             x_t, t, target = xt_all[s_dev], t_all[s_dev], target_all[s_dev]
             pred, var_values = adapter.model_output(x_t, t, conditions[c_idx.to(conditions.device)])
             if pred_uncond is not None:

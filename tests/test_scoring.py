@@ -102,6 +102,22 @@ def test_several_losses_from_one_pass_match_hand_computation(w, crop):
                                                               losses=("l1",))
 
 
+@pytest.mark.parametrize("w, crop, batch_size", [(0.0, 0, 64), (1.5, 1, 5)])
+def test_unshared_noise_scores_each_conditioning_on_its_own_noise_in_one_pass(w, crop, batch_size):
+    adapter, x0, plan, _ = setup()
+    cond = adapter.encode_conditions([0, 1, 2])
+    scorer = Scorer(adapter, ScoreOptions(guidance=w, crop=crop), batch_size=batch_size)
+    result = scorer.score_plan(x0, cond, plan, seed=3, image_id="img", shared_noise=False)
+    for c in range(3):  # conditioning c against its own keyed noise, computed by hand one pair at a time
+        own = make_noise(plan, x0.shape, seed=3, image_id=f"img|cond{c}")
+        np.testing.assert_allclose(result.errors[c].numpy(), expected(adapter, x0, plan, own, w=w, crop=crop)[c],
+                                   rtol=1e-5, atol=1e-6)
+    # every (conditioning, sample) pair has its own x_t, so guidance needs one unconditional call per pair
+    assert result.evaluations == 3 * len(plan) * (2 if w else 1)
+    with pytest.raises(InputError, match="noise must have shape"):
+        scorer.score(x0, cond, torch.tensor(plan.timesteps), torch.zeros(2, len(plan), *x0.shape))
+
+
 @pytest.mark.parametrize("batch_size", [1, 7, 64])
 def test_batched_equals_looped(batch_size):
     adapter, x0, plan, noise = setup()

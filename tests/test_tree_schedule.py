@@ -93,7 +93,7 @@ def test_the_spec_prints_and_reads_back_and_bad_trees_are_one_line_errors():
         ((0, 1), (2, 3)), n_timesteps=20, strata=2, alpha=0.05)
     assert tree_nodes(((0, 2), (1, (3, 4)))) == 8 and tree_leaves(((0, 2), (1, (3, 4)))) == [0, 2, 1, 3, 4]
     for bad, message in [("tree:((0,1),(1,2))", "exactly once"), ("tree:((0,1),", "cannot read schedule"),
-                         ("tree:((0,1)),n=20,depth=3", "unknown tree-schedule option")]:
+                         ("tree:((0,1)),n=20,depth=3", "cannot read option .depth=3.")]:
         with pytest.raises(InputError, match=message):
             parse_schedule(bad)
     assert schedule.max_evaluations(5) == PairedPruning(40, 4, 0.05).max_evaluations(5)
@@ -168,3 +168,55 @@ def test_a_tree_composes_with_top_k_pre_pruning():
     error_set = ErrorSet(errors[None], np.asarray(GRID)[None], np.array([1]), np.arange(8), ["img"])
     out = replay(error_set, schedule, np.array([[1, 2, 5]]), details=True)
     assert out["predictions"] == [1] and out["evaluations"][0] <= 3 * len(GRID)
+
+
+def test_a_tree_named_by_classes_is_resolved_against_the_candidates(classifiers, rgb_image, tmp_path):
+    clf = classifiers["sd"]
+    prompts = ["a red circle", "a red square", "a blue circle", "a blue square"]
+    groups = tmp_path / "groups.json"
+    groups.write_text(json.dumps({"red": prompts[:2], "blue": prompts[2:]}))
+    by_file = clf.classify(rgb_image, prompts=prompts, schedule=f"tree:{groups},n=8,strata=4")
+    ran = parse_schedule(by_file.settings["schedule"])  # recorded in indices: rerunning that spec is exact
+    assert isinstance(ran, TreeSchedule) and sorted(map(sorted, map(tree_leaves, ran.tree))) == [[0, 1], [2, 3]]
+    again = clf.classify(rgb_image, prompts=prompts, schedule=by_file.settings["schedule"])
+    assert (again.prediction, again.evaluations) == (by_file.prediction, by_file.evaluations)
+    auto = clf.classify(rgb_image, prompts=prompts, schedule="tree:auto,n=8,strata=4,branching=2")
+    assert sorted(tree_leaves(parse_schedule(auto.settings["schedule"]).tree)) == [0, 1, 2, 3]
+    assert len(parse_schedule(auto.settings["schedule"]).tree) == 2  # two groups of two at branching 2
+    named = parse_schedule("tree:auto,n=8,strata=4")
+    assert str(named) == "tree:auto,n=8,strata=4" and named.max_evaluations(4) == 4 * 8
+    with pytest.raises(InputError, match="resolve it against the candidates"):
+        decide(replay_score_fn(_errors([0.0, 0.1]), np.asarray(GRID)), Conditionings.from_prompts(["a", "b"]),
+               named, 1000, 1.0)
+    with pytest.raises(InputError, match="cannot read option 'm=3'"):
+        parse_schedule("tree:auto,m=3")
+    with pytest.raises(InputError, match="cannot read option 'branching=2'"):  # a given tree has no branching
+        parse_schedule(f"tree:{groups},branching=2")
+    with pytest.raises(InputError, match="cannot read the label groups"):
+        clf.classify(rgb_image, prompts=prompts, schedule=f"tree:{tmp_path / 'missing.json'}")
+    with pytest.raises(InputError, match="missing a blue square"):
+        groups.write_text(json.dumps([prompts[:2], prompts[2:3]]))
+        clf.classify(rgb_image, prompts=prompts, schedule=f"tree:{groups}")
+
+
+def test_evaluate_records_the_tree_it_ran_and_resumes_from_the_named_spec(tiny_models, classifiers, tmp_path):
+    from PIL import Image
+
+    from dclib import runs
+
+    root = tmp_path / "folder"
+    for k, name in enumerate(["red", "blue", "green", "circle"]):
+        (root / name).mkdir(parents=True)
+        for j in range(2):
+            Image.fromarray(np.full((8, 8, 3), 40 * k + 9 * j, np.uint8)).save(root / name / f"{j}.png")
+    spec = "tree:auto,n=8,strata=4,branching=2"
+    kwargs = dict(schedule=spec, progress=False, classifier=classifiers["sd"], limit=4)
+    first = runs.evaluate(tiny_models["sd"], str(root), tmp_path / "run", **kwargs)
+    recorded = runs.read_config(tmp_path / "run")["schedule"]
+    assert recorded.startswith("tree:((") and sorted(tree_leaves(parse_schedule(recorded).tree)) == list(range(4))
+    # the same named spec resolves to the same tree, so the run resumes instead of refusing its config
+    again = runs.evaluate(tiny_models["sd"], str(root), tmp_path / "run", **kwargs)
+    assert first["done"] == again["done"] == 4 and runs.read_config(tmp_path / "run")["schedule"] == recorded
+    # a class-conditional model's indices say nothing of which classes are alike
+    with pytest.raises(InputError, match="needs a text model"):
+        classifiers["pixel"].classify(np.zeros((8, 8), np.uint8), schedule="tree:auto,n=8,strata=4")
