@@ -142,7 +142,8 @@ def resolve_schedule(schedule, classifier, conditionings: Conditionings):
     :class:`~dclib.schedules.TreeSchedule`, ``tree:auto`` by :func:`tree_from_embeddings` (its ``branching``
     option, default 8) on the model's own :func:`prompt_embeddings`, ``tree:GROUPS.json`` by
     :func:`tree_from_groups` with the representatives chosen by the same embeddings (a class-conditional model's:
-    each group's first member). Any other schedule is returned as it is. The result is deterministic, so a resumed run resolves the same tree."""
+    each group's first member). Any other schedule is returned as it is. The result is deterministic, so a
+    resumed run resolves the same tree."""
     if not isinstance(schedule, NamedTree):
         return schedule
     kwargs = tree_options(schedule.options, schedule.n_trials, ("branching",))
