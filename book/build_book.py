@@ -31,13 +31,15 @@ import papermill
 import yaml
 
 from dclib.claims import resolve_sizes
+from dclib.error_cache import ErrorCache, source_fingerprint
 from dclib.errors import InputError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import book_paths as paths  # noqa: E402
 from book_paths import PRESETS, build_dir, executed_dir, results_folder, site_dir  # noqa: E402,F401
 from preflight import PreflightError, missing_inputs, preflight  # noqa: E402,F401
-from render_site import RenderError, book_inputs_hash, jupyter_book_build, page_title, write_toc  # noqa: E402,F401
+from render_site import (RenderError, book_inputs_hash, fold_code_for_readers, jupyter_book_build,  # noqa: E402,F401
+                         page_title, write_toc)
 
 KERNEL = "python3"
 
@@ -46,9 +48,7 @@ class BuildError(RuntimeError):
     pass
 
 
-def dclib_source_hash() -> str:
-    """Content hash of dclib/**/*.py (paths and bytes), independent of mtimes."""
-    return paths.files_hash(p for p in sorted((paths.ROOT / "dclib").rglob("*.py")) if "__pycache__" not in p.parts)
+dclib_source_hash = source_fingerprint  # "this dclib", as the error cache keys it: a page's stamp holds it
 
 
 def load_notebook_list() -> list[dict]:
@@ -81,6 +81,8 @@ def kernel_env(preset: str, jobs: int = 1) -> dict:
     env = dict(os.environ)
     # Set, not defaulted: an inherited $DCLIB_RESULTS_DIR would let the two presets write into one folder.
     env.update(DCLIB_RESULTS_DIR=str(results_folder(preset)), DCLIB_PRESET=preset, PYDEVD_DISABLE_FILE_VALIDATION="1",
+               # pages scoring the same samples (a timestep grid and its subsets, one image set) pay once
+               DCLIB_ERROR_CACHE=str(results_folder(preset) / "error_cache"),
                # the Makefile's MPLBACKEND=Agg would keep figures out of a kernel's outputs
                MPLBACKEND="module://matplotlib_inline.backend_inline")
     for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -100,20 +102,6 @@ def notebook_stamp(nb: dict, params: dict, preset: str, code_hash: str) -> dict:
     if nb.get("reads_results"):
         stamp["results_sha256"] = paths.files_hash(sorted((results_folder(preset) / "verdicts").glob("*.json")))
     return stamp
-
-
-def fold_code_for_readers(nb: dict) -> dict:
-    """What a reader sees: the parameters cell and papermill's injected cell are dropped (the page's ``start_page``
-    cell shows the values it ran with); every other code cell keeps its outputs, its code folded (hide-input)."""
-    cells = []
-    for cell in nb["cells"]:
-        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
-        if cell["cell_type"] == "code" and {"parameters", "injected-parameters"} & set(tags):
-            continue
-        if cell["cell_type"] == "code" and not {"hide-input", "remove-input", "remove-cell"} & set(tags):
-            tags.append("hide-input")
-        cells.append(cell)
-    return {**nb, "cells": cells}
 
 
 def save_executed(name: str, finished: Path, stamp: dict) -> None:
@@ -194,6 +182,7 @@ def main(argv=None) -> int:
         print(f"book: preset {args.preset}, {len(notebooks)} page(s), {args.jobs} at once, dclib source "
               f"{code_hash[:12]}", flush=True)
         os.environ.update(kernel_env(args.preset, args.jobs))  # every kernel of this run: see execute_page
+        ErrorCache(os.environ["DCLIB_ERROR_CACHE"]).prune()  # errors of an older dclib are never read again
 
         def run(nb: dict) -> str | None:  # the page's name if it failed or has no executed copy
             name, t0 = nb["name"], time.monotonic()

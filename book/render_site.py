@@ -23,6 +23,20 @@ class RenderError(RuntimeError):
     pass
 
 
+def fold_code_for_readers(nb: dict) -> dict:
+    """What a reader sees: the parameters cell and papermill's injected cell are dropped (the page's ``start_page``
+    cell shows the values it ran with); every other code cell keeps its outputs, its code folded (hide-input)."""
+    cells = []
+    for cell in nb["cells"]:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if cell["cell_type"] == "code" and {"parameters", "injected-parameters"} & set(tags):
+            continue
+        if cell["cell_type"] == "code" and not {"hide-input", "remove-input", "remove-cell"} & set(tags):
+            tags.append("hide-input")
+        cells.append(cell)
+    return {**nb, "cells": cells}
+
+
 def write_toc(notebooks: list[dict], preset: str) -> Path:
     """``_build/PRESET/_toc.yml``: intro, how to reproduce, one page per notebook in order, the API reference,
     references."""

@@ -13,10 +13,10 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm import tqdm
 
 from .classifier import DiffusionClassifier
+from .error_cache import ErrorCache
 from .errors import InputError
 from .noise import NoiseDistribution
 from .plan import Plan
@@ -176,50 +176,72 @@ def image_rows(n_rows: int, n_images: int | None = None, shuffle_seed: int | Non
 def score_dataset(classifier, dataset, plan: Plan | Callable[[int], Plan], conditionings: Conditionings | None = None,
                   n_images: int | None = None, seed: int = 0, options: ScoreOptions | None = None,
                   noise: str | NoiseDistribution | None = None, shared_noise: bool = True,
-                  batch_size: "int | str" = "auto", label_column: str = "label", progress: bool = True) -> ErrorSet:
+                  batch_size: "int | str" = "auto", label_column: str = "label", progress: bool = True,
+                  cache: ErrorCache | None = None) -> ErrorSet:
     """Errors of every conditioning on every sample of a plan, for the first ``n_images`` rows of a dataset.
 
     ``plan`` may be a function of the image index (e.g. uniform random timesteps drawn per image).
     ``shared_noise=False`` gives each conditioning its own noise (an ablation: the paper shares it).
+    ``cache`` (default: ``$DCLIB_ERROR_CACHE`` if set, see :mod:`dclib.error_cache`) reads back the samples scored
+    before under the same setup and saves the new ones; ``meta["cached_samples"]`` says how many were read.
     """
     options = options or ScoreOptions()
-    return score_dataset_by_loss(classifier, dataset, plan, (options.loss,), conditionings, n_images, seed, options,
-                                 noise, shared_noise, batch_size, label_column, progress)[options.loss]
+    return score_dataset_variants(classifier, dataset, plan, (options,), conditionings, n_images, seed, noise,
+                                  shared_noise, batch_size, label_column, progress, cache)[options]
 
 
-def score_dataset_by_loss(classifier, dataset, plan: Plan | Callable[[int], Plan], losses: Sequence[str],
-                          conditionings: Conditionings | None = None, n_images: int | None = None, seed: int = 0,
-                          options: ScoreOptions | None = None, noise: str | NoiseDistribution | None = None,
-                          shared_noise: bool = True, batch_size: "int | str" = "auto", label_column: str = "label",
-                          progress: bool = True) -> dict[str, ErrorSet]:
-    """:func:`score_dataset` for several losses at once, {loss: ErrorSet}: one denoiser pass, every loss
-    measured on the same predictions (``options.loss`` is replaced by each loss in turn)."""
-    losses = tuple(dict.fromkeys(losses))
-    if not losses:
-        raise InputError("no losses to score")
-    options = replace(options or ScoreOptions(), loss=losses[0])
+def score_dataset_variants(classifier, dataset, plan: Plan | Callable[[int], Plan], variants: Sequence[ScoreOptions],
+                           conditionings: Conditionings | None = None, n_images: int | None = None, seed: int = 0,
+                           noise: str | NoiseDistribution | None = None, shared_noise: bool = True,
+                           batch_size: "int | str" = "auto", label_column: str = "label", progress: bool = True,
+                           cache: ErrorCache | None = None) -> dict[ScoreOptions, ErrorSet]:
+    """:func:`score_dataset` under several :class:`ScoreOptions` at once (losses, objectives, guidance weights,
+    crops), {options: ErrorSet}: one denoiser pass (:meth:`Scorer.score`'s ``variants``), every variant measured
+    on the same predictions, each equal to its own run."""
+    variants = tuple(dict.fromkeys(variants))
+    if not variants:
+        raise InputError("no scoring options to score")
     conds = conditionings or classifier.conditionings()
     n = len(dataset) if n_images is None else min(n_images, len(dataset))
-    scorer = Scorer(classifier.adapter, options, batch_size=batch_size)
+    scorer = Scorer(classifier.adapter, variants[0], batch_size=batch_size)
     encoded = classifier.adapter.encode_conditions(list(conds.values))
     dist = NoiseDistribution.parse(noise)
-    errors = {loss: [] for loss in losses}
+    cache = cache if cache is not None else ErrorCache.from_environment()
+    contexts = {o: cache.context(classifier, conds, o, dist, shared_noise, seed)
+                for o in variants} if cache is not None else {}
+    if None in contexts.values():
+        contexts = {}
+    errors = {o: [] for o in variants}
     timesteps, labels, ids = [], [], []
+    n_cached = 0
     for i in tqdm(range(n), desc="scoring images", disable=not progress):
         row = dataset[i]
         image_plan = plan(i) if callable(plan) else plan
-        x0, _ = classifier.encode_image(row["image"])
+        x0, content = classifier.encode_image(row["image"])
         image_id = row.get("id", i)
-        result = scorer.score_plan(x0, encoded, image_plan, seed, image_id, dist, shared_noise, losses=losses[1:])
-        for loss in losses:
-            errors[loss].append((result.by_loss[loss] if result.by_loss else result.errors).numpy())
+        key = f"{content}|{image_id}"  # the pixels the errors come from and the id that keys their noise
+        known = {o: ctx.read(key, image_plan, len(conds)) for o, ctx in contexts.items()}
+        missing = (np.isnan(np.stack(list(known.values()))).any(axis=(0, 1)) if known
+                   else np.ones(len(image_plan), bool))
+        if missing.any():
+            todo = Plan(tuple(np.array(image_plan.timesteps)[missing].tolist()),
+                        tuple(np.array(image_plan.repeats)[missing].tolist()))
+            result = scorer.score_plan(x0, encoded, todo, seed, image_id, dist, shared_noise, variants=variants[1:])
+            for o in variants:
+                new = (result.by_options[o] if result.by_options else result.errors).numpy()
+                if o in contexts:
+                    contexts[o].write(key, todo, new)
+                known.setdefault(o, np.empty((len(conds), len(image_plan)), np.float32))[:, missing] = new
+        n_cached += int((~missing).sum())
+        for o in variants:
+            errors[o].append(known[o])
         timesteps.append(np.array(image_plan.timesteps))
         labels.append(int(row[label_column]))
         ids.append(str(image_id))
-    return {loss: ErrorSet(np.stack(errors[loss]), np.stack(timesteps), np.array(labels), np.array(conds.class_idx),
-                           ids, {"seed": seed, "shared_noise": shared_noise,
-                                 "options": replace(options, loss=loss).to_dict(), "noise": str(dist)})
-            for loss in losses}
+    return {o: ErrorSet(np.stack(errors[o]), np.stack(timesteps), np.array(labels), np.array(conds.class_idx), ids,
+                        {"seed": seed, "shared_noise": shared_noise, "options": o.to_dict(), "noise": str(dist),
+                         "cached_samples": n_cached})
+            for o in variants}
 
 
 def evaluate_dataset(classifier, dataset, limit: int | None = None, progress: bool = True, desc: str = "evaluate",
@@ -267,26 +289,27 @@ def cached(path: Path, compute: Callable[[], ErrorSet]) -> ErrorSet:
 
 def compare_settings(classifier, dataset, settings: dict[str, dict], plan: Plan, n_images: int | None = None,
                      seed: int = 0, batch_size: "int | str" = "auto", progress: bool = False,
-                     conditionings: Conditionings | None = None):
+                     conditionings: Conditionings | None = None, cache: ErrorCache | None = None):
     """Accuracy (with 95% Clopper-Pearson intervals) of the same images under several scoring settings.
 
     ``settings`` maps a name to keyword arguments of :func:`score_dataset` (``options``, ``noise``,
     ``shared_noise``). Every setting sees the same images, timesteps and noise keys, so differences are paired.
-    Settings that differ only in ``options.loss`` share one denoiser pass (:func:`score_dataset_by_loss`).
+    Settings that differ only in ``options`` (loss, objective, guidance, crop) share one denoiser pass
+    (:func:`score_dataset_variants`).
     ``conditionings`` are the candidates (a text model's prompts); default: every class of a class-conditional model.
-    Returns (table, {name: ErrorSet}).
+    ``cache``: as :func:`score_dataset`'s. Returns (table, {name: ErrorSet}).
     """
-    groups: dict[str, tuple[dict, dict[str, str]]] = {}  # everything but the loss -> (kwargs, {name: loss})
+    # everything but the options -> (those kwargs, {name: options})
+    groups: dict[str, tuple[dict, dict[str, ScoreOptions]]] = {}
     for name, kwargs in settings.items():
-        options = kwargs.get("options") or ScoreOptions()
-        rest = {**kwargs, "options": replace(options, loss="l2")}
-        key = repr(sorted(rest.items()))
-        groups.setdefault(key, (rest, {}))[1][name] = options.loss
+        rest = {k: v for k, v in kwargs.items() if k != "options"}
+        groups.setdefault(repr(sorted(rest.items())), (rest, {}))[1][name] = kwargs.get("options") or ScoreOptions()
     by_name = {}
-    for rest, losses in groups.values():
-        scored = score_dataset_by_loss(classifier, dataset, plan, list(losses.values()), conditionings, n_images=n_images,
-                                       seed=seed, batch_size=batch_size, progress=progress, **rest)
-        by_name.update({name: scored[loss] for name, loss in losses.items()})
+    for rest, variants in groups.values():
+        scored = score_dataset_variants(classifier, dataset, plan, list(variants.values()), conditionings,
+                                        n_images=n_images, seed=seed, batch_size=batch_size, progress=progress,
+                                        cache=cache, **rest)
+        by_name.update({name: scored[o] for name, o in variants.items()})
     sets, rows = {}, []
     for name in settings:
         errors = sets[name] = by_name[name]

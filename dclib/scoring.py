@@ -61,7 +61,8 @@ class ScoreResult:
     errors: torch.Tensor  # [n_conditionings, n_samples], float32 on the CPU
     maps: torch.Tensor | None = None  # [n_conditionings, n_samples, H, W] (channel mean), when asked for
     evaluations: int = 0  # denoiser calls, including the unconditional ones for guidance
-    by_loss: dict[str, torch.Tensor] | None = None  # {loss: errors} from the same predictions, when asked for
+    #: {options: errors} for every variant scored from the same predictions (the scorer's own first), when asked for
+    by_options: dict[ScoreOptions, torch.Tensor] | None = None
 
 
 def crop_map(x: torch.Tensor, crop: int) -> torch.Tensor:
@@ -145,18 +146,22 @@ class Scorer:
         self.progress = progress
         if getattr(adapter, "compiled", False):
             adapter.static_batch = batch_size  # the compiled graph's static shape; score() balances it per workload
-        if adapter.flow_matching and self.options.objective != "uniform":
-            # elbo weights and the vlb come from a discrete DDPM schedule (betas), which flow matching has not
-            raise InputError(f"the {self.options.objective!r} objective is not defined for flow-matching models "
-                             f"({type(adapter).__name__}); use objective='uniform'")
-        if self.options.objective != "uniform":
-            # the variance of p(x_{t-1} | x_t): the model's learned one, else its scheduler's fixed one
-            variance_type = adapter.variance_type
-            self._posterior = GaussianPosterior(adapter.betas, variance_type)
-            self._elbo_w = elbo_weights(adapter.betas, variance_type).float()
+        self._posterior = self._elbo_w = None
+        self._check_objective(self.options)
 
-    def _terms(self, x0, x_t, t, eps, target, pred, var_values) -> torch.Tensor:
-        o = self.options
+    def _check_objective(self, options: ScoreOptions) -> None:
+        if options.objective == "uniform" or self._posterior is not None:
+            return
+        if self.adapter.flow_matching:
+            # elbo weights and the vlb come from a discrete DDPM schedule (betas), which flow matching has not
+            raise InputError(f"the {options.objective!r} objective is not defined for flow-matching models "
+                             f"({type(self.adapter).__name__}); use objective='uniform'")
+        # the variance of p(x_{t-1} | x_t): the model's learned one, else its scheduler's fixed one
+        variance_type = self.adapter.variance_type
+        self._posterior = GaussianPosterior(self.adapter.betas, variance_type)
+        self._elbo_w = elbo_weights(self.adapter.betas, variance_type).float()
+
+    def _terms(self, o: ScoreOptions, x0, x_t, t, eps, target, pred, var_values) -> torch.Tensor:
         if o.objective == "uniform":
             return loss_terms(target, pred, o.loss)
         eps_pred = self.adapter.to_eps(pred, x_t, t)  # the ELBO and the VLB are written in eps
@@ -182,7 +187,7 @@ class Scorer:
         return self.score(x0, conditions, torch.tensor(plan.timesteps), eps, **kwargs)
 
     def score(self, x0: torch.Tensor, conditions: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor,
-              return_maps: bool = False, losses: tuple[str, ...] = ()) -> ScoreResult:
+              return_maps: bool = False, variants: tuple[ScoreOptions, ...] = ()) -> ScoreResult:
         """Errors of every conditioning on every sample.
 
         Args:
@@ -191,15 +196,16 @@ class Scorer:
             timesteps: integer timesteps [n_samples] in [0, T).
             noise: eps [n_samples, C, H, W], one per timestep, shared by every conditioning; or
                 [n_conditionings, n_samples, C, H, W], each conditioning its own (the unshared ablation).
-            losses: further losses (``l2``, ``l1``, ``huber``) to measure on the same predictions, returned in
-                ``by_loss`` beside ``options.loss``: a loss comparison paired down to the denoiser's output, for
-                the price of one pass (uniform objective only).
+            variants: further :class:`ScoreOptions` (another loss, objective, guidance weight or crop) measured on
+                the same denoiser outputs, returned in ``by_options`` beside the scorer's own: a comparison of
+                them paired down to the denoiser's output, for the price of one pass (plus one unconditional pass
+                if any uses guidance). Each equals what a scorer with those options alone computes.
         """
-        losses = tuple(dict.fromkeys((self.options.loss, *losses))) if losses else ()
-        if losses and self.options.objective != "uniform":
-            raise InputError(f"several losses need the uniform objective, not {self.options.objective!r}")
-        for loss in losses:
-            check_loss(loss)
+        variants = tuple(dict.fromkeys((self.options, *variants))) if variants else ()
+        for v in variants:
+            if not isinstance(v, ScoreOptions):
+                raise InputError(f"a scoring variant is a ScoreOptions, not {v!r}")
+            self._check_objective(v)
         adapter, device = self.adapter, self.adapter.device
         timesteps = torch.as_tensor(timesteps, dtype=torch.long)
         n_cond, n_samples = len(conditions), len(timesteps)
@@ -218,14 +224,13 @@ class Scorer:
         xt_all = adapter.q_sample(x0.expand(n_rows, *x0.shape), eps_all, t_all)
         target_all = adapter.target(x0.expand(n_rows, *x0.shape), eps_all, t_all)  # eps, v, x0 or eps - x0
         errors = torch.empty(n_cond, n_samples)
-        by_loss = {loss: torch.empty(n_cond, n_samples) for loss in losses[1:]}
+        others = {v: torch.empty(n_cond, n_samples) for v in variants[1:]}
         maps = None
         evaluations = 0
 
         compiled = getattr(adapter, "compiled", False)
         pred_uncond = None
-        w = self.options.guidance
-        if w != 0 and n_rows:
+        if any(v.guidance != 0 for v in (self.options, *variants)) and n_rows:  # once for every guidance weight
             null = adapter.null_condition()
             pred_uncond = torch.empty_like(xt_all)
             step = self.batch_size
@@ -250,15 +255,18 @@ class Scorer:
             c_idx, s_idx = pair // n_samples, pair % n_samples
             s_dev = (pair if per_condition else s_idx).to(device)  # the x_t row of each pair
             x_t, t, target = xt_all[s_dev], t_all[s_dev], target_all[s_dev]
-            pred, var_values = adapter.model_output(x_t, t, conditions[c_idx.to(conditions.device)])
-            if pred_uncond is not None:
-                pred = (1 + w) * pred - w * pred_uncond[s_dev]
-            terms = crop_map(self._terms(x0.expand_as(x_t), x_t, t, eps_all[s_dev], target, pred, var_values),
-                             self.options.crop)
+            pred_c, var_values = adapter.model_output(x_t, t, conditions[c_idx.to(conditions.device)])
+
+            def measured(o: ScoreOptions) -> torch.Tensor:  # error maps under one variant's options
+                w = o.guidance
+                pred = pred_c if w == 0 else (1 + w) * pred_c - w * pred_uncond[s_dev]
+                return crop_map(self._terms(o, x0.expand_as(x_t), x_t, t, eps_all[s_dev], target, pred, var_values),
+                                o.crop)
+
+            terms = measured(self.options)
             errors[c_idx, s_idx] = terms.flatten(1).mean(1).float().cpu()
-            for loss, out in by_loss.items():
-                other = crop_map(loss_terms(target, pred, loss), self.options.crop)
-                out[c_idx, s_idx] = other.flatten(1).mean(1).float().cpu()
+            for o, out in others.items():
+                out[c_idx, s_idx] = measured(o).flatten(1).mean(1).float().cpu()
             if return_maps:
                 if maps is None:
                     maps = torch.empty(n_cond, n_samples, *terms.shape[-2:])
@@ -267,9 +275,7 @@ class Scorer:
             bar.update(len(pair))
         if own_bar:
             bar.close()
-        if losses:
-            by_loss = {losses[0]: errors, **by_loss}
-        return ScoreResult(errors, maps, evaluations, by_loss or None)
+        return ScoreResult(errors, maps, evaluations, {self.options: errors, **others} if variants else None)
 
 
 def noise_elements(source, crop: int = 0) -> int:

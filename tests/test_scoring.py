@@ -86,20 +86,35 @@ def test_error_map_cropping(crop):
 def test_several_losses_from_one_pass_match_hand_computation(w, crop):
     adapter, x0, plan, noise = setup()
     cond = adapter.encode_conditions([0, 1, 2])
-    result = Scorer(adapter, ScoreOptions(loss="l1", guidance=w, crop=crop)).score(
-        x0, cond, torch.tensor(plan.timesteps), noise, losses=("huber", "l2", "l1"))
-    assert list(result.by_loss) == ["l1", "huber", "l2"] and result.by_loss["l1"] is result.errors
-    for loss, errors in result.by_loss.items():
-        np.testing.assert_allclose(errors.numpy(), expected(adapter, x0, plan, noise, loss, w=w, crop=crop),
+    own = ScoreOptions(loss="l1", guidance=w, crop=crop)
+    variants = tuple(ScoreOptions(loss=loss, guidance=w, crop=crop) for loss in ("huber", "l2", "l1"))
+    result = Scorer(adapter, own).score(x0, cond, torch.tensor(plan.timesteps), noise, variants=variants)
+    assert list(result.by_options) == [own, *variants[:2]] and result.by_options[own] is result.errors
+    for options, errors in result.by_options.items():
+        np.testing.assert_allclose(errors.numpy(), expected(adapter, x0, plan, noise, options.loss, w=w, crop=crop),
                                    rtol=1e-5, atol=1e-6)
     # the denoiser ran once per pair, not once per loss
     assert result.evaluations == 3 * len(plan) + (len(plan) if w else 0)
-    assert Scorer(adapter).score(x0, cond, torch.tensor(plan.timesteps), noise).by_loss is None
+    assert Scorer(adapter).score(x0, cond, torch.tensor(plan.timesteps), noise).by_options is None
     with pytest.raises(InputError, match="unknown loss"):
-        Scorer(adapter).score(x0, cond, torch.tensor(plan.timesteps), noise, losses=("l3",))
-    with pytest.raises(InputError, match="uniform objective"):
-        Scorer(adapter, ScoreOptions(objective="elbo")).score(x0, cond, torch.tensor(plan.timesteps), noise,
-                                                              losses=("l1",))
+        ScoreOptions(loss="l3")
+    with pytest.raises(InputError, match="a scoring variant is a ScoreOptions"):
+        Scorer(adapter).score(x0, cond, torch.tensor(plan.timesteps), noise, variants=("l1",))
+
+
+def test_guidance_weights_crops_and_objectives_from_one_pass_equal_their_own_runs(classifiers, rgb_image):
+    """Variants differing in guidance, crop and objective share the conditional (and one unconditional) pass."""
+    clf = classifiers["dit"]  # learned variance: the VLB objective uses the model's own variance output
+    x0, image_id = clf.encode_image(rgb_image)
+    cond = clf.adapter.encode_conditions([0, 3, 7])
+    plan = even_plan(6)
+    variants = (ScoreOptions(guidance=2.0), ScoreOptions(guidance=-1.0, crop=1), ScoreOptions(objective="vlb"),
+                ScoreOptions(objective="elbo"), ScoreOptions(loss="huber", crop=1))
+    shared = Scorer(clf.adapter, batch_size=7).score_plan(x0, cond, plan, 5, image_id, variants=variants)
+    for options in (ScoreOptions(), *variants):
+        alone = Scorer(clf.adapter, options, batch_size=7).score_plan(x0, cond, plan, 5, image_id).errors
+        torch.testing.assert_close(shared.by_options[options], alone, rtol=1e-5, atol=1e-7)
+    assert shared.evaluations == 3 * len(plan) + len(plan)  # one unconditional pass serves both weights
 
 
 @pytest.mark.parametrize("w, crop, batch_size", [(0.0, 0, 64), (1.5, 1, 5)])
