@@ -13,9 +13,8 @@
   a page is executed, here and by book/store_checked_outputs.py. ``--jobs N`` runs N pages at once, each kernel on
   ``OMP_NUM_THREADS = cores // N``.
 * An executed copy is reused while its stamp (``NAME.stamp.json``) matches: the notebook's bytes, the injected
-  parameters, the preset and the content hash of ``dclib/**/*.py`` (and, for ``reads_results`` pages, the saved
-  verdicts). A stamp, not jupyter-cache: jupyter-cache keys a notebook by its code cells alone, while a page's
-  numbers also change with its parameters and with the library it calls.
+  parameters, the preset, dclib's source hash (and, for ``reads_results`` pages, the saved verdicts). A stamp, not
+  jupyter-cache, which keys a notebook by its code cells alone. Kernels share an error cache (dclib.error_cache).
 """
 from __future__ import annotations
 
@@ -85,11 +84,10 @@ def kernel_env(preset: str, jobs: int = 1) -> dict:
                DCLIB_ERROR_CACHE=str(results_folder(preset) / "error_cache"),
                # the Makefile's MPLBACKEND=Agg would keep figures out of a kernel's outputs
                MPLBACKEND="module://matplotlib_inline.backend_inline")
-    for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        env.setdefault(k, "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env.setdefault("TRANSFORMERS_VERBOSITY", "error")  # as the Makefile sets it: no notices on a page's outputs
-    env.setdefault("PYTHONHASHSEED", "0")
+    # as the Makefile sets them: offline, and no library notices on a page's outputs
+    for k, v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONHASHSEED": "0",
+                 "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}.items():
+        env.setdefault(k, v)
     if jobs > 1:  # pages at once share the cores: one kernel per core, not every kernel on every core
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     return env
