@@ -63,12 +63,11 @@ class CacheContext:
             return out
         column = {key: i for i, key in enumerate(plan.keys())}
         for path in folder.glob("*.npz"):
-            with np.load(path, allow_pickle=False) as saved:
-                if saved["errors"].shape[0] != n_conditionings:
-                    continue
-                for j, key in enumerate(zip(saved["timesteps"].tolist(), saved["repeats"].tolist())):
-                    if key in column:
-                        out[:, column[key]] = saved["errors"][:, j]
+            with np.load(path, allow_pickle=False) as saved:  # each array is read from the file once
+                timesteps, repeats, errors = saved["timesteps"], saved["repeats"], saved["errors"]
+            for j, key in enumerate(zip(timesteps.tolist(), repeats.tolist())):
+                if key in column:
+                    out[:, column[key]] = errors[:, j]
         return out
 
     def write(self, image_key: str, plan: Plan, errors: np.ndarray) -> None:
@@ -98,19 +97,23 @@ class ErrorCache:
         folder = os.environ.get(ENVIRONMENT)
         return cls(folder) if folder else None
 
-    def context(self, classifier, conditionings, options, noise, shared_noise: bool, seed: int
-                ) -> CacheContext | None:
-        """Where the errors of one scoring setup live; None for a model dclib cannot identify (built in memory),
-        whose errors are then not cached."""
+    def contexts(self, classifier, conditionings, variants, noise, shared_noise: bool, seed: int
+                 ) -> dict:
+        """{options: where its errors live} for each of ``variants`` (:class:`~dclib.scoring.ScoreOptions`) of
+        one scoring setup; empty for a model dclib cannot identify (built in memory, or a hub id without a cached
+        snapshot), whose errors are then not cached. The weights are hashed once for all variants."""
         adapter = classifier.adapter
         if adapter.model_id is None:
-            return None
+            return {}
         identity = model_identity(adapter.model_id, getattr(adapter, "revision", None))
         if identity.get("source") == "hub" and not identity.get("commit"):
-            return None  # a hub id without a pinned snapshot may change under the same name
-        setup = {"model": identity, "adapter": adapter.describe(), "autocast": str(adapter.autocast),
-                 "conditionings": [str(v) for v in conditionings.values], "options": options.to_dict(),
-                 "noise": str(noise), "shared_noise": bool(shared_noise), "seed": int(seed)}
+            return {}  # a hub id without a pinned snapshot may change under the same name
+        base = {"model": identity, "adapter": adapter.describe(), "autocast": str(adapter.autocast),
+                "conditionings": [str(v) for v in conditionings.values], "noise": str(noise),
+                "shared_noise": bool(shared_noise), "seed": int(seed)}
+        return {options: self._context({**base, "options": options.to_dict()}) for options in variants}
+
+    def _context(self, setup: dict) -> CacheContext:
         folder = self.folder / _digest(setup)
         if not (folder / "setup.json").exists():  # for a reader of the folder; never read back
             folder.mkdir(parents=True, exist_ok=True)

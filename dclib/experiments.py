@@ -207,10 +207,7 @@ def score_dataset_variants(classifier, dataset, plan: Plan | Callable[[int], Pla
     encoded = classifier.adapter.encode_conditions(list(conds.values))
     dist = NoiseDistribution.parse(noise)
     cache = cache if cache is not None else ErrorCache.from_environment()
-    contexts = {o: cache.context(classifier, conds, o, dist, shared_noise, seed)
-                for o in variants} if cache is not None else {}
-    if None in contexts.values():
-        contexts = {}
+    contexts = cache.contexts(classifier, conds, variants, dist, shared_noise, seed) if cache is not None else {}
     errors = {o: [] for o in variants}
     timesteps, labels, ids = [], [], []
     n_cached = 0
