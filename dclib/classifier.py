@@ -18,7 +18,7 @@ from .adapters import DiffusionAdapter, load_adapter
 from .decide import Classification, decide
 from .errors import InputError
 from .images import ImageInput
-from .label_tree import resolve_schedule
+from .label_tree import resolve_settings
 from .noise import NoiseDistribution, make_noise
 from .plan import Plan
 from .prompts import DEFAULT_TEMPLATE, Conditionings, require_candidates, resolve_conditionings
@@ -168,9 +168,7 @@ class DiffusionClassifier:
         started = time.perf_counter()
         conds = self.candidates(prompts, class_labels, candidate_labels, hypothesis_template)
         settings = ClassifySettings.resolve(settings, **options)
-        schedule = resolve_schedule(settings.parsed_schedule, self, conds)  # tree:auto, tree:GROUPS.json
-        if schedule is not settings.parsed_schedule:
-            settings = ClassifySettings.resolve(settings, schedule=schedule)
+        settings = resolve_settings(settings, self, conds)  # tree:auto, tree:GROUPS.json
         if isinstance(image, (list, tuple)):  # candidates and settings checked once, before any image
             ids = [None] * len(image) if image_id is None else image_id
             if not isinstance(ids, (list, tuple)) or len(ids) != len(image):

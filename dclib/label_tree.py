@@ -27,6 +27,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from .errors import InputError
 from .prompts import Conditionings
 from .schedules import NamedTree, TreeSchedule, as_tree, tree_leaves, tree_options
+from .settings import ClassifySettings
 
 
 def _class_nodes(conditionings: Conditionings) -> list:
@@ -155,3 +156,10 @@ def resolve_schedule(schedule, classifier, conditionings: Conditionings):
     else:
         tree = tree_from_groups(conditionings, schedule.source, embeddings)
     return TreeSchedule((tree,) if isinstance(tree, int) else tree, **kwargs)
+
+
+def resolve_settings(settings: ClassifySettings, classifier, conditionings: Conditionings) -> ClassifySettings:
+    """``settings`` with its schedule resolved by :func:`resolve_schedule` (``settings`` itself when there is nothing
+    to resolve): what ``classify`` and ``evaluate`` run and record."""
+    schedule = resolve_schedule(settings.parsed_schedule, classifier, conditionings)
+    return settings if schedule is settings.parsed_schedule else ClassifySettings.resolve(settings, schedule=schedule)

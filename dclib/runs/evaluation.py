@@ -28,7 +28,7 @@ from ..classifier import DiffusionClassifier
 from ..errors import InputError, NonFiniteError, check_finite
 from ..prompts import DEFAULT_TEMPLATE, require_candidates
 from ..scoring import resolve_batch_size
-from ..label_tree import resolve_schedule
+from ..label_tree import resolve_settings
 from ..settings import ClassifySettings
 from .options import LoadOptions, RunOptions, Selection, split_options
 from .provenance import short_json, compare_configs, model_identity, versions
@@ -129,9 +129,7 @@ def evaluate(model=None, dataset=None, out=None, *, prompts=None, labels=None, t
                                          template=template)
         require_candidates(conds)
         mapping, label_table = map_labels(source.label_names, conds, selection.label_mapping)
-        schedule = resolve_schedule(settings.parsed_schedule, classifier, conds)  # a tree named by classes
-        if schedule is not settings.parsed_schedule:  # config.json records the tree it ran, in indices
-            settings = ClassifySettings.resolve(settings, schedule=schedule)
+        settings = resolve_settings(settings, classifier, conds)  # config.json records a named tree in indices
         config = _run_config(model, loading, selection, run, settings, adapter, source, chosen, conds, mapping,
                              batch_size, main)
         if mapping == "by-name" and label_table == list(range(len(label_table))) and (run_dir / CONFIG).exists() \
