@@ -52,7 +52,8 @@ def scoreboard(folder=None) -> pd.DataFrame:
     """What the status page shows: one row per comparison of every verdict recorded in this build, in the
     registry's order. Columns: figure, claim (its key), comparison, outcome (the claim's) and original_outcome (the
     original registration's, where amended), ours and ci_low, ci_high
-    (our accuracy difference in the paper's direction and its 95% interval, NaN where untestable), registered (the
+    (our accuracy difference in the paper's direction and its 95% interval, NaN where untestable; for a
+    non-inferiority comparison the difference itself, beside the margin), registered (the
     effect the comparison is powered for) and paper_effect (whether that is the paper's number), threshold and
     threshold_kind ("margin": the non-inferiority margin, as a difference; "MDE": the smallest effect this sample
     could detect at 80% power), power (at the registered effect), n_needed (for 80%) and result."""
@@ -62,9 +63,12 @@ def scoreboard(folder=None) -> pd.DataFrame:
         for c in recorded.get(key, {}).get("comparisons", []):
             margin = (c.get("counts") or {}).get("margin")
             interval = c.get("interval") or (float("nan"), float("nan"))
+            # a non-inferiority effect is the difference plus the margin (verdicts.noninferiority); the interval
+            # and the margin line are on the difference, so the board shows the difference
+            ours = c["effect"] - float(margin) if margin is not None else c["effect"]
             rows.append({"figure": claim.figure, "claim": key, "comparison": c["label"],
                          "outcome": recorded[key]["outcome"],
-                         "original_outcome": recorded[key].get("original_outcome"), "ours": c["effect"],
+                         "original_outcome": recorded[key].get("original_outcome"), "ours": ours,
                          "ci_low": interval[0], "ci_high": interval[1], "registered": c.get("registered"),
                          "paper_effect": claim.paper_effect if c.get("registered") is not None else None,
                          "threshold": -float(margin) if margin is not None else c.get("detectable"),

@@ -110,6 +110,28 @@ def test_the_scoreboard_shows_ours_beside_the_papers_effect_and_settles_each_cla
                                                                                         board.comparison)]
 
 
+def test_the_scoreboard_puts_a_non_inferiority_difference_inside_its_interval(tmp_path, monkeypatch):
+    """A non-inferiority comparison records difference + margin as its effect and the difference's interval; with no
+    discordant image the effect (the margin) lay outside the interval, and the forest plot failed on it (book build
+    of 2026-12-06). The board shows the difference, on the interval's and the margin's scale."""
+    from dclib.scoreboard import scoreboard, scoreboard_by_claim
+    from dclib.figures.reproduction_status import forest_plot
+
+    monkeypatch.setenv("DCLIB_RESULTS_DIR", str(tmp_path))
+    rng = np.random.default_rng(1)
+    right = rng.random(200) < 0.6
+    fewer = right & (rng.random(200) < 0.9)
+    CLAIMS["adaptive_evaluation"].evaluate({"same": (right, right.copy()), "fewer": (fewer, right)}, "here").record()
+    board = scoreboard(tmp_path / "verdicts")
+    assert len(board) == 2 and (board.threshold_kind == "margin").all()
+    assert ((board.ci_low <= board.ours) & (board.ours <= board.ci_high)).all()
+    same = board.set_index("comparison").loc["same"]
+    assert same.ours == 0 and same.threshold == pytest.approx(-0.01)
+    assert board.set_index("comparison").loc["fewer", "ours"] == pytest.approx(fewer.mean() - right.mean())
+    assert scoreboard_by_claim(board).loc[0, "ours [95% interval]"].startswith(("0.0 pts", "-"))
+    forest_plot(board)
+
+
 def test_eight_images_that_all_agree_exclude_a_46_point_effect_but_not_a_6_point_one():
     """No discordant image among 8: a true 46-point difference would have shown one with probability above
     1 - 0.54**8 = 99%, a 6-point one only 1 - 0.94**8 = 39% of the time. The interval (Agresti-Min) must say so;
