@@ -79,12 +79,21 @@ def scoreboard(folder=None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SCOREBOARD_COLUMNS)
 
 
+#: The by-claim table's column of our effect; every number of that table is in accuracy points, without a unit, so
+#: that eight columns fit the page's width.
+OURS = "ours [95% CI]"
+
+
+def _pts(x: float) -> str:
+    return points(x).removesuffix(" pts")
+
+
 def scoreboard_by_claim(board: pd.DataFrame) -> pd.DataFrame:
     """One row per claim for the status page's table: the claim in short, its outcome, and the comparison that
     settles it (the first against the paper, else the first whose effect is excluded, else of those not for the
     paper, or all if every one is, the one with the least power at its registered effect or the smallest effect),
-    with ours [95% interval], the registered effect and the MDE or margin, in points. The outcome names the
-    original registration's where the amendments changed it; "settled by" names the comparisons a validity gate
+    with ours [95% interval], the registered effect and the MDE or margin, in points (numbers without a unit, so
+    the table fits a page). The outcome names the original registration's where the amendments changed it; "settled by" names the comparisons a validity gate
     left out."""
     rows = []
     for key, group in board.groupby("claim", sort=False):
@@ -96,22 +105,28 @@ def scoreboard_by_claim(board: pd.DataFrame) -> pd.DataFrame:
             open_ = counted[counted.result != "for the paper"]
             pick = (open_ if len(open_) else counted).sort_values(["power", "ours"], na_position="last").iloc[0]
         registered = "" if pick.registered is None or pick.registered != pick.registered else (
-            points(pick.registered) + ("" if pick.paper_effect else " (of interest)"))
+            _pts(pick.registered) + ("" if pick.paper_effect else " (of interest)"))
         outcome = pick.outcome  # an excluded effect of interest is not the paper's (the paper gave no number)
         if outcome == verdicts.EXCLUDED and not CLAIMS[key].paper_effect:
             outcome = "effect of interest excluded"
         before = pick.original_outcome  # the original registration's, shown where the amendments changed it
         if isinstance(before, str) and before != pick.outcome:
-            outcome += f" (original registration: {before})"
+            outcome += f" (first registered: {before})"
         gated = group.comparison[group.result.str.startswith("gated")].tolist()
-        rows.append({"figure": pick.figure, "claim": short_claim(CLAIMS[key].paper), "outcome": outcome,
+        rows.append({"figure": pick.figure, "claim": short_claim(CLAIMS[key].paper, 44), "outcome": outcome,
                      "settled by": pick.comparison + (f"; gated out: {', '.join(gated)}" if gated else ""),
-                     "ours [95% interval]": "not tested" if pick.ours != pick.ours else
-                     f"{points(pick.ours)} [{points(pick.ci_low)}, {points(pick.ci_high)}]",
+                     OURS: "not tested" if pick.ours != pick.ours else
+                     f"{_pts(pick.ours)} [{_pts(pick.ci_low)}, {_pts(pick.ci_high)}]",
                      "paper's effect": registered,
                      "MDE or margin": "" if pick.threshold is None or pick.threshold != pick.threshold else
-                     f"{pick.threshold_kind} {points(abs(pick.threshold))}",
+                     f"{pick.threshold_kind} {_pts(abs(pick.threshold))}",
                      "n for 80%": "" if pick.n_needed is None or pick.n_needed != pick.n_needed else
                      f"{int(pick.n_needed):,}"})
-    return pd.DataFrame(rows, columns=["figure", "claim", "outcome", "settled by", "ours [95% interval]",
-                                       "paper's effect", "MDE or margin", "n for 80%"])
+    return pd.DataFrame(rows, columns=["figure", "claim", "outcome", "settled by", OURS, "paper's effect",
+                                       "MDE or margin", "n for 80%"])
+
+
+def page_table(table: pd.DataFrame) -> str:
+    """``table`` as the status page shows it: HTML without the index, in a smaller font, so that the by-claim
+    table's eight columns fit the book's text column instead of scrolling sideways."""
+    return f'<div style="font-size: 0.78em">{table.to_html(index=False, border=0, escape=True)}</div>'

@@ -141,5 +141,5 @@ def test_the_scoreboard_names_the_original_outcome_and_the_gated_comparisons(tmp
     folder.mkdir()
     (folder / "compositional.json").write_text(__import__("json").dumps(verdict.to_dict()))
     row = scoreboard_by_claim(scoreboard(folder)).iloc[0]
-    assert row.outcome == "reproduces (original registration: contradicted)"
+    assert row.outcome == "reproduces (first registered: contradicted)"
     assert "gated out: object swaps" in row["settled by"]
