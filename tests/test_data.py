@@ -17,7 +17,9 @@ from dclib.data.shapes_render import COLOUR_NAMES, COLOURS, POSITIONS, SHAPES, S
 from dclib.errors import InputError
 
 FAMILIES = {"digits": (8, 1297, 500), "mnist": (28, 4000, 1000), "mnist16": (16, 4000, 1000)}
-LABELLED = [n for n in list_embedded() if not n.endswith(("shapes-wino", "shapes-train"))]
+# Training sets take long to render; the many-class sub-sets are views of manyclass-test (same ids by design).
+LABELLED = [n for n in list_embedded() if not n.endswith(("shapes-wino", "shapes-train", "manyclass-train"))
+            and not re.search(r"manyclass-test-\d", n)]
 
 
 # --- digits, mnist, mnist16 -------------------------------------------------------------------------

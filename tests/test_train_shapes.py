@@ -152,6 +152,32 @@ def test_latent_scale_and_loss_weighting_reach_the_saved_pipeline(tmp_path):
         train_shapes(tmp_path / "bad", steps=1, progress=False, recipe=ShapesRecipe(**base, loss_weighting="snr"))
 
 
+def test_manyclass_world_trains_a_pipeline_that_reads_its_prompts(tmp_path):
+    from dclib import DiffusionClassifier
+    from dclib.data import manyclass
+    from dclib.train.worlds import ClassPool, manyclass_longest_tokens
+
+    out = tmp_path / "manyclass"
+    recipe = ShapesRecipe(**{**TINY_SD, "checkpoints": (), "n_scenes": 256, "n_val": 256}, name="manyclass-tiny",
+                          world="manyclass")
+    facts = train_shapes(out, steps=2, progress=False, recipe=recipe)
+    assert facts["train_images"] == 256 and facts["recipe"]["world"] == "manyclass"
+    assert "embedded:manyclass-train" in (out / "README.md").read_text()
+    tokenizer = build_word_tokenizer(manyclass.caption_words(), model_max_length=16)
+    assert facts["longest_caption_tokens"] == manyclass_longest_tokens(tokenizer) <= 16
+    # held-out wording is drawn from the held-out templates only, and names the picture's class
+    pool = ClassPool(manyclass.val_split())
+    texts, templates = pool.captions([0, 1, 2], np.random.default_rng(0), "heldout")
+    assert set(templates) <= set(manyclass.HELDOUT_TEMPLATES)
+    assert all(w in text for text, k in zip(texts, [0, 1, 2]) for w in manyclass.CLASSES[k].split())
+    test = manyclass.test_split(25)
+    prompts = [row[0] for row in manyclass.prompt_rows(3)]
+    result = DiffusionClassifier.from_pretrained(str(out)).classify(test.images[0], prompts=prompts, schedule=2)
+    assert result.prediction in (0, 1, 2)
+    with pytest.raises(ValueError, match="world"):
+        train_shapes(tmp_path / "bad", steps=1, progress=False, recipe=ShapesRecipe(**TINY_SD, world="mars"))
+
+
 def test_train_shapes_clip_tiny_loads_and_scores(tmp_path):
     from dclib.contrastive import ContrastiveModel
     from dclib.data import render_scenes

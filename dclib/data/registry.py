@@ -11,7 +11,7 @@ from typing import Callable
 
 from datasets import Dataset
 
-from dclib.data import digits, shapes, shifts
+from dclib.data import digits, manyclass, shapes, shifts
 from dclib.data.common import ImageSplit, split_to_dataset
 from dclib.errors import InputError
 
@@ -30,6 +30,11 @@ def _split_builders() -> dict[str, Callable[[], ImageSplit]]:
     builders["shapes-train"] = shapes.train_split
     builders["shapes-test"] = shapes.test_split
     builders["zeroshot-test"] = shapes.clutter_test_split
+    builders["manyclass-train"] = manyclass.train_split
+    builders["manyclass-dev"] = manyclass.dev_split
+    builders["manyclass-test"] = manyclass.test_split
+    for k in manyclass.SUBSET_SIZES:
+        builders[f"manyclass-test-{k}"] = lambda k=k: manyclass.test_split(k)
     return builders
 
 

@@ -52,9 +52,13 @@ class ScenePool:
         return texts, temps
 
     def pixels(self, idx) -> torch.Tensor:
-        """uint8 HWC -> float [n, 3, 32, 32] in [-1, 1] (dclib.images.to_tensor's mapping)."""
-        x = torch.from_numpy(np.ascontiguousarray(self.images[np.asarray(idx)]))
-        return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return pixels_of(self.images, idx)
+
+
+def pixels_of(images: np.ndarray, idx) -> torch.Tensor:
+    """uint8 HWC -> float [n, 3, 32, 32] in [-1, 1] (dclib.images.to_tensor's mapping)."""
+    x = torch.from_numpy(np.ascontiguousarray(images[np.asarray(idx)]))
+    return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 # ----------------------------------------------------------------------------------------------- caption truth

@@ -15,12 +15,12 @@ import torch.nn.functional as F
 
 from .common import EMA, bf16_autocast, count_parameters, folder_size_mb, start_training, write_card
 from .loop import StepLoss, train_loop
-from .scenes import scene_pools
 from .shapes_models import (build_scheduler, build_text_encoder, build_unet, check_prediction_type, save_pipeline,
                             use_fast_cpu_attention)
 from .shapes_recipes import ShapesRecipe
-from .tokenizer import build_word_tokenizer, longest_caption_tokens, tokenize
+from .tokenizer import build_word_tokenizer, tokenize
 from .vae import encode_latents, reconstruction_mse, train_vae
+from .worlds import world_of
 
 
 def training_target(prediction_type: str, x0: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
@@ -59,9 +59,10 @@ def train_shapes(out: Path, steps: int | None = None, progress: bool = True, rec
     if recipe.loss_weighting not in LOSS_WEIGHTINGS:  # before minutes of VAE training, not after
         raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {recipe.loss_weighting!r}")
     vae_steps = recipe.vae_steps if vae_steps is None else vae_steps
+    world = world_of(recipe)  # before minutes of VAE training, too
     out, steps, gen, rng, started = start_training(out, recipe, steps)
 
-    pool, val = scene_pools(recipe.n_scenes, recipe.n_val)
+    pool, val = world.pools(recipe.n_scenes, recipe.n_val)
     render_seconds = time.perf_counter() - started
 
     # ---- stage 1: VAE, then frozen; latents of the whole pool computed once
@@ -76,8 +77,8 @@ def train_shapes(out: Path, steps: int | None = None, progress: bool = True, rec
                      val_reconstruction_mse=reconstruction_mse(vae, val.pixels(np.arange(len(val)))))
 
     # ---- stage 2: text encoder + UNet, jointly
-    tokenizer = build_word_tokenizer(model_max_length=recipe.max_length)
-    longest = longest_caption_tokens(tokenizer)
+    tokenizer = build_word_tokenizer(world.words(), model_max_length=recipe.max_length)
+    longest = world.longest_tokens(tokenizer)
     if longest > recipe.max_length:
         raise ValueError(f"max_length {recipe.max_length} truncates captions of {longest} tokens")
     text_encoder = build_text_encoder(recipe, tokenizer)
@@ -176,7 +177,8 @@ def train_shapes(out: Path, steps: int | None = None, progress: bool = True, rec
     }
     facts["size_mb"] = round(folder_size_mb(out), 2)
     write_card(out, f"embedded:{recipe.name}", facts, SHAPES_CARD.format(**asdict(recipe), steps_run=steps,
-                                                                          vae_steps_run=vae_steps))
+                                                                          vae_steps_run=vae_steps,
+                                                                          data=world.data.format(**asdict(recipe))))
     facts["size_mb"] = round(folder_size_mb(out), 2)
     return facts
 
@@ -184,8 +186,7 @@ def train_shapes(out: Path, steps: int | None = None, progress: bool = True, rec
 SHAPES_CARD = """
 A Stable Diffusion pipeline in miniature, trained from scratch by dclib on CPU (`dclib.train.shapes.train_shapes`).
 
-- Data: the {n_scenes} `embedded:shapes-train` scenes (32x32 RGB), each re-captioned at every draw with a random
-  TRAIN template that fits it; HELD-OUT templates are never trained on. 10% of captions are dropped to "" (the
+- Data: {data}; HELD-OUT templates are never trained on. 10% of captions are dropped to "" (the
   null prompt, for classifier-free guidance).
 - VAE: `AutoencoderKL` {vae_channels}, 4x16x16 latents, MSE + {vae_kl_weight} x KL, {vae_steps_run} steps of batch
   {vae_batch}, then frozen. `scaling_factor` = 1 / std of the posterior means of the training images (as SD).

@@ -1,0 +1,203 @@
+"""The many-class world: 256 classes "{colour} {pattern} {shape}" (8 x 4 x 8), one object per 32x32 picture.
+
+What it is for: measuring how the cost of Diffusion Classifier grows with the number of classes, on a class set
+shaped like ImageNet's. The classes have a natural hierarchy (shape families: round, angular, pointed; colour
+families: warm, cool) and near neighbours a small model confuses (a pentagon and a hexagon 16 pixels across,
+orange and red, teal and green, striped and dotted at 5-pixel periods).
+
+Class order is a seeded permutation (``CLASSES``), and the nested sub-sets are its prefixes: the 25, 50, 100 and
+200 classes of ``manyclass-test-25`` ... ``-200`` are ``CLASSES[:k]`` with the same class indices as in the full
+set, and their images are the full test set's images of those classes (same ids, same pixels), so errors saved on
+one size serve the others. Image k of a split shows class ``k % 256``: every prefix of 256 images holds each class
+once. Rendering randomness (position, size, colour jitter, pattern phase and angle, background) comes from
+(split seed, k) alone, so any image is reproducible by itself.
+
+Wording: training captions use the TRAIN templates; the prompts the test sets carry use the held-out template
+``"a picture of a {colour} {pattern} {shape}."`` ("picture" is in no training caption).
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from dclib.data.captions import fill
+from dclib.data.common import ImageSplit
+from dclib.data.shapes_render import _polygon
+
+SIZE, SUPERSAMPLE = 32, 4
+
+SHAPE_FAMILIES = {"round": ("circle", "hexagon", "pentagon"), "angular": ("square", "diamond"),
+                  "pointed": ("triangle", "star", "cross")}
+SHAPES = tuple(s for family in SHAPE_FAMILIES.values() for s in family)
+COLOUR_FAMILIES = {"warm": ("red", "orange", "yellow", "pink"), "cool": ("green", "teal", "blue", "purple")}
+COLOURS = {"red": (215, 35, 35), "orange": (240, 120, 20), "yellow": (225, 190, 20), "pink": (230, 85, 170),
+           "green": (35, 155, 50), "teal": (20, 150, 150), "blue": (35, 70, 215), "purple": (135, 45, 175)}
+COLOUR_NAMES = tuple(c for family in COLOUR_FAMILIES.values() for c in family)
+PATTERNS = ("solid", "striped", "dotted", "hollow")
+
+ORDER_SEED, TRAIN_SEED, DEV_SEED, TEST_SEED, VAL_SEED = 30, 31, 32, 33, 34
+TRAIN_PER_CLASS, DEV_PER_CLASS, TEST_PER_CLASS = 200, 2, 10
+SUBSET_SIZES = (25, 50, 100, 200)
+
+CANONICAL = tuple(f"{c} {p} {s}" for s in SHAPES for c in COLOUR_NAMES for p in PATTERNS)
+#: The classes in the seeded order whose prefixes are the nested sub-sets.
+CLASSES = tuple(CANONICAL[i] for i in np.random.default_rng(ORDER_SEED).permutation(len(CANONICAL)))
+
+PERIOD = 5.0       # stripe period and dot spacing, pixels: 2.5 latent pixels of a 16x16 latent, above its Nyquist
+DOT_RADIUS = 1.3
+OUTLINE = 2.4      # width of a hollow object's outline, pixels
+PAPER = 248.0      # the light paint of stripes and dots
+
+TRAIN_TEMPLATES = ("a {colour} {pattern} {shape}", "a {pattern} {colour} {shape}", "a {pattern} {shape} in {colour}",
+                   "an image of a {colour} {pattern} {shape}", "a {shape} that is {colour} and {pattern}",
+                   "a {colour} {shape}", "a {pattern} {shape}", "a {colour} {pattern} shape")
+HELDOUT_TEMPLATES = ("a picture of a {colour} {pattern} {shape}.", "the picture shows a {pattern} {colour} {shape}")
+PROMPT_TEMPLATE = HELDOUT_TEMPLATES[0]
+
+
+def class_attributes(name: str) -> dict:
+    colour, pattern, shape = name.split()
+    return {"colour": colour, "pattern": pattern, "shape": shape}
+
+
+def _polygon_or_regular(shape: str, cx: float, cy: float, r: float):
+    if shape in ("pentagon", "hexagon"):
+        n = 5 if shape == "pentagon" else 6
+        start = -90.0 if n == 5 else 0.0   # a pentagon point up, a hexagon with flat top and bottom
+        return [(cx + 1.05 * r * math.cos(math.radians(start + 360 * k / n)),
+                 cy + 1.05 * r * math.sin(math.radians(start + 360 * k / n))) for k in range(n)]
+    return _polygon(shape, cx, cy, r)
+
+
+def _mask(shape: str, cx: float, cy: float, r: float) -> np.ndarray:
+    """Coverage in {0, 1} at SUPERSAMPLE x the picture's resolution (coordinates in picture pixels)."""
+    s = SUPERSAMPLE
+    canvas = Image.new("L", (SIZE * s, SIZE * s), 0)
+    draw = ImageDraw.Draw(canvas)
+    poly = _polygon_or_regular(shape, cx * s, cy * s, r * s)
+    if poly is None:
+        draw.ellipse([(cx - r) * s, (cy - r) * s, (cx + r) * s, (cy + r) * s], fill=255)
+    else:
+        draw.polygon(poly, fill=255)
+    return np.asarray(canvas, np.float32) / 255.0
+
+
+def _box(a: np.ndarray) -> np.ndarray:
+    """Supersampled -> picture resolution by area averaging (exact antialiasing)."""
+    return a.reshape(SIZE, SUPERSAMPLE, SIZE, SUPERSAMPLE).mean((1, 3))
+
+
+_U, _V = (np.mgrid[0:SIZE * SUPERSAMPLE, 0:SIZE * SUPERSAMPLE][::-1].astype(np.float32) + 0.5) / SUPERSAMPLE
+
+
+def render(name: str, seed) -> np.ndarray:
+    """uint8 [32, 32, 3]: class ``name`` drawn with the randomness of ``np.random.default_rng(seed)``."""
+    attrs = class_attributes(name)
+    rng = np.random.default_rng(seed)
+    r = rng.uniform(7.5, 9.0)
+    cx, cy = 16.0 + rng.uniform(-2.5, 2.5, size=2)
+    colour = np.asarray(COLOURS[attrs["colour"]], np.float32) + rng.uniform(-12, 12, size=3)
+    angle = rng.choice([math.pi / 4, 3 * math.pi / 4])
+    phase = rng.uniform(0.0, PERIOD, size=2)
+    base, tint = rng.uniform(200.0, 232.0), rng.uniform(-10.0, 10.0, size=3)
+    image = np.broadcast_to(base + tint, (SIZE, SIZE, 3)).astype(np.float32)
+    if rng.random() < 0.5:
+        image = image + rng.normal(0.0, rng.uniform(2.0, 5.0), size=(SIZE, SIZE, 1)).astype(np.float32)
+
+    mask = _mask(attrs["shape"], cx, cy, r)
+    pattern = attrs["pattern"]
+    if pattern == "solid":
+        paint = mask
+    elif pattern == "striped":
+        along = _U * math.cos(angle) + _V * math.sin(angle) + phase[0]
+        paint = mask * ((along / PERIOD) % 1.0 < 0.5)
+    elif pattern == "dotted":
+        du = (_U - phase[0]) % PERIOD - PERIOD / 2
+        dv = (_V - phase[1]) % PERIOD - PERIOD / 2
+        paint = mask * (du * du + dv * dv >= DOT_RADIUS ** 2)
+    elif pattern == "hollow":
+        mask = paint = mask * (1.0 - _mask(attrs["shape"], cx, cy, r - OUTLINE))
+    else:
+        raise ValueError(f"unknown pattern {pattern!r}; valid: {', '.join(PATTERNS)}")
+    coloured, light = _box(paint)[..., None], _box(mask - paint)[..., None]
+    image = image * (1.0 - coloured - light) + colour * coloured + PAPER * light
+    return np.rint(image).clip(0, 255).astype(np.uint8)
+
+
+def _split(prefix: str, seed: int, per_class: int, n_classes: int = len(CLASSES)) -> ImageSplit:
+    """Images k = 0 .. per_class x 256 - 1 of a split (class k % 256), keeping those of the first ``n_classes``."""
+    keep = [k for k in range(per_class * len(CLASSES)) if k % len(CLASSES) < n_classes]
+    labels = np.array([k % len(CLASSES) for k in keep], np.int64)
+    images = np.stack([render(CLASSES[k % len(CLASSES)], [seed, k]) for k in keep])
+    attrs = [class_attributes(CLASSES[label]) for label in labels]
+    return ImageSplit(images=images, labels=labels, ids=[f"{prefix}-{k:05d}" for k in keep],
+                      class_names=CLASSES[:n_classes], extra={a: [x[a] for x in attrs] for a in attrs[0]})
+
+
+@lru_cache(maxsize=None)
+def test_split(n_classes: int = len(CLASSES)) -> ImageSplit:
+    """``embedded:manyclass-test`` (2,560 images, 10 per class) or, for ``n_classes`` < 256, the sub-set of its
+    images whose class is among the first ``n_classes`` (``embedded:manyclass-test-25`` ...)."""
+    if n_classes not in (*SUBSET_SIZES, len(CLASSES)):
+        raise ValueError(f"no many-class sub-set of {n_classes} classes; sizes: {SUBSET_SIZES + (len(CLASSES),)}")
+    return _split("manyclass-test", TEST_SEED, TEST_PER_CLASS, n_classes)
+
+
+@lru_cache(maxsize=None)
+def dev_split() -> ImageSplit:
+    """``embedded:manyclass-dev``: 512 images (2 per class) for choosing settings; no measurement uses them."""
+    return _split("manyclass-dev", DEV_SEED, DEV_PER_CLASS)
+
+
+@lru_cache(maxsize=None)
+def train_split(per_class: int = TRAIN_PER_CLASS, seed: int = TRAIN_SEED) -> ImageSplit:
+    """``embedded:manyclass-train``: 51,200 images (200 per class) the text-to-image model trains on."""
+    return _split("manyclass-train", seed, per_class)
+
+
+@lru_cache(maxsize=None)
+def val_split(per_class: int = 1) -> ImageSplit:
+    """Pictures the text-to-image recipe measures its validation losses on (seed of no other split)."""
+    return _split("manyclass-val", VAL_SEED, per_class)
+
+
+def caption(name: str, template: str) -> str:
+    return fill(template, **class_attributes(name))
+
+
+def prompt_rows(n_classes: int = len(CLASSES)) -> list[tuple[str, str, int]]:
+    """(prompt, class name, class index) of the first ``n_classes`` classes, in the held-out wording."""
+    return [(caption(name, PROMPT_TEMPLATE), name, idx) for idx, name in enumerate(CLASSES[:n_classes])]
+
+
+def write_prompt_files(folder) -> None:
+    """The prompt CSVs the test sets carry (``dclib/data/prompts``): one per size, and the dev set's (all classes)."""
+    from dclib.data.shapes import write_prompt_csv
+
+    for name, k in [("manyclass-test", len(CLASSES)), ("manyclass-dev", len(CLASSES))] + \
+            [(f"manyclass-test-{k}", k) for k in SUBSET_SIZES]:
+        write_prompt_csv(prompt_rows(k), Path(folder) / f"{name}.csv")
+
+
+def caption_words() -> list[str]:
+    """Every word a TRAIN or HELD-OUT caption can hold (held-out words are known tokens, never trained on)."""
+    words = {"an"} | set(SHAPES) | set(COLOUR_NAMES) | set(PATTERNS)
+    for template in TRAIN_TEMPLATES + HELDOUT_TEMPLATES:
+        words.update(w.strip(".,") for w in template.split() if not w.startswith("{"))
+    return sorted(words)
+
+
+def class_groups(n_classes: int = len(CLASSES)) -> dict:
+    """The natural label tree of the first ``n_classes`` classes, as :func:`dclib.label_tree.tree_from_groups` takes
+    it: shape family -> shape -> colour family -> classes (empty groups left out)."""
+    tree: dict = {}
+    for name in CLASSES[:n_classes]:
+        a = class_attributes(name)
+        shape_family = next(f for f, members in SHAPE_FAMILIES.items() if a["shape"] in members)
+        colour_family = next(f for f, members in COLOUR_FAMILIES.items() if a["colour"] in members)
+        tree.setdefault(shape_family, {}).setdefault(a["shape"], {}).setdefault(colour_family, []).append(name)
+    return tree
