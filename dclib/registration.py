@@ -292,7 +292,7 @@ class Verdict:
         rows = []
         for c in self.comparisons:
             rows.append({"comparison": c.label, "statistic": c.statistic, "n": c.n,
-                         "effect (paper's direction)": points(c.effect),
+                         "effect (paper's direction)": points(verdicts.difference(c.effect, c.counts)),
                          "95% interval": "" if c.interval is None else f"[{points(c.interval[0])}, {points(c.interval[1])}]",
                          "p": "" if c.reason else f"{c.p_value:.2g}",
                          "detectable at 80%": "" if c.reason else points(c.detectable),

@@ -63,9 +63,7 @@ def scoreboard(folder=None) -> pd.DataFrame:
         for c in recorded.get(key, {}).get("comparisons", []):
             margin = (c.get("counts") or {}).get("margin")
             interval = c.get("interval") or (float("nan"), float("nan"))
-            # a non-inferiority effect is the difference plus the margin (verdicts.noninferiority); the interval
-            # and the margin line are on the difference, so the board shows the difference
-            ours = c["effect"] - float(margin) if margin is not None else c["effect"]
+            ours = verdicts.difference(c["effect"], c.get("counts"))  # on the interval's and the margin's scale
             rows.append({"figure": claim.figure, "claim": key, "comparison": c["label"],
                          "outcome": recorded[key]["outcome"],
                          "original_outcome": recorded[key].get("original_outcome"), "ours": ours,

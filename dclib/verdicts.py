@@ -81,7 +81,9 @@ class Comparison:
     effect: float
     p_value: float
     detectable: float  # smallest |effect| detectable at POWER (in the effect's units)
-    interval: tuple[float, float] | None = None  # 95% interval of the effect where one is computed
+    # 95% interval where one is computed: of the effect, or for a non-inferiority comparison of the accuracy
+    # difference (its effect is that difference plus the margin; :func:`difference` gives what tables show)
+    interval: tuple[float, float] | None = None
     counts: dict = field(default_factory=dict)
     p_against: float | None = None  # for a one-sided test: p of "significantly against the paper"; else p_value
     direction: int = 0  # +1 significant for the paper, -1 significant against it, 0 neither (set by decide)
@@ -93,6 +95,14 @@ class Comparison:
     n_needed: int | None = None  # images that 80% power at ``registered`` would need
     excluded: bool = False  # the 95% interval lies wholly below ``registered`` (set by decide)
     gated: bool = False  # left out by the claim's validity gate (:func:`validity_gate`): says nothing about the claim
+
+
+def difference(effect: float, counts: dict | None) -> float:
+    """The number a reader compares with a comparison's interval: its effect, except for a non-inferiority
+    comparison, whose effect is the accuracy difference plus the margin (positive: within it) and whose interval
+    is of the difference; there the difference, shown beside the margin."""
+    margin = (counts or {}).get("margin")
+    return effect - float(margin) if margin is not None else effect
 
 
 def _paired(label: str, first, second) -> tuple[np.ndarray, np.ndarray]:

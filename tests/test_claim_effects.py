@@ -121,14 +121,20 @@ def test_the_scoreboard_puts_a_non_inferiority_difference_inside_its_interval(tm
     rng = np.random.default_rng(1)
     right = rng.random(200) < 0.6
     fewer = right & (rng.random(200) < 0.9)
-    CLAIMS["adaptive_evaluation"].evaluate({"same": (right, right.copy()), "fewer": (fewer, right)}, "here").record()
+    verdict = CLAIMS["adaptive_evaluation"].evaluate({"same": (right, right.copy()), "fewer": (fewer, right)}, "here")
+    verdict.record()
+    # the page's own table: the same difference beside its interval
+    shown = verdict.table().set_index("comparison")
+    assert shown.loc["same", "effect (paper's direction)"] == "0.0 pts"
+    assert shown.loc["fewer", "effect (paper's direction)"] == f"{100 * (fewer.mean() - right.mean()):.1f} pts"
     board = scoreboard(tmp_path / "verdicts")
     assert len(board) == 2 and (board.threshold_kind == "margin").all()
     assert ((board.ci_low <= board.ours) & (board.ours <= board.ci_high)).all()
     same = board.set_index("comparison").loc["same"]
     assert same.ours == 0 and same.threshold == pytest.approx(-0.01)
     assert board.set_index("comparison").loc["fewer", "ours"] == pytest.approx(fewer.mean() - right.mean())
-    assert scoreboard_by_claim(board).loc[0, "ours [95% CI]"].startswith(("0.0 [", "-"))
+    # the claim is settled by "fewer" (against the paper): its difference, not difference + margin
+    assert scoreboard_by_claim(board).loc[0, "ours [95% CI]"].startswith(f"{100 * (fewer.mean() - right.mean()):.1f} [")
     forest_plot(board)
 
 

@@ -28,7 +28,7 @@ def test_test_set_has_ten_images_per_class_and_sub_sets_are_its_prefix_classes()
         sub = embedded_arrays(f"manyclass-test-{k}")
         keep = full.labels < k
         assert sub.class_names == CLASSES[:k] and len(sub) == 10 * k
-        # the same images under the same ids and the same class indices: errors saved on one size serve the others
+        # the same images under the same ids and the same class indices: a 256-class error matrix holds each size's
         assert sub.ids == [i for i, kept in zip(full.ids, keep) if kept]
         assert np.array_equal(sub.images, full.images[keep]) and np.array_equal(sub.labels, full.labels[keep])
     with pytest.raises(ValueError, match="sub-set"):
@@ -56,6 +56,13 @@ def test_patterns_colours_and_shapes_show_in_the_pixels():
     centre = pictures["solid"][14:18, 14:18].mean((0, 1))
     assert centre[2] > 150 and centre[0] < 110
     assert np.abs(pictures["hollow"][15, 15] - background).max() < 30
+    # a hollow outline is as wide for a star or a cross as for a circle (measured from the edge, not a smaller copy)
+    def coloured_pixels(name):
+        return (np.abs(manyclass.render(name, seed).astype(float) - background).max(-1) > 60).sum()
+    def hollow_share(shape):  # a smaller copy of the outline would leave each shape the same share (~0.48)
+        return coloured_pixels(f"red hollow {shape}") / coloured_pixels(f"red solid {shape}")
+    for shape in ("star", "cross"):  # thin shapes: most of their area lies within 2.4 px of the edge
+        assert hollow_share(shape) > hollow_share("circle") + 0.15, shape
     circle, pentagon = (manyclass.render(f"red solid {s}", seed) for s in ("circle", "pentagon"))
     assert 0 < np.abs(circle.astype(int) - pentagon.astype(int)).mean() < 20  # near neighbours, yet different
     with pytest.raises(ValueError, match="pattern"):

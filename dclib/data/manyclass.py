@@ -7,8 +7,8 @@ orange and red, teal and green, striped and dotted at 5-pixel periods).
 
 Class order is a seeded permutation (``CLASSES``), and the nested sub-sets are its prefixes: the 25, 50, 100 and
 200 classes of ``manyclass-test-25`` ... ``-200`` are ``CLASSES[:k]`` with the same class indices as in the full
-set, and their images are the full test set's images of those classes (same ids, same pixels), so errors saved on
-one size serve the others. Image k of a split shows class ``k % 256``: every prefix of 256 images holds each class
+set, and their images are the full test set's images of those classes (same ids, same pixels, same noise keys), so a
+256-class error matrix holds each sub-set's errors in its first k columns: score once, slice. Image k of a split shows class ``k % 256``: every prefix of 256 images holds each class
 once. Rendering randomness (position, size, colour jitter, pattern phase and angle, background) comes from
 (split seed, k) alone, so any image is reproducible by itself.
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+from scipy.ndimage import distance_transform_edt
 
 from dclib.data.captions import fill
 from dclib.data.common import ImageSplit
@@ -49,7 +50,7 @@ CLASSES = tuple(CANONICAL[i] for i in np.random.default_rng(ORDER_SEED).permutat
 
 PERIOD = 5.0       # stripe period and dot spacing, pixels: 2.5 latent pixels of a 16x16 latent, above its Nyquist
 DOT_RADIUS = 1.3
-OUTLINE = 2.4      # width of a hollow object's outline, pixels
+OUTLINE = 2.4      # width of a hollow object's outline, pixels, measured inward from its edge (every shape alike)
 PAPER = 248.0      # the light paint of stripes and dots
 
 TRAIN_TEMPLATES = ("a {colour} {pattern} {shape}", "a {pattern} {colour} {shape}", "a {pattern} {shape} in {colour}",
@@ -120,7 +121,9 @@ def render(name: str, seed) -> np.ndarray:
         dv = (_V - phase[1]) % PERIOD - PERIOD / 2
         paint = mask * (du * du + dv * dv >= DOT_RADIUS ** 2)
     elif pattern == "hollow":
-        mask = paint = mask * (1.0 - _mask(attrs["shape"], cx, cy, r - OUTLINE))
+        # the band within OUTLINE of the edge: a smaller copy of the polygon would give a thin star or cross a
+        # sub-pixel outline (its inradius is a fraction of r)
+        mask = paint = mask * (distance_transform_edt(mask) <= OUTLINE * SUPERSAMPLE)
     else:
         raise ValueError(f"unknown pattern {pattern!r}; valid: {', '.join(PATTERNS)}")
     coloured, light = _box(paint)[..., None], _box(mask - paint)[..., None]
@@ -128,23 +131,28 @@ def render(name: str, seed) -> np.ndarray:
     return np.rint(image).clip(0, 255).astype(np.uint8)
 
 
-def _split(prefix: str, seed: int, per_class: int, n_classes: int = len(CLASSES)) -> ImageSplit:
-    """Images k = 0 .. per_class x 256 - 1 of a split (class k % 256), keeping those of the first ``n_classes``."""
-    keep = [k for k in range(per_class * len(CLASSES)) if k % len(CLASSES) < n_classes]
-    labels = np.array([k % len(CLASSES) for k in keep], np.int64)
-    images = np.stack([render(CLASSES[k % len(CLASSES)], [seed, k]) for k in keep])
+def _split(prefix: str, seed: int, per_class: int) -> ImageSplit:
+    """Images k = 0 .. per_class x 256 - 1 of a split, image k of class k % 256."""
+    labels = np.arange(per_class * len(CLASSES), dtype=np.int64) % len(CLASSES)
+    images = np.stack([render(CLASSES[label], [seed, k]) for k, label in enumerate(labels)])
     attrs = [class_attributes(CLASSES[label]) for label in labels]
-    return ImageSplit(images=images, labels=labels, ids=[f"{prefix}-{k:05d}" for k in keep],
-                      class_names=CLASSES[:n_classes], extra={a: [x[a] for x in attrs] for a in attrs[0]})
+    return ImageSplit(images=images, labels=labels, ids=[f"{prefix}-{k:05d}" for k in range(len(labels))],
+                      class_names=CLASSES, extra={a: [x[a] for x in attrs] for a in attrs[0]})
 
 
 @lru_cache(maxsize=None)
 def test_split(n_classes: int = len(CLASSES)) -> ImageSplit:
     """``embedded:manyclass-test`` (2,560 images, 10 per class) or, for ``n_classes`` < 256, the sub-set of its
-    images whose class is among the first ``n_classes`` (``embedded:manyclass-test-25`` ...)."""
+    images whose class is among the first ``n_classes`` (``embedded:manyclass-test-25`` ...): cut from the full
+    set, so nested by construction."""
     if n_classes not in (*SUBSET_SIZES, len(CLASSES)):
         raise ValueError(f"no many-class sub-set of {n_classes} classes; sizes: {SUBSET_SIZES + (len(CLASSES),)}")
-    return _split("manyclass-test", TEST_SEED, TEST_PER_CLASS, n_classes)
+    if n_classes == len(CLASSES):
+        return _split("manyclass-test", TEST_SEED, TEST_PER_CLASS)
+    full = test_split()
+    keep = np.flatnonzero(full.labels < n_classes)
+    return ImageSplit(images=full.images[keep], labels=full.labels[keep], ids=[full.ids[k] for k in keep],
+                      class_names=CLASSES[:n_classes], extra={a: [v[k] for k in keep] for a, v in full.extra.items()})
 
 
 @lru_cache(maxsize=None)

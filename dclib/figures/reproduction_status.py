@@ -11,7 +11,8 @@ OUTCOME_COLOURS = {"reproduces": "C2", "contradicted": "C3", "paper's effect exc
 def forest_plot(board: pd.DataFrame, title: str = "Our effects beside the paper's"):
     """One row per comparison of :func:`dclib.scoreboard.scoreboard`: our accuracy difference in the paper's direction
     with its 95% interval (coloured by the claim's outcome), the registered effect (a diamond: the paper's number;
-    an open diamond: a smallest effect of interest where the paper gives none), zero dotted. A comparison the
+    an open diamond: a smallest effect of interest where the paper gives none), a non-inferiority claim's margin
+    (a red bar), zero dotted. A comparison the
     validity gate left out has no interval and says so in its label."""
     import matplotlib.pyplot as plt  # here, not at import: pyplot picks a backend when imported
     import seaborn as sns
@@ -35,6 +36,10 @@ def forest_plot(board: pd.DataFrame, title: str = "Our effects beside the paper'
             ax.scatter(100 * rows.registered.astype(float), rows.index, marker=marker, s=28, zorder=4,
                        facecolors="k" if paper else "none", edgecolors="k",
                        label="paper's effect" if paper else "effect of interest (no number in the paper)")
+        margins = board[board.threshold_kind == "margin"]  # where a non-inferiority difference must stay above
+        if not margins.empty:
+            ax.scatter(100 * margins.threshold.astype(float), margins.index, marker="|", s=90, color="C3", zorder=4,
+                       label="non-inferiority margin")
         if board.empty:  # no page has recorded a verdict in this build
             ax.text(0.5, 0.5, "no verdicts recorded", ha="center", va="center", transform=ax.transAxes)
         ax.axvline(0, color="gray", ls=":", lw=1)

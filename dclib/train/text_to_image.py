@@ -197,7 +197,7 @@ A Stable Diffusion pipeline in miniature, trained from scratch by dclib on CPU (
   {prediction_type} prediction, DDPM {beta_schedule} betas {beta_start}..{beta_end}, T = 1000. {steps_run} steps
   of batch {batch_size}, AdamW lr {lr} ({warmup} warm-up steps, cosine), bf16 autocast = {bf16}, grad clip {grad_clip},
   EMA {ema_decay} (the shipped weights). Weights stored as fp16; dclib loads them as float32.
-- Validation losses use fixed (t, eps) on {n_val} other scenes: `val_train` (TRAIN wording), `val_heldout`
-  (HELD-OUT wording), `val_shuffled` (another scene's caption), `val_null` (empty prompt). The gap between
+- Validation losses use fixed (t, eps) on {n_val} other pictures: `val_train` (TRAIN wording), `val_heldout`
+  (HELD-OUT wording), `val_shuffled` (another picture's caption), `val_null` (empty prompt). The gap between
   `val_shuffled` and `val_train` is what the classifier uses.
 """

@@ -39,7 +39,10 @@ class ClassPool:
 def manyclass_pools(n_train: int, n_val: int) -> tuple[ClassPool, ClassPool]:
     """``n_train`` training pictures (embedded:manyclass-train, as many per class) and ``n_val`` validation ones."""
     k = len(manyclass.CLASSES)
-    return ClassPool(manyclass.train_split(max(1, n_train // k))), ClassPool(manyclass.val_split(max(1, n_val // k)))
+    if n_train % k or n_val % k:
+        raise ValueError(f"the many-class world has {k} classes: n_scenes and n_val must be multiples of {k}, "
+                         f"got {n_train} and {n_val}")
+    return ClassPool(manyclass.train_split(n_train // k)), ClassPool(manyclass.val_split(n_val // k))
 
 
 def manyclass_longest_tokens(tokenizer) -> int:
