@@ -27,7 +27,7 @@ from scipy.ndimage import distance_transform_edt
 
 from dclib.data.captions import fill
 from dclib.data.common import ImageSplit
-from dclib.data.shapes_render import _polygon
+from dclib.data.shapes_render import polygon
 
 SIZE, SUPERSAMPLE = 32, 4
 
@@ -71,7 +71,7 @@ def _polygon_or_regular(shape: str, cx: float, cy: float, r: float):
         start = -90.0 if n == 5 else 0.0   # a pentagon point up, a hexagon with flat top and bottom
         return [(cx + 1.05 * r * math.cos(math.radians(start + 360 * k / n)),
                  cy + 1.05 * r * math.sin(math.radians(start + 360 * k / n))) for k in range(n)]
-    return _polygon(shape, cx, cy, r)
+    return polygon(shape, cx, cy, r)
 
 
 def _mask(shape: str, cx: float, cy: float, r: float) -> np.ndarray:

@@ -43,7 +43,7 @@ JITTER_ALONG, JITTER_ACROSS, JITTER_CENTER = 0.75, 3.0, 1.5
 COLOUR_JITTER = 12
 
 
-def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]] | None:
+def polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]] | None:
     """Vertices of `shape` centred at (cx, cy) with size r; None for the circle (drawn as an ellipse)."""
     if shape == "circle":
         return None
@@ -78,7 +78,7 @@ def shape_mask(shape: str, cx: float, cy: float, r: float) -> np.ndarray:
     s = SUPERSAMPLE
     canvas = Image.new("L", (SIZE * s, SIZE * s), 0)
     draw = ImageDraw.Draw(canvas)
-    poly = _polygon(shape, cx * s, cy * s, r * s)
+    poly = polygon(shape, cx * s, cy * s, r * s)
     if poly is None:
         draw.ellipse([(cx - r) * s, (cy - r) * s, (cx + r) * s, (cy + r) * s], fill=255)
     else:
