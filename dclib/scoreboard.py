@@ -53,8 +53,8 @@ def scoreboard(folder=None) -> pd.DataFrame:
     registry's order. Columns: figure, claim (its key), comparison, outcome (the claim's) and original_outcome (the
     original registration's, where amended), ours and ci_low, ci_high
     (our accuracy difference in the paper's direction and its 95% interval, NaN where untestable; for a
-    non-inferiority comparison the difference itself, beside the margin), registered (the
-    effect the comparison is powered for) and paper_effect (whether that is the paper's number), threshold and
+    non-inferiority comparison the difference itself, beside the margin), registered (the effect the comparison
+    is powered for) and paper_effect (whether that is the paper's number), threshold and
     threshold_kind ("margin": the non-inferiority margin, as a difference; "MDE": the smallest effect this sample
     could detect at 80% power), power (at the registered effect), n_needed (for 80%) and result."""
     recorded = recorded_verdicts(folder)
@@ -91,8 +91,8 @@ def scoreboard_by_claim(board: pd.DataFrame) -> pd.DataFrame:
     settles it (the first against the paper, else the first whose effect is excluded, else of those not for the
     paper, or all if every one is, the one with the least power at its registered effect or the smallest effect),
     with ours [95% interval], the registered effect and the MDE or margin, in points (numbers without a unit, so
-    the table fits a page). The outcome names the original registration's where the amendments changed it; "settled by" names the comparisons a validity gate
-    left out."""
+    the table fits a page). The outcome names the original registration's where the amendments changed it;
+    "settled by" names the comparisons a validity gate left out."""
     rows = []
     for key, group in board.groupby("claim", sort=False):
         order = [group.result.eq("against the paper"), group.result.eq("paper's effect excluded")]

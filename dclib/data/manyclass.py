@@ -7,10 +7,11 @@ orange and red, teal and green, striped and dotted at 5-pixel periods).
 
 Class order is a seeded permutation (``CLASSES``), and the nested sub-sets are its prefixes: the 25, 50, 100 and
 200 classes of ``manyclass-test-25`` ... ``-200`` are ``CLASSES[:k]`` with the same class indices as in the full
-set, and their images are the full test set's images of those classes (same ids, same pixels, same noise keys), so a
-256-class error matrix holds each sub-set's errors in its first k columns: score once, slice. Image k of a split shows class ``k % 256``: every prefix of 256 images holds each class
-once. Rendering randomness (position, size, colour jitter, pattern phase and angle, background) comes from
-(split seed, k) alone, so any image is reproducible by itself.
+set, and their images are the full test set's images of those classes (same ids, same pixels, same noise keys),
+so a 256-class error matrix holds each sub-set's errors in its first k columns: score once, slice. Image k of a
+split shows class ``k % 256``: every prefix of 256 images holds each class once. Rendering randomness (position,
+size, colour jitter, pattern phase and angle, background) comes from (split seed, k) alone, so any image is
+reproducible by itself.
 
 Wording: training captions use the TRAIN templates; the prompts the test sets carry use the held-out template
 ``"a picture of a {colour} {pattern} {shape}."`` ("picture" is in no training caption).
@@ -22,14 +23,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 from scipy.ndimage import distance_transform_edt
 
 from dclib.data.captions import fill
 from dclib.data.common import ImageSplit
-from dclib.data.shapes_render import polygon
-
-SIZE, SUPERSAMPLE = 32, 4
+from dclib.data.shapes_render import SIZE, SUPERSAMPLE, supersampled_mask
 
 SHAPE_FAMILIES = {"round": ("circle", "hexagon", "pentagon"), "angular": ("square", "diamond"),
                   "pointed": ("triangle", "star", "cross")}
@@ -65,26 +63,9 @@ def class_attributes(name: str) -> dict:
     return {"colour": colour, "pattern": pattern, "shape": shape}
 
 
-def _polygon_or_regular(shape: str, cx: float, cy: float, r: float):
-    if shape in ("pentagon", "hexagon"):
-        n = 5 if shape == "pentagon" else 6
-        start = -90.0 if n == 5 else 0.0   # a pentagon point up, a hexagon with flat top and bottom
-        return [(cx + 1.05 * r * math.cos(math.radians(start + 360 * k / n)),
-                 cy + 1.05 * r * math.sin(math.radians(start + 360 * k / n))) for k in range(n)]
-    return polygon(shape, cx, cy, r)
-
-
 def _mask(shape: str, cx: float, cy: float, r: float) -> np.ndarray:
     """Coverage in {0, 1} at SUPERSAMPLE x the picture's resolution (coordinates in picture pixels)."""
-    s = SUPERSAMPLE
-    canvas = Image.new("L", (SIZE * s, SIZE * s), 0)
-    draw = ImageDraw.Draw(canvas)
-    poly = _polygon_or_regular(shape, cx * s, cy * s, r * s)
-    if poly is None:
-        draw.ellipse([(cx - r) * s, (cy - r) * s, (cx + r) * s, (cy + r) * s], fill=255)
-    else:
-        draw.polygon(poly, fill=255)
-    return np.asarray(canvas, np.float32) / 255.0
+    return np.asarray(supersampled_mask(shape, cx, cy, r), np.float32) / 255.0
 
 
 def _box(a: np.ndarray) -> np.ndarray:

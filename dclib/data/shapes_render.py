@@ -70,11 +70,19 @@ def polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, flo
     if shape == "diamond":
         # Taller than wide, so it is not just a rotated square.
         return [(cx, cy - 1.15 * r), (cx + 0.8 * r, cy), (cx, cy + 1.15 * r), (cx - 0.8 * r, cy)]
-    raise ValueError(f"unknown shape {shape!r}; valid: {', '.join(SHAPES)}")
+    if shape in REGULAR:  # the many-class world's (dclib.data.manyclass): a pentagon point up, a flat-topped hexagon
+        n, start = REGULAR[shape]
+        return [(cx + 1.05 * r * math.cos(math.radians(start + 360 * k / n)),
+                 cy + 1.05 * r * math.sin(math.radians(start + 360 * k / n))) for k in range(n)]
+    raise ValueError(f"unknown shape {shape!r}; valid: {', '.join(SHAPES + tuple(REGULAR))}")
 
 
-def shape_mask(shape: str, cx: float, cy: float, r: float) -> np.ndarray:
-    """Antialiased coverage in [0, 1], float32 [32, 32], for one object (coordinates in 32x32 pixels)."""
+#: Regular polygons polygon() draws besides SHAPES: (corners, angle of the first corner in degrees).
+REGULAR = {"pentagon": (5, -90.0), "hexagon": (6, 0.0)}
+
+
+def supersampled_mask(shape: str, cx: float, cy: float, r: float) -> Image.Image:
+    """One object's coverage, mode "L" (0 or 255), at SUPERSAMPLE x the 32x32 picture (coordinates in its pixels)."""
     s = SUPERSAMPLE
     canvas = Image.new("L", (SIZE * s, SIZE * s), 0)
     draw = ImageDraw.Draw(canvas)
@@ -83,7 +91,12 @@ def shape_mask(shape: str, cx: float, cy: float, r: float) -> np.ndarray:
         draw.ellipse([(cx - r) * s, (cy - r) * s, (cx + r) * s, (cy + r) * s], fill=255)
     else:
         draw.polygon(poly, fill=255)
-    small = canvas.resize((SIZE, SIZE), Image.Resampling.BOX)
+    return canvas
+
+
+def shape_mask(shape: str, cx: float, cy: float, r: float) -> np.ndarray:
+    """Antialiased coverage in [0, 1], float32 [32, 32], for one object (coordinates in 32x32 pixels)."""
+    small = supersampled_mask(shape, cx, cy, r).resize((SIZE, SIZE), Image.Resampling.BOX)
     return np.asarray(small, dtype=np.float32) / 255.0
 
 

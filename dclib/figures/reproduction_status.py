@@ -12,8 +12,7 @@ def forest_plot(board: pd.DataFrame, title: str = "Our effects beside the paper'
     """One row per comparison of :func:`dclib.scoreboard.scoreboard`: our accuracy difference in the paper's direction
     with its 95% interval (coloured by the claim's outcome), the registered effect (a diamond: the paper's number;
     an open diamond: a smallest effect of interest where the paper gives none), a non-inferiority claim's margin
-    (a red bar), zero dotted. A comparison the
-    validity gate left out has no interval and says so in its label."""
+    (a red bar), zero dotted. A comparison the validity gate left out has no interval and says so in its label."""
     import matplotlib.pyplot as plt  # here, not at import: pyplot picks a backend when imported
     import seaborn as sns
 
