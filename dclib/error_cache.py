@@ -5,7 +5,9 @@ device, autocast, LoRA), the image, the conditioning, the scoring options, and t
 dclib keys by (seed, image id, t, repeat) (:mod:`dclib.noise`). So the same (t, repeat) of the same image is the
 same sample in every plan: the 10 evenly spaced timesteps lie on the 50-point grid, a stage of Algorithm 2 on the
 full schedule, Fig. 4's "Even 10" is Algorithm 1 with 10 timesteps. Pages of the book that score the same images
-on overlapping plans then pay once (:func:`dclib.experiments.score_dataset` reads and fills the cache).
+on overlapping plans then pay once (:func:`dclib.experiments.score_dataset` reads and fills the cache). A pass under
+the default options also saves the l1 and Huber errors of the same predictions (a few elementwise operations), so
+a later comparison of losses on those samples (Tables 8-9) makes no denoiser call.
 
 Nothing stale is ever read: the key holds all of the above, the image's pixel hash beside its id, and a hash of
 dclib's own source, so any change to the code or the weights starts a new cache. Read-back errors equal a fresh

@@ -19,6 +19,7 @@ from .classifier import DiffusionClassifier
 from .error_cache import ErrorCache
 from .errors import InputError
 from .noise import NoiseDistribution
+from .objectives import LOSSES
 from .plan import Plan
 from .prompts import DEFAULT_TEMPLATE, Conditionings, require_candidates
 from .runs import DatasetSource, label_mapping as map_labels, open_dataset, open_image, stratified_order
@@ -190,6 +191,15 @@ def score_dataset(classifier, dataset, plan: Plan | Callable[[int], Plan], condi
                                   shared_noise, batch_size, label_column, progress, cache)[options]
 
 
+def loss_siblings(variants: Sequence[ScoreOptions]) -> tuple[ScoreOptions, ...]:
+    """``variants`` and, for each that is the default scoring but for its loss, the same under every other loss: a
+    few elementwise operations on predictions already made, which the error cache keeps so that a later comparison
+    of losses (Tables 8-9) on samples scored before costs no denoiser call."""
+    default = ScoreOptions()
+    siblings = [replace(o, loss=loss) for o in variants if replace(o, loss=default.loss) == default for loss in LOSSES]
+    return tuple(dict.fromkeys((*variants, *siblings)))
+
+
 def score_dataset_variants(classifier, dataset, plan: Plan | Callable[[int], Plan], variants: Sequence[ScoreOptions],
                            conditionings: Conditionings | None = None, n_images: int | None = None, seed: int = 0,
                            noise: str | NoiseDistribution | None = None, shared_noise: bool = True,
@@ -207,7 +217,10 @@ def score_dataset_variants(classifier, dataset, plan: Plan | Callable[[int], Pla
     encoded = classifier.adapter.encode_conditions(list(conds.values))
     dist = NoiseDistribution.parse(noise)
     cache = cache if cache is not None else ErrorCache.from_environment()
-    contexts = cache.contexts(classifier, conds, variants, dist, shared_noise, seed) if cache is not None else {}
+    # the cache also keeps what the same predictions give under the other losses (Tables 8-9 compare them)
+    contexts = cache.contexts(classifier, conds, loss_siblings(variants), dist, shared_noise, seed) \
+        if cache is not None else {}
+    stored = tuple(contexts) if contexts else variants
     errors = {o: [] for o in variants}
     timesteps, labels, ids = [], [], []
     n_cached = 0
@@ -217,18 +230,19 @@ def score_dataset_variants(classifier, dataset, plan: Plan | Callable[[int], Pla
         x0, content = classifier.encode_image(row["image"])
         image_id = row.get("id", i)
         key = f"{content}|{image_id}"  # the pixels the errors come from and the id that keys their noise
-        known = {o: ctx.read(key, image_plan, len(conds)) for o, ctx in contexts.items()}
+        known = {o: contexts[o].read(key, image_plan, len(conds)) for o in variants if o in contexts}
         missing = (np.isnan(np.stack(list(known.values()))).any(axis=(0, 1)) if known
                    else np.ones(len(image_plan), bool))
         if missing.any():
             todo = Plan(tuple(np.array(image_plan.timesteps)[missing].tolist()),
                         tuple(np.array(image_plan.repeats)[missing].tolist()))
-            result = scorer.score_plan(x0, encoded, todo, seed, image_id, dist, shared_noise, variants=variants[1:])
-            for o in variants:
+            result = scorer.score_plan(x0, encoded, todo, seed, image_id, dist, shared_noise, variants=stored[1:])
+            for o in stored:
                 new = (result.by_options[o] if result.by_options else result.errors).numpy()
                 if o in contexts:
                     contexts[o].write(key, todo, new)
-                known.setdefault(o, np.empty((len(conds), len(image_plan)), np.float32))[:, missing] = new
+                if o in errors:
+                    known.setdefault(o, np.empty((len(conds), len(image_plan)), np.float32))[:, missing] = new
         n_cached += int((~missing).sum())
         for o in variants:
             errors[o].append(known[o])

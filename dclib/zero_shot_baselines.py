@@ -30,6 +30,7 @@ from .experiments import evaluate_dataset, open_experiment, score_dataset
 from .noise import make_noise
 from .plan import Plan, even_timesteps
 from .prompts import DEFAULT_TEMPLATE, Conditionings
+from .schedules import Schedule, parse_schedule
 from .stats import clopper_pearson
 from .timestep_analysis import attribute_separation, single_timestep_accuracy
 
@@ -209,6 +210,14 @@ def predict_in_chunks(data, predict: Callable[[list], Any], chunk: int = 256) ->
     return np.concatenate([np.asarray(predict([data[i]["image"] for i in rows])) for rows in chunks])
 
 
+def flat_plan(schedule, num_train_timesteps: int = 1000) -> Plan | None:
+    """The plan of an Algorithm 1 schedule (``"N"``: every class on the same N timesteps), None for any other."""
+    parsed = parse_schedule(schedule)
+    if isinstance(parsed, Schedule) and parsed.keep == (1,):
+        return parsed.stage_plans(num_train_timesteps)[0]
+    return None
+
+
 def zero_shot_comparison(task: ZeroShotTask, classifier, model: str, contrastive: str | None = "embedded:shapes-clip",
                          n_images: int | None = 100, schedule: str = "50", n_generated: int = 50,
                          generation_steps: int = 25, guidance: float = 3.0, n_feature_train: int = 500,
@@ -223,9 +232,14 @@ def zero_shot_comparison(task: ZeroShotTask, classifier, model: str, contrastive
     data = task.test.select(range(n))
     labels, rows, device = np.asarray(data["label"]), task.rows, classifier.adapter.device
     preds = {}
-    preds["Diffusion Classifier"] = evaluate_dataset(
-        classifier, data, progress=progress, desc=f"{task.name}: Diffusion Classifier", prompts=rows,
-        schedule=task.schedule or schedule, seed=seed, batch_size=batch_size).predictions
+    plan = flat_plan(task.schedule or schedule, classifier.adapter.num_train_timesteps)
+    if plan is not None:  # Algorithm 1 through the error cache, where the per-timestep probe reads it back
+        preds["Diffusion Classifier"] = score_dataset(classifier, data, plan, Conditionings.from_rows(rows), seed=seed,
+                                                      batch_size=batch_size, progress=progress).predictions()
+    else:
+        preds["Diffusion Classifier"] = evaluate_dataset(
+            classifier, data, progress=progress, desc=f"{task.name}: Diffusion Classifier", prompts=rows,
+            schedule=task.schedule or schedule, seed=seed, batch_size=batch_size).predictions
     if contrastive:
         clip = ContrastiveModel.from_pretrained(contrastive, device=device)
         preds["contrastive"] = predict_in_chunks(data, lambda images: clip.classify(images, rows).predictions)

@@ -44,7 +44,7 @@ def test_a_superset_plan_scores_only_its_new_samples_and_equals_a_fresh_run(clas
     np.testing.assert_array_equal(again.errors, big.errors)
 
 
-@pytest.mark.parametrize("change", [{"seed": 1}, {"options": ScoreOptions(loss="l1")}, {"noise": "zero"},
+@pytest.mark.parametrize("change", [{"seed": 1}, {"options": ScoreOptions(crop=1)}, {"noise": "zero"},
                                     {"shared_noise": False}, {"conditionings": "three classes"}])
 def test_another_setup_never_reads_the_saved_errors(classifiers, images, tmp_path, change):
     clf = classifiers["pixel"]
@@ -66,20 +66,39 @@ def test_other_pixels_under_the_same_id_are_other_images(classifiers, images, tm
     assert score_dataset(clf, flipped, even_plan(5), cache=cache, progress=False).meta["cached_samples"] == 0
 
 
-def test_losses_of_one_pass_fill_what_any_of_them_lacks(classifiers, images, tmp_path):
+def test_variants_of_one_pass_fill_what_any_of_them_lacks(classifiers, images, tmp_path):
     clf = classifiers["pixel"]
     cache = ErrorCache(tmp_path / "cache")
     plan = Plan.from_timesteps([100, 500, 900])
-    score_dataset(clf, images, plan, cache=cache, progress=False)  # l2 saved, l1 not
-    settings = {name: {"options": ScoreOptions(loss=loss)} for name, loss in [("l2", "l2"), ("l1", "l1")]}
-    _, first = compare_settings(clf, images, settings, plan, cache=cache)  # l1 missing: both scored in one pass
-    assert first["l2"].meta["cached_samples"] == 0
+    score_dataset(clf, images, plan, cache=cache, progress=False)  # l2 saved, the cropped error not
+    settings = {"whole": {"options": ScoreOptions()}, "cropped": {"options": ScoreOptions(crop=1)}}
+    _, first = compare_settings(clf, images, settings, plan, cache=cache)  # cropped missing: both in one pass
+    assert first["whole"].meta["cached_samples"] == 0
     _, fresh = compare_settings(clf, images, settings, plan)  # no cache: nothing read
     _, again = compare_settings(clf, images, settings, plan, cache=cache)
     for name in settings:
         np.testing.assert_allclose(first[name].errors, fresh[name].errors, rtol=1e-5, atol=1e-7)
         assert again[name].meta["cached_samples"] == 3 * 3 and fresh[name].meta["cached_samples"] == 0
         np.testing.assert_array_equal(again[name].errors, first[name].errors)
+
+
+@pytest.mark.parametrize("first_loss", ["l2", "huber"])
+def test_a_pass_under_one_loss_saves_the_others_for_free(classifiers, images, tmp_path, monkeypatch, first_loss):
+    clf = classifiers["pixel"]
+    cache = ErrorCache(tmp_path / "cache")
+    plan = Plan.from_timesteps([100, 500, 900])
+    pairs = _counting(monkeypatch, clf)
+    score_dataset(clf, images, plan, options=ScoreOptions(loss=first_loss), cache=cache, progress=False)
+    assert sum(pairs) == 3 * 3 * 10  # one denoiser pass for the three losses
+    pairs.clear()
+    settings = {loss: {"options": ScoreOptions(loss=loss)} for loss in ["l2", "l1", "huber"]}
+    _, read = compare_settings(clf, images, settings, plan, cache=cache)
+    assert sum(pairs) == 0
+    _, fresh = compare_settings(clf, images, settings, plan)
+    for loss in settings:
+        assert read[loss].meta["cached_samples"] == 3 * 3
+        np.testing.assert_allclose(read[loss].errors, fresh[loss].errors, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(read["l1"].errors, read["l2"].errors)  # each its own loss, not a copy
 
 
 def test_the_environment_switches_it_on_and_prune_drops_other_sources(classifiers, images, tmp_path, monkeypatch):

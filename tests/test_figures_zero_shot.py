@@ -14,6 +14,9 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from dclib import compositional as comp
+from dclib import even_plan
+from dclib.error_cache import ErrorCache
+from dclib.prompts import Conditionings
 from dclib import zero_shot_baselines as zsb
 from dclib.figures import compositional as comp_figures
 from dclib.figures import version_sweep as version_figures
@@ -67,6 +70,9 @@ def test_zero_shot_comparison_scores_the_first_images_against_their_own_labels(m
     schedules = []
     monkeypatch.setattr(zsb, "evaluate_dataset", lambda clf, data, **kw: schedules.append(kw["schedule"]) or type(
         "S", (), {"predictions": np.zeros(len(data), int)})())
+    plans = []  # Algorithm 1 goes through score_dataset (and the error cache)
+    monkeypatch.setattr(zsb, "score_dataset", lambda clf, data, plan, conds, **kw: plans.append(plan) or type(
+        "E", (), {"predictions": lambda self: np.zeros(len(data), int)})())
 
     class Fixed:
         def predict(self, x):
@@ -74,14 +80,33 @@ def test_zero_shot_comparison_scores_the_first_images_against_their_own_labels(m
 
     generated = np.zeros((2, 8, 8, 3), np.uint8)
     monkeypatch.setattr(zsb, "synthetic_data_baseline", lambda *a, **k: (Fixed(), generated, None))
-    clf = type("C", (), {"adapter": type("A", (), {"device": "cpu"})()})()
+    clf = type("C", (), {"adapter": type("A", (), {"device": "cpu", "num_train_timesteps": 1000})()})()
     table, right = zsb.zero_shot_comparison(task, clf, "m", None, n_images=4, progress=False)
     assert table.method.tolist() == ["Diffusion Classifier", "synthetic data (CNN)"]
     assert right["Diffusion Classifier"].tolist() == [True, False, True, False]
     assert table.accuracy.tolist() == [0.5, 0.5] and (table.n == 4).all() and (table.classes == 2).all()
     table, _ = zsb.zero_shot_comparison(task._replace(schedule="5,1:25,250"), clf, "m", None, n_images=None,
                                         schedule="10", progress=False)
-    assert schedules == ["50", "5,1:25,250"] and (table.n == 5).all()  # the task's own schedule; None: every image
+    # the task's own schedule; None: every image
+    assert plans == [even_plan(50)] and schedules == ["5,1:25,250"] and (table.n == 5).all()
+
+
+def test_algorithm_1_through_the_error_cache_predicts_as_classify_does(classifiers, tmp_path):
+    """Table 1's Diffusion Classifier column on a flat schedule: score_dataset's predictions (read back by the
+    per-timestep probe) equal classify's, image by image."""
+    clf = classifiers["sd"]
+    rng = np.random.RandomState(3)
+    images = [Image.fromarray((rng.rand(32, 32, 3) * 255).astype(np.uint8)) for _ in range(6)]
+    rows = [("a cat", "cat", 0), ("a dog", "dog", 1), ("a bird", "bird", 2)]
+    task = zsb.ZeroShotTask("animals", Dataset.from_dict({"image": images, "label": [0, 1, 2, 0, 1, 2]}), rows, 3,
+                            None)
+    assert zsb.flat_plan("7") == even_plan(7) and zsb.flat_plan("5,1:25,250") is None
+    assert zsb.flat_plan("paired:20") is None
+    plan = zsb.flat_plan("7")
+    via_cache = zsb.score_dataset(clf, task.test, plan, Conditionings.from_rows(rows), seed=2, progress=False,
+                                  cache=ErrorCache(tmp_path)).predictions()
+    classified = zsb.evaluate_dataset(clf, task.test, progress=False, prompts=rows, schedule="7", seed=2).predictions
+    assert np.array_equal(via_cache, np.asarray(classified))
 
 
 def test_predict_in_chunks_equals_one_call_and_reads_every_image_once():
