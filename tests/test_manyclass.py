@@ -92,3 +92,17 @@ def test_natural_label_tree_holds_every_class_once_and_loads_as_a_tree():
         assert sorted(tree_leaves(tree)) == list(range(k))
     assert set(manyclass.class_groups()) == {"round", "angular", "pointed"}
     assert len(manyclass.class_groups()["round"]["pentagon"]["warm"]) == 16  # 4 warm colours x 4 patterns
+
+
+def test_the_card_measures_top1_with_intervals_on_each_class_count(tiny_models):
+    """`python -m dclib train manyclass` measures the model it trained this way: zero-shot top-1 on the first pictures
+    of each sub-set, with the set's own prompts (here on the tiny text-to-image model: only the bookkeeping)."""
+    from dclib.train.run import NAMES, measure_manyclass
+
+    assert "manyclass" in NAMES
+    facts = measure_manyclass(tiny_models["sd"], limit=3, schedule="2", sizes=(25, 50), progress=False)
+    assert facts["schedule"] == "2" and list(facts["top1"]) == [25, 50]
+    for k, row in facts["top1"].items():
+        assert row["dataset"] == f"embedded:manyclass-test-{k}" and row["n"] == 3
+        low, high = row["ci95"]
+        assert 0 <= low <= row["accuracy"] <= high <= 1 and row["accuracy"] * 3 == round(row["accuracy"] * 3)

@@ -211,3 +211,40 @@ def test_clip_folder_resolves_as_embedded_and_is_no_diffusion_model(tmp_path, mo
                                                                        ["a red circle"]).shape == (1, 1)
     with pytest.raises(ModelNotFoundError, match="CLIPModel"):
         DiffusionClassifier.from_pretrained(str(out))
+
+
+def test_manyclass_clip_learns_from_attribute_truth_and_hard_neighbours(tmp_path, monkeypatch):
+    """The many-class partner: trains on its world's pictures with neighbour-class negatives, validates top-1 over
+    every class's caption, and its truth matrix is attribute matching (a caption naming two attributes is true of
+    every picture with both)."""
+    from dclib.contrastive import ContrastiveModel
+    from dclib.data import manyclass
+    from dclib.train import clip
+
+    captured = []
+    original = clip.multi_positive_nce
+    monkeypatch.setattr(clip, "multi_positive_nce", lambda logits, truth: captured.append(truth) or original(logits, truth))
+    out = tmp_path / "mc-clip"
+    recipe = ClipRecipe(**{**TINY_CLIP, "n_scenes": 256, "n_val": 256}, name="manyclass-clip-tiny", world="manyclass",
+                        hard_negatives=2)
+    facts = train_shapes_clip(out, steps=2, progress=False, recipe=recipe)
+    assert facts["train_images"] == 256 and set(facts["final_val"]) == {"top1_train", "top1_heldout"}
+    assert 0 < facts["mean_hard_negatives_per_batch"] <= 2 * 16
+    assert "embedded:manyclass-train" in (out / "README.md").read_text()
+    truth = captured[0]  # image -> caption: 16 pictures x (16 captions + their negatives)
+    assert truth.shape[0] == 16 and truth.shape[1] > 16 and truth[:, :16].diagonal().all()
+    assert not truth[:, 16:].any() or truth[:, 16:].float().mean() < 0.5  # negatives mostly false
+    model = ContrastiveModel.from_pretrained(str(out))
+    rows = [(manyclass.caption(n, manyclass.PROMPT_TEMPLATE), n, k) for k, n in enumerate(manyclass.CLASSES[:5])]
+    assert model.classify([np.zeros((32, 32, 3), np.uint8)], rows).class_scores.shape == (1, 5)
+
+
+def test_neighbour_classes_change_one_attribute_and_templates_name_theirs():
+    from dclib.data import manyclass
+
+    near = manyclass.neighbour_classes("red striped circle")
+    assert len(near) == 7 + 3 + 7 and ("blue striped circle", "colour") in near
+    assert ("red dotted circle", "pattern") in near and ("red striped square", "shape") in near
+    assert all(n in manyclass.CLASSES and n != "red striped circle" for n, _ in near)
+    assert manyclass.named_attributes("a {colour} {shape}") == ("colour", "shape")
+    assert manyclass.named_attributes(manyclass.PROMPT_TEMPLATE) == manyclass.ATTRIBUTES

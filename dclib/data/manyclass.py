@@ -63,6 +63,23 @@ def class_attributes(name: str) -> dict:
     return {"colour": colour, "pattern": pattern, "shape": shape}
 
 
+ATTRIBUTES = ("colour", "pattern", "shape")
+
+
+def named_attributes(template: str) -> tuple[str, ...]:
+    """The attributes a caption template names ("a {colour} {shape}": colour and shape): a caption is true of every
+    picture that has them, whatever its other attributes."""
+    return tuple(a for a in ATTRIBUTES if "{" + a + "}" in template)
+
+
+def neighbour_classes(name: str) -> list[tuple[str, str]]:
+    """(class, the attribute it changes) for every class one attribute away from ``name``: its nearest confusions."""
+    a = class_attributes(name)
+    values = {"colour": COLOUR_NAMES, "pattern": PATTERNS, "shape": SHAPES}
+    return [(" ".join(b[k] for k in ATTRIBUTES), changed) for changed in ATTRIBUTES for v in values[changed]
+            if v != a[changed] for b in [{**a, changed: v}]]
+
+
 def _mask(shape: str, cx: float, cy: float, r: float) -> np.ndarray:
     """Coverage in {0, 1} at SUPERSAMPLE x the picture's resolution (coordinates in picture pixels)."""
     return np.asarray(supersampled_mask(shape, cx, cy, r), np.float32) / 255.0

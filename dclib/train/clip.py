@@ -5,18 +5,21 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
 
 from ..contrastive import image_embeddings, text_embeddings
 from ..data import captions as cap
+from ..data import manyclass
 from .common import EMA, bf16_autocast, count_parameters, folder_size_mb, start_training, write_card
 from .loop import StepLoss, train_loop
-from .scenes import caption_truth, hard_negatives, scene_pools, swap_scene
+from .scenes import caption_truth, hard_negatives, swap_scene
 from .shapes_models import build_clip, save_clip, use_fast_cpu_attention
 from .shapes_recipes import ClipRecipe
 from .tokenizer import build_word_tokenizer, tokenize
+from .worlds import world_of
 
 
 def multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
@@ -29,19 +32,19 @@ def _clip_features(model, pixels, ids):
     return image_embeddings(model, pixels), text_embeddings(model, ids)
 
 
-def train_shapes_clip(out: Path, steps: int | None = None, progress: bool = True,
-                      recipe: ClipRecipe | None = None) -> dict:
-    """Train ``embedded:shapes-clip`` into ``out`` (CLIPModel + tokenizer, safetensors); returns the facts."""
-    recipe = recipe or ClipRecipe()
-    out, steps, gen, rng, started = start_training(out, recipe, steps)
-    pool, val = scene_pools(recipe.n_scenes, recipe.n_val)
-    tokenizer = build_word_tokenizer(model_max_length=recipe.max_length)
-    model = build_clip(recipe, tokenizer).train()
-    use_fast_cpu_attention(model)
-    ema = EMA(model, recipe.ema_decay)
-    opt = recipe.adamw(model)
-    max_scale = float(np.log(100.0))
+class Objective(NamedTuple):
+    """What a world gives the contrastive loop: a step's loss, the validation metrics, the progress bar's fields."""
+    step_loss: Callable[[int], StepLoss]
+    evaluate: Callable[..., dict]
+    describe: Callable[[dict], dict]
+    val_keys: tuple[str, ...]
+    n_neg: list               # hard negatives added per batch, filled as training runs
 
+
+def scene_objective(recipe: ClipRecipe, pool, val, tokenizer, model, gen, rng) -> Objective:
+    """The shapes world: scenes of one or two objects; a caption is true of every scene it describes
+    (:func:`caption_truth`); hard negatives are a two-object scene's captions with colours, objects or shapes
+    exchanged."""
     # validation: image->caption top-1 among the val captions (TRAIN wording), and binding: does the true
     # caption beat its colour-swapped version (TRAIN and HELD-OUT wording) on two-object scenes
     vrng = np.random.default_rng(recipe.seed + 1)
@@ -94,17 +97,92 @@ def train_shapes_clip(out: Path, steps: int | None = None, progress: bool = True
         loss = 0.5 * (multi_positive_nce(logits, truth) + multi_positive_nce(logits[:, :b].T, truth[:, :b].T))
         return StepLoss(loss, loss.item())
 
+    return Objective(step_loss, evaluate,
+                     lambda row: {"loss": f"{row['train_loss']:.3f}", "i2t": f"{row['i2t_top1']:.2f}",
+                                  "swap": f"{row['colour_swap_train']:.2f}/{row['colour_swap_heldout']:.2f}"},
+                     ("i2t_top1", "colour_swap_train", "colour_swap_heldout"), n_neg)
+
+
+def class_objective(recipe: ClipRecipe, pool, val, tokenizer, model, gen, rng) -> Objective:
+    """The many-class world: a caption is true of every picture that has each attribute it names (the full wording
+    names colour, pattern and shape: one class; "a red circle" any pattern). Hard negatives: for each picture,
+    captions of classes one named attribute away from its own (same template), the near neighbours a many-class
+    classifier confuses. Validation: zero-shot top-1 among every class's caption in TRAIN and in HELD-OUT wording
+    (the classifier's task)."""
+    classes = list(manyclass.CLASSES)
+    index = {name: k for k, name in enumerate(classes)}
+    values = {"colour": manyclass.COLOUR_NAMES, "pattern": manyclass.PATTERNS, "shape": manyclass.SHAPES}
+    attributes = np.array([[values[a].index(manyclass.class_attributes(name)[a]) for a in manyclass.ATTRIBUTES]
+                           for name in classes])  # [classes, 3]
+    neighbours = [[(index[n], changed) for n, changed in manyclass.neighbour_classes(name)] for name in classes]
+    val_pixels = val.pixels(np.arange(len(val)))
+    val_labels = torch.tensor(np.asarray(val.labels))
+    class_ids = {split: tokenize(tokenizer, [manyclass.caption(name, template) for name in classes])
+                 for split, template in (("train", manyclass.TRAIN_TEMPLATES[0]), ("heldout", manyclass.PROMPT_TEMPLATE))}
+
+    @torch.inference_mode()
+    def evaluate(m, step: int) -> dict:
+        m.eval()
+        img = image_embeddings(m, val_pixels)
+        res = {f"top1_{split}": float(((img @ text_embeddings(m, ids).T).argmax(-1) == val_labels).float().mean())
+               for split, ids in class_ids.items()}
+        return {"logit_scale": model.logit_scale.exp().item(), **{k: round(x, 4) for k, x in res.items()}}
+
+    n_neg = []
+
+    def step_loss(step: int) -> StepLoss:
+        idx = torch.randint(0, len(pool), (recipe.batch_size,), generator=gen).numpy()
+        texts, temps = pool.captions(idx, rng)
+        labels = [int(pool.labels[i]) for i in idx]
+        caption_labels, named = list(labels), [manyclass.named_attributes(t) for t in temps]
+        for label, template, names in zip(labels, temps, list(named)):
+            options = [k for k, changed in neighbours[label] if changed in names]  # a change the caption shows
+            for k in rng.permutation(options)[:recipe.hard_negatives].tolist():
+                texts.append(manyclass.caption(classes[k], template))
+                caption_labels.append(k)
+                named.append(names)
+        n_neg.append(len(caption_labels) - len(labels))
+        shown = np.array([[a in names for a in manyclass.ATTRIBUTES] for names in named])  # [captions, 3]
+        same = attributes[labels][:, None, :] == attributes[caption_labels][None, :, :]
+        truth = torch.from_numpy((same | ~shown[None]).all(-1))
+        b = len(idx)
+        with bf16_autocast(recipe.bf16):
+            img, txt = _clip_features(model, pool.pixels(idx), tokenize(tokenizer, texts))
+        logits = model.logit_scale.exp() * (img.float() @ txt.float().T)
+        loss = 0.5 * (multi_positive_nce(logits, truth) + multi_positive_nce(logits[:, :b].T, truth[:, :b].T))
+        return StepLoss(loss, loss.item())
+
+    return Objective(step_loss, evaluate,
+                     lambda row: {"loss": f"{row['train_loss']:.3f}", "top1": f"{row['top1_heldout']:.2f}"},
+                     ("top1_train", "top1_heldout"), n_neg)
+
+
+def train_shapes_clip(out: Path, steps: int | None = None, progress: bool = True,
+                      recipe: ClipRecipe | None = None) -> dict:
+    """Train ``embedded:shapes-clip`` into ``out`` (CLIPModel + tokenizer, safetensors); returns the facts."""
+    recipe = recipe or ClipRecipe()
+    out, steps, gen, rng, started = start_training(out, recipe, steps)
+    world = world_of(recipe)
+    pool, val = world.pools(recipe.n_scenes, recipe.n_val)
+    tokenizer = build_word_tokenizer(world.words(), model_max_length=recipe.max_length)
+    model = build_clip(recipe, tokenizer).train()
+    use_fast_cpu_attention(model)
+    ema = EMA(model, recipe.ema_decay)
+    opt = recipe.adamw(model)
+    max_scale = float(np.log(100.0))
+
+    objective = (scene_objective if recipe.world == "shapes" else class_objective)(recipe, pool, val, tokenizer,
+                                                                                  model, gen, rng)
+
     def clamp_temperature() -> None:  # CLIP's cap: temperature at most 100
         with torch.no_grad():
             model.logit_scale.clamp_(0.0, max_scale)
 
     t_train = time.perf_counter()
     history = train_loop(
-        model, opt, step_loss, steps, lr=recipe.lr, warmup=recipe.warmup, grad_clip=recipe.grad_clip, ema=ema,
-        after_step=clamp_temperature, evaluate=evaluate, eval_every=recipe.eval_every,
-        describe=lambda row: {"loss": f"{row['train_loss']:.3f}", "i2t": f"{row['i2t_top1']:.2f}",
-                              "swap": f"{row['colour_swap_train']:.2f}/{row['colour_swap_heldout']:.2f}"},
-        desc=f"train {recipe.name}", progress=progress).history
+        model, opt, objective.step_loss, steps, lr=recipe.lr, warmup=recipe.warmup, grad_clip=recipe.grad_clip,
+        ema=ema, after_step=clamp_temperature, evaluate=objective.evaluate, eval_every=recipe.eval_every,
+        describe=objective.describe, desc=f"train {recipe.name}", progress=progress).history
     train_seconds = time.perf_counter() - t_train
     save_clip(ema.model, tokenizer, out, recipe)
     final = history[-1] if history else {}
@@ -117,16 +195,17 @@ def train_shapes_clip(out: Path, steps: int | None = None, progress: bool = True
                        "total": count_parameters(model)},
         "vocab_size": len(tokenizer),
         "train_images": len(pool),
-        "mean_hard_negatives_per_batch": round(float(np.mean(n_neg)), 1) if n_neg else 0,
+        "mean_hard_negatives_per_batch": round(float(np.mean(objective.n_neg)), 1) if objective.n_neg else 0,
         "train_seconds": round(time.perf_counter() - started, 1),
         "loop_seconds": round(train_seconds, 1),
         "final_train_loss": final.get("train_loss"),
         "final_logit_scale": final.get("logit_scale"),
-        "final_val": {k: final.get(k) for k in ("i2t_top1", "colour_swap_train", "colour_swap_heldout")},
+        "final_val": {k: final.get(k) for k in objective.val_keys},
         "history": history,
     }
     facts["size_mb"] = round(folder_size_mb(out), 2)
-    write_card(out, f"embedded:{recipe.name}", facts, CLIP_CARD.format(**asdict(recipe), steps_run=steps))
+    card = CLIP_CARD if recipe.world == "shapes" else MANYCLASS_CLIP_CARD
+    write_card(out, f"embedded:{recipe.name}", facts, card.format(**asdict(recipe), steps_run=steps))
     facts["size_mb"] = round(folder_size_mb(out), 2)
     return facts
 
@@ -151,4 +230,25 @@ The contrastive baseline for `embedded:shapes` (`dclib.train.shapes.train_shapes
   bf16 autocast = {bf16}, EMA {ema_decay} (the shipped weights), fp16 on disk.
 - Validation on other scenes: `i2t_top1` (image -> caption retrieval among val captions, TRAIN wording),
   `colour_swap_train` / `colour_swap_heldout` (true caption scores above its colour-swapped version).
+"""
+
+
+MANYCLASS_CLIP_CARD = """
+The contrastive partner of `embedded:manyclass` (`dclib.train.shapes.train_shapes_clip` with
+`CLIP_RECIPES["manyclass-clip"]`): a transformers `CLIPModel` trained from scratch on CPU, for top-k pre-pruning
+and as the many-class benchmark's contrastive baseline. Load it with
+`dclib.contrastive.ContrastiveModel.from_pretrained("embedded:manyclass-clip")`.
+
+- Data: the same {n_scenes} `embedded:manyclass-train` pictures and random TRAIN-template captions as
+  `embedded:manyclass`; images in [-1, 1] as `dclib.images.preprocess(image, 32, 3)` prepares them.
+- Vision tower: ViT, {patch_size}x{patch_size} patches of 32x32 images, hidden {vision_hidden}, {vision_layers} layers.
+  Text tower: hidden {text_hidden}, {text_layers} layers, {text_heads} heads, one token per caption word. Projection
+  {projection_dim}; learnable temperature (CLIP's init, clamped at 100).
+- Loss: symmetric InfoNCE over batches of {batch_size}; a caption is true of every picture with each attribute it
+  names ("a red circle" of a red circle of any pattern), so true matches are never pushed apart. Hard negatives:
+  up to {hard_negatives} captions per picture of classes one named attribute away (same template).
+- {steps_run} steps, AdamW lr {lr} ({warmup} warm-up, cosine), weight decay {weight_decay}, grad clip {grad_clip},
+  bf16 autocast = {bf16}, EMA {ema_decay} (the shipped weights), fp16 on disk.
+- Validation on other pictures: `top1_train` / `top1_heldout`, zero-shot top-1 among all 256 classes' captions in
+  TRAIN and HELD-OUT wording.
 """

@@ -18,7 +18,10 @@ from .common import write_card
 
 TEST_SETS = {"digits": "digits-test", "mnist": "mnist-test", "mnist-learned-variance": "mnist-test"}
 BENCHMARK_SCHEDULE = "20"
-NAMES = ("digits", "mnist", "mnist-learned-variance", "shapes", "shapes-25k", "shapes-clip")
+NAMES = ("digits", "mnist", "mnist-learned-variance", "shapes", "shapes-25k", "shapes-clip", "manyclass",
+         "manyclass-clip")
+#: class counts the many-class card measures (embedded:manyclass-test-K; the paper's cost grows with K)
+MANYCLASS_SIZES = (25, 200)
 
 
 def measure(model_path: str, dataset: str, schedule: str = "100", limit: int | None = None,
@@ -77,14 +80,48 @@ def measure_shapes(model_path: str, kind: str, limit: int = 200, wino_limit: int
     return out
 
 
+def measure_manyclass(model_path: str, kind: str = "diffusion", limit: int = 100, schedule: str = BENCHMARK_SCHEDULE,
+                      sizes: tuple[int, ...] = MANYCLASS_SIZES, progress: bool = True) -> dict:
+    """Zero-shot top-1 of a many-class model (kind "diffusion": the text-to-image model, Algorithm 1 with
+    ``schedule`` evenly spaced timesteps and shared noise; "contrastive": its CLIP partner) on ``limit`` pictures of
+    ``embedded:manyclass-test-K`` (a seeded class-balanced sample) for each K in ``sizes``, prompted with the set's
+    own prompt CSV (HELD-OUT wording); 95% Clopper-Pearson intervals."""
+    from ..data import load_embedded  # heavy (see the note above)
+    from ..data.registry import embedded_prompt_file
+    from ..prompts import read_prompt_file
+    from ..runs import stratified_order
+
+    if kind == "diffusion":
+        from ..experiments import score_dataset
+
+        clf = DiffusionClassifier.from_pretrained(model_path)
+        plan = Schedule.parse(schedule).stage_plans(clf.adapter.num_train_timesteps)[0]
+        predict = lambda data, conds: score_dataset(clf, data, plan, conds, batch_size=1000,
+                                                    progress=progress).predictions()
+    else:
+        from ..contrastive import ContrastiveModel
+
+        clip = ContrastiveModel.from_pretrained(model_path)
+        predict = lambda data, conds: clip.classify(list(data["image"]), conds).predictions
+    out = {"schedule": schedule if kind == "diffusion" else None, "limit": limit, "top1": {}}
+    for k in sizes:
+        name = f"embedded:manyclass-test-{k}"
+        data = load_embedded(name)
+        data = data.select(stratified_order(data["label"], seed=0)[:limit])  # every prefix class-balanced, seeded
+        labels = np.asarray(data["label"])
+        correct, n = int((predict(data, read_prompt_file(embedded_prompt_file(name))) == labels).sum()), len(labels)
+        out["top1"][k] = {"dataset": name, "accuracy": correct / n, "ci95": clopper_pearson(correct, n), "n": n}
+    return out
+
+
 def train_embedded(name: str, out: str | None = None, steps: int | None = None, eval_limit: int | None = None,
                    eval_schedule: str = "100", progress: bool = True, measure_only: bool = False) -> dict:
     """Train (or with ``measure_only``, re-measure an already trained folder) and write the model card."""
     out_path = Path(out) if out else EMBEDDED_DIR / name
     if measure_only and not (out_path / "training.json").exists():
         raise FileNotFoundError(f"{out_path} holds no trained model (training.json) to measure")
-    if name.startswith("shapes"):
-        from .shapes import SHAPES_RECIPES, train_shapes, train_shapes_clip  # heavy (see above)
+    if name.startswith(("shapes", "manyclass")):
+        from .shapes import CLIP_RECIPES, SHAPES_RECIPES, train_shapes, train_shapes_clip  # heavy (see above)
 
         diffusion = name in SHAPES_RECIPES
         if measure_only:
@@ -92,9 +129,13 @@ def train_embedded(name: str, out: str | None = None, steps: int | None = None, 
         elif diffusion:
             facts = train_shapes(out_path, steps=steps, progress=progress, recipe=SHAPES_RECIPES[name])
         else:
-            facts = train_shapes_clip(out_path, steps=steps, progress=progress)
-        facts["test"] = measure_shapes(str(out_path), "diffusion" if diffusion else "contrastive",
-                                       limit=eval_limit or 200, progress=progress)
+            facts = train_shapes_clip(out_path, steps=steps, progress=progress, recipe=CLIP_RECIPES[name])
+        if name.startswith("manyclass"):
+            facts["test"] = measure_manyclass(str(out_path), "diffusion" if diffusion else "contrastive",
+                                              limit=eval_limit or 100, progress=progress)
+        else:
+            facts["test"] = measure_shapes(str(out_path), "diffusion" if diffusion else "contrastive",
+                                           limit=eval_limit or 200, progress=progress)
         card = (out_path / "README.md").read_text().split("\n", 2)
         write_card(out_path, f"embedded:{name}", facts, card[2].split("| fact |")[0] if len(card) > 2 else "")
         return facts

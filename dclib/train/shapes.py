@@ -18,7 +18,7 @@ generalisation to new wordings.
 
 This module gathers the public names; the work is split by job:
 
-- ``shapes_recipes``: ``ShapesRecipe``, ``SHAPES_RECIPES``, ``ClipRecipe`` (settings and time budgets);
+- ``shapes_recipes``: ``ShapesRecipe``, ``SHAPES_RECIPES``, ``ClipRecipe``, ``CLIP_RECIPES`` (settings and time budgets);
 - ``tokenizer``: the word-level tokenizer of the captions;
 - ``scenes``: ``ScenePool`` (scenes and captions drawn per use), caption truth and hard negatives;
 - ``shapes_models``: building and saving the networks (VAE, text encoder, UNet, scheduler, CLIPModel);
@@ -31,13 +31,13 @@ from .clip import CLIP_CARD, multi_positive_nce, train_shapes_clip
 from .scenes import VAL_SEED, ScenePool, caption_truth, hard_negatives, swap_scene
 from .shapes_models import (PREDICTION_TYPES, build_clip, build_pipeline, build_scheduler, build_text_encoder,
                             build_unet, build_vae, save_clip, save_pipeline, text_config, use_fast_cpu_attention)
-from .shapes_recipes import SHAPES_RECIPES, ClipRecipe, ShapesRecipe
+from .shapes_recipes import CLIP_RECIPES, SHAPES_RECIPES, ClipRecipe, ShapesRecipe
 from .text_to_image import LOSS_WEIGHTINGS, SHAPES_CARD, TimestepLossBalance, train_shapes, training_target
 from .tokenizer import build_word_tokenizer, caption_words, longest_caption_tokens, tokenize
 from .vae import encode_latents, reconstruction_mse, train_vae
 
 __all__ = [
-    "SHAPES_RECIPES", "ShapesRecipe", "ClipRecipe",
+    "SHAPES_RECIPES", "ShapesRecipe", "ClipRecipe", "CLIP_RECIPES",
     "caption_words", "build_word_tokenizer", "longest_caption_tokens", "tokenize",
     "VAL_SEED", "ScenePool", "caption_truth", "swap_scene", "hard_negatives",
     "PREDICTION_TYPES", "text_config", "build_vae", "build_text_encoder", "build_unet", "build_scheduler",
