@@ -5,7 +5,8 @@
                                         [--jobs N]
 
 * ``book/notebooks.yml`` lists the pages in order (``name``, ``title``, optional ``path``, ``reads_results``: a page
-  that reads the others' verdicts, run after them). Preset ``small`` runs each page on its own defaults; ``book``
+  that reads the others' verdicts, run after them; ``reads``: pages listed before it whose scoring passes it reads
+  back from the error cache, which ``--jobs N`` lets finish before starting it). Preset ``small`` runs each page on its own defaults; ``book``
   and ``paper`` inject its entry in ``book/params.yml``. ``paper`` (a GPU with the paper's models) runs only the
   pages it has settings for, after book/preflight.py.
 * Each preset has its own results, executed copies and site (book/book_paths.py).
@@ -23,8 +24,9 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Callable
 
 import papermill
 import yaml
@@ -59,9 +61,34 @@ def load_notebook_list() -> list[dict]:
         src = paths.ROOT / e["path"] if e.get("path") else paths.NOTEBOOKS / f"{e['name']}.ipynb"
         if not src.exists():
             raise BuildError(f"book/notebooks.yml lists {e['name']!r} but {src} does not exist")
+        reads = e.get("reads") or []
+        if not isinstance(reads, list) or any(r not in {o["name"] for o in out} for r in reads):
+            raise BuildError(f"book/notebooks.yml: {e['name']!r} reads {reads!r}: list pages named before it")
         out.append({"name": str(e["name"]), "title": e.get("title"), "source": src,
-                    "reads_results": bool(e.get("reads_results"))})
+                    "reads_results": bool(e.get("reads_results")), "reads": [str(r) for r in reads]})
     return out
+
+
+def run_in_order(pages: list[dict], jobs: int, run: Callable[[dict], str | None]) -> list[str | None]:
+    """``run(page)`` for every page, at most ``jobs`` at once, each started in list order once the pages it
+    ``reads`` have finished (so it reads their errors instead of scoring them again). Returns run's results in the
+    pages' order. With one job this is the list order; a page's ``reads`` are always listed before it, so the first
+    waiting page can start once nothing runs."""
+    results: dict[str, str | None] = {}
+    waiting, running = list(pages), {}
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        while waiting or running:
+            for page in [p for p in waiting if all(r in results for r in p.get("reads", []))]:
+                if len(running) >= max(1, jobs):
+                    break
+                waiting.remove(page)
+                running[pool.submit(run, page)] = page["name"]
+            if not running:  # load_notebook_list refuses what would get here: a page reading one listed after it
+                raise BuildError(f"no page can start: {', '.join(p['name'] for p in waiting)} wait for each other")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                results[running.pop(future)] = future.result()
+    return [results[p["name"]] for p in pages]
 
 
 def parameters_for(name: str, preset: str, params: dict) -> dict:
@@ -197,8 +224,8 @@ def main(argv=None) -> int:
             print(f"  {name}: {state} in {time.monotonic() - t0:.1f}s", flush=True)
             return None
 
-        with ThreadPoolExecutor(max(1, args.jobs)) as pool:  # pages reading the others' verdicts run after them
-            failures = list(pool.map(run, [nb for nb in notebooks if not nb["reads_results"]]))
+        # pages reading the others' verdicts run after them
+        failures = run_in_order([nb for nb in notebooks if not nb["reads_results"]], args.jobs, run)
         failures += [run(nb) for nb in notebooks if nb["reads_results"]]
         if failures := [f for f in failures if f]:
             raise BuildError(f"{len(failures)} page(s) failed or have no executed copy: {', '.join(failures)}")

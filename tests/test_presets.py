@@ -266,3 +266,63 @@ def test_compare_results_finds_a_moved_number_and_ignores_timings(tmp_path):
         {"outcome": "reproduces", "comparisons": [{"label": "x", "effect": 0.1, "p_value": 0.01, "n": 8}]}))
     diffs, _, same = compare_results.differences(tmp_path / "before", tmp_path / "after")
     assert same == 0 and len(diffs) == 2 and "outcome, comparisons" in diffs[1]
+
+
+def _timed_run(durations: dict, log: list):
+    """A fake page runner: sleeps the page's time, logging (event, page, pages running) at start and end."""
+    import threading
+    import time
+
+    lock, running = threading.Lock(), set()
+
+    def run(page):
+        with lock:
+            running.add(page["name"])
+            log.append(("start", page["name"], set(running)))
+        time.sleep(durations[page["name"]])
+        with lock:
+            running.discard(page["name"])
+            log.append(("end", page["name"], set(running)))
+        return None if page["name"] != "b" else "b"  # b "fails": its readers still run
+
+    return run
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+def test_pages_start_in_list_order_after_the_pages_they_read(jobs):
+    pages = [{"name": "a"}, {"name": "b"}, {"name": "c", "reads": ["a"]}, {"name": "d"},
+             {"name": "e", "reads": ["b", "d"]}]
+    log = []
+    results = build_book.run_in_order(pages, jobs, _timed_run({"a": 0.3, "b": 0.05, "c": 0.05, "d": 0.05, "e": 0.05},
+                                                              log))
+    assert results == [None, "b", None, None, None]  # in the pages' order, failures included
+    starts = [name for event, name, _ in log if event == "start"]
+    ended = lambda name: next(i for i, (event, n, _) in enumerate(log) if event == "end" and n == name)
+    started = lambda name: next(i for i, (event, n, _) in enumerate(log) if event == "start" and n == name)
+    assert all(len(now) <= jobs for _, _, now in log)
+    for page in pages:  # never before what it reads has finished
+        assert all(ended(r) < started(page["name"]) for r in page.get("reads", []))
+    if jobs == 1:
+        assert starts == ["a", "b", "c", "d", "e"]
+    else:  # c waits for the slow a; d, listed after it, goes first
+        assert starts.index("d") < starts.index("c") and max(len(now) for _, _, now in log) > 1
+
+
+def test_a_page_may_read_only_pages_listed_before_it(tmp_path, monkeypatch):
+    (tmp_path / "notebooks").mkdir()
+    for name in ("one", "two"):
+        nbformat.write(nbformat.v4.new_notebook(), tmp_path / "notebooks" / f"{name}.ipynb")
+    monkeypatch.setattr(build_book.paths, "BOOK", tmp_path)
+    monkeypatch.setattr(build_book.paths, "NOTEBOOKS", tmp_path / "notebooks")
+    (tmp_path / "notebooks.yml").write_text("notebooks:\n  - name: one\n    reads: [two]\n  - name: two\n")
+    with pytest.raises(build_book.BuildError, match="'one' reads \\['two'\\]: list pages named before it"):
+        build_book.load_notebook_list()
+    (tmp_path / "notebooks.yml").write_text("notebooks:\n  - name: one\n  - name: two\n    reads: [one]\n")
+    assert [p["reads"] for p in build_book.load_notebook_list()] == [[], ["one"]]
+
+
+def test_the_books_reads_name_earlier_pages():
+    pages = build_book.load_notebook_list()
+    assert any(p["reads"] for p in pages)
+    names = [p["name"] for p in pages]
+    assert all(names.index(r) < names.index(p["name"]) for p in pages for r in p["reads"])
