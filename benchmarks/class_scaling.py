@@ -1,26 +1,33 @@
 #!/usr/bin/env python
-"""Cost against the number of classes: evaluations per image and top-1 (95% intervals) for nested, seeded class
-subsets of one zero-shot task, for a reference fixed in advance and the pruning schedules dclib offers.
+"""Cost against the number of classes: evaluations and seconds per image and top-1 (95% intervals) at several class
+counts, for a reference fixed in advance and the pruning schedules dclib offers, on the same images and noise.
 
-    python benchmarks/class_scaling.py [--model embedded:zeroshot] [--dataset embedded:zeroshot-test]
-        [--classes 6,12,24] [--n-images 240] [--grid 50]
+    python benchmarks/class_scaling.py [--model embedded:manyclass] [--dataset "embedded:manyclass-test-{k}"]
+        [--contrastive embedded:manyclass-clip] [--classes 25,50,100,200] [--n-images 250] [--grid 25]
+        [--n-live 50] [--dev embedded:manyclass-dev] [--n-dev 100]
 
-Methods, on the same images and (t, eps) samples (one saved full error matrix on the official ``--grid``,
-replayed; noise keyed by image id, so a live run gives the same predictions):
+Class counts: a ``--dataset`` holding ``{k}`` opens one dataset per count (``embedded:manyclass-test-K``: nested
+sets with the same class indices, each with its own prompt CSV), ``--n-images`` of each in a seeded class-balanced
+order; any other dataset is cut into nested class subsets (prefixes of one seeded class order, a subset keeping the
+images of its classes and only their prompts). Each count is scored once on the ``--grid`` evenly spaced timesteps
+(shared noise keyed by image id; the full error matrix cached under benchmarks/.cache) and every method replayed
+from it (:func:`dclib.pruning.compare_methods`), so all methods see the same images and samples:
 
-* (a) reference: Algorithm 1 with 25 evenly strided timesteps of the grid;
-* (b) paired pruning (``paired:GRID,alpha=0.01``);
-* (c) top-k pre-pruning with the contrastive model, then Algorithm 1 with 25 timesteps;
-* (d) the label tree from the prompts' text embeddings (``dclib.label_tree.tree_from_embeddings``), pruned with
-  :class:`dclib.schedules.TreeSchedule`;
-* (e) top-k, then the tree.
+* (a) the reference, fixed in advance: Algorithm 1 with 25 evenly spaced timesteps (strided points of the grid);
+* (b) paired pruning, ``paired:GRID,alpha=0.01``;
+* (c) top-k pre-pruning with the contrastive model (Appendix B), then (a) on the k candidates;
+* (d) the label tree: the dataset's own groups where it has them (``dclib.data.manyclass.class_groups``), and one
+  built from the prompts' text embeddings (:func:`dclib.label_tree.tree_from_embeddings`), each pruned by
+  :class:`dclib.schedules.TreeSchedule` at alpha 0.01;
+* (e) the best combination: of top-k (k in ``--dev-top-k``) followed by (a), paired pruning or a tree, the one with
+  the highest accuracy within ``COST_SHARE`` of (a)'s evaluations, chosen by live runs on ``--n-dev`` images of the
+  ``--dev`` split (classes of the count, images the measurement does not use), at the largest count.
 
-A class subset keeps the images of its classes and only their prompts. Per method and class count: accuracy
-with its Clopper-Pearson interval, evaluations per image, the paired accuracy difference to (a) with its
-Agresti-Min interval, and the seconds spent building the tree. The fitted log-log slope of evaluations against
-classes is reported only for methods whose lower 95% bound of the difference to (a) is above -3 points at every
-class count. Seconds per image are not measured live here: ``evals_per_second`` of the full scoring pass is given
-to convert. Prints one JSON object.
+At the largest count every method also runs live on the first ``--n-live`` images: seconds per image, and the
+check that the replay is what real model calls give (same predictions and evaluation counts). The contrastive
+model's seconds per image and each tree's building seconds are reported beside. The paired accuracy difference to
+(a) comes with its Agresti-Min interval; the fitted log-log slope of evaluations against classes is reported only
+for methods whose lower 95% bound of that difference is at least -3 points at every count. Prints one JSON object.
 """
 from __future__ import annotations
 
@@ -37,19 +44,24 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from dclib import verdicts  # noqa: E402
+from dclib import DiffusionClassifier, verdicts  # noqa: E402
 from dclib.contrastive import ContrastiveModel  # noqa: E402
+from dclib.data import load_embedded  # noqa: E402
+from dclib.data.registry import embedded_prompt_file  # noqa: E402
 from dclib.experiments import ErrorSet, cached, open_experiment, score_dataset  # noqa: E402
-from dclib.label_tree import prompt_embeddings, tree_from_embeddings  # noqa: E402
-from dclib.plan import even_plan, strided_positions  # noqa: E402
-from dclib.prompts import Conditionings  # noqa: E402
-from dclib.pruning import replay, top_k_candidates  # noqa: E402
+from dclib.label_tree import prompt_embeddings, tree_from_embeddings, tree_from_groups  # noqa: E402
+from dclib.plan import even_plan  # noqa: E402
+from dclib.prompts import Conditionings, read_prompt_file  # noqa: E402
+from dclib.pruning import LiveRun, Method, classify_live, compare_methods, top_k_candidates  # noqa: E402
+from dclib.runs import stratified_order  # noqa: E402
 from dclib.schedules import TreeSchedule  # noqa: E402
-from dclib.stats import clopper_pearson  # noqa: E402
 
 CACHE = Path(__file__).parent / ".cache"
 REFERENCE_TIMESTEPS = 25
-MARGIN = 0.03  # the accuracy bound: the difference to (a) no worse than -3 points (95% lower bound)
+REFERENCE = f"Algorithm 1, {REFERENCE_TIMESTEPS} timesteps"
+MARGIN = 0.03      # the accuracy bound: the difference to (a) no worse than -3 points (95% lower bound)
+COST_SHARE = 0.05  # (e) spends at most this share of (a)'s evaluations per image
+ALPHA = 0.01       # paired and tree pruning
 
 
 def class_subset(errors: ErrorSet, conds: Conditionings, scores: np.ndarray, classes: np.ndarray):
@@ -62,91 +74,188 @@ def class_subset(errors: ErrorSet, conds: Conditionings, scores: np.ndarray, cla
                       np.array([new[int(conds.class_idx[r])] for r in rows]), [errors.ids[i] for i in images])
     sub_conds = Conditionings(tuple(conds.values[r] for r in rows), tuple(new[int(conds.class_idx[r])] for r in rows),
                               tuple(conds.class_names[int(c)] for c in classes))
-    return subset, sub_conds, rows, scores[images][:, classes]
+    return subset, sub_conds, rows, scores[images][:, classes], images
+
+
+def class_groups_of(dataset: str, k: int):
+    """The dataset's own label tree for its first ``k`` classes, where it has one (the many-class sets)."""
+    if "manyclass" in dataset:
+        from dclib.data import manyclass
+
+        return manyclass.class_groups(k)
+    return None
+
+
+def open_count(args, clf, k: int):
+    """(images, conditionings) of the ``k``-class problem of a ``{k}`` dataset: ``--n-images`` in a seeded
+    class-balanced order, with the set's own prompt CSV (its class indices are the dataset's labels)."""
+    name = args.dataset.format(k=k)
+    data = load_embedded(name) if name.startswith("embedded:") else None
+    if data is None:
+        _, data, conds = open_experiment(clf, name, n_images=args.n_images, shuffle_seed=args.seed)
+        return data, conds
+    data = data.select(stratified_order(data["label"], seed=args.seed)[:args.n_images])
+    return data, read_prompt_file(embedded_prompt_file(name))
+
+
+def schedules_for(args, clf, conds, groups) -> tuple[dict, dict]:
+    """What follows the pre-pruning (or runs alone) on one class count, by label: (a), paired pruning and the label
+    trees; and {label: seconds to build it}."""
+    embeddings = prompt_embeddings(clf, conds)
+    schedules = {REFERENCE: str(REFERENCE_TIMESTEPS), "paired pruning": f"paired:{args.grid},alpha={ALPHA}"}
+    seconds = {}
+    builders = {"label tree, text embeddings": lambda: tree_from_embeddings(conds, embeddings, args.branching)}
+    if groups is not None:
+        builders = {"label tree, natural groups": lambda: tree_from_groups(conds, groups, embeddings), **builders}
+    for label, build in builders.items():
+        started = time.perf_counter()
+        schedules[label] = TreeSchedule(build(), n_timesteps=args.grid, alpha=ALPHA)
+        seconds[label] = round(time.perf_counter() - started, 3)
+    return schedules, seconds
+
+
+def methods_for(args, schedules: dict, weak_scores, combo: tuple | None) -> list[Method]:
+    """(b)-(e) of one class count; ``combo``: (e)'s (top-k, label of what follows), or None."""
+    k = weak_scores.shape[1]
+    methods = [Method("(b) paired pruning", schedules["paired pruning"]),
+               Method(f"(c) top-{args.top_k} + {REFERENCE}", schedules[REFERENCE],
+                      top_k_candidates(weak_scores, min(args.top_k, k)))]
+    methods += [Method(f"(d) {label}", schedule) for label, schedule in schedules.items() if "tree" in label]
+    if combo is not None:
+        methods.append(Method(f"(e) top-{combo[0]} + {combo[1]}", schedules[combo[1]],
+                              top_k_candidates(weak_scores, min(combo[0], k))))
+    return methods
+
+
+def choose_combination(args, clf, weak, k: int) -> dict:
+    """(e): of top-k (each of ``--dev-top-k``) then (a), paired pruning or a tree, the combination with the highest
+    live accuracy on ``--n-dev`` dev images of the ``k`` classes among those within ``COST_SHARE`` of (a)'s
+    evaluations per image (fewer evaluations break ties; with none within, the cheapest of the most accurate)."""
+    dev = load_embedded(args.dev)
+    labels = dev["label"]
+    dev = dev.select([i for i in stratified_order(labels, seed=args.seed) if labels[i] < k][:args.n_dev])
+    conds = read_prompt_file(embedded_prompt_file(args.dataset.format(k=k)))
+    weak_scores = weak.classify(list(dev["image"]), conds).class_scores
+    schedules, _ = schedules_for(args, clf, conds, class_groups_of(args.dataset, k))
+    budget = COST_SHARE * REFERENCE_TIMESTEPS * conds.n_classes
+    tried = []
+    for top_k in args.dev_top_k:
+        candidates = top_k_candidates(weak_scores, min(top_k, conds.n_classes))
+        for label, schedule in schedules.items():
+            live = classify_live(clf, dev, len(dev), schedule, candidates, prompts=conds, seed=args.seed,
+                                 batch_size=args.batch_size)
+            tried.append({"top_k": top_k, "then": label, "dev_accuracy": live["accuracy"],
+                          "dev_evaluations_per_image": float(np.mean(live["evaluations"]))})
+    within = [t for t in tried if t["dev_evaluations_per_image"] <= budget]
+    best = max(within or tried, key=lambda t: (t["dev_accuracy"], -t["dev_evaluations_per_image"]))
+    return {"dev": args.dev, "n_dev": len(dev), "classes": k, "budget_evaluations_per_image": budget,
+            "tried": tried, "chosen": best, "within_budget": bool(within)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="embedded:zeroshot")
-    ap.add_argument("--dataset", default="embedded:zeroshot-test")
-    ap.add_argument("--contrastive", default="embedded:shapes-clip")
-    ap.add_argument("--classes", default="6,12,24")
-    ap.add_argument("--n-images", type=int, default=240)
-    ap.add_argument("--grid", type=int, default=50)
+    ap.add_argument("--model", default="embedded:manyclass")
+    ap.add_argument("--dataset", default="embedded:manyclass-test-{k}")
+    ap.add_argument("--contrastive", default="embedded:manyclass-clip")
+    ap.add_argument("--classes", default="25,50,100,200")
+    ap.add_argument("--n-images", type=int, default=250)
+    ap.add_argument("--grid", type=int, default=REFERENCE_TIMESTEPS)
     ap.add_argument("--top-k", type=int, default=5)
+    ap.add_argument("--dev-top-k", default="5,10")
     ap.add_argument("--branching", type=int, default=4)
+    ap.add_argument("--n-live", type=int, default=50)
+    ap.add_argument("--dev", default="embedded:manyclass-dev")
+    ap.add_argument("--n-dev", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=1000)
     ap.add_argument("--cache", type=Path, default=CACHE)
     args = ap.parse_args()
+    args.dev_top_k = [int(v) for v in args.dev_top_k.split(",") if v]
+    counts = sorted(int(v) for v in args.classes.split(","))
+    if args.grid % REFERENCE_TIMESTEPS or (args.grid // REFERENCE_TIMESTEPS) % 2 == 0:
+        raise SystemExit(f"--grid must be an odd multiple of {REFERENCE_TIMESTEPS}: (a)'s evenly spaced timesteps "
+                         "must lie on it")
     torch.manual_seed(args.seed)
+    per_count = "{k}" in args.dataset
 
-    clf, data, conds = open_experiment(args.model, args.dataset, n_images=args.n_images)
-    name = f"{args.model}-{args.dataset}".replace(":", "_").replace("/", "_")
-    started = time.perf_counter()
-    errors = cached(args.cache / f"class-scaling-{name}-even{args.grid}-n{len(data)}-seed{args.seed}.npz",
-                    lambda: score_dataset(clf, data, even_plan(args.grid, clf.adapter.num_train_timesteps),
-                                          conditionings=conds, seed=args.seed, batch_size=args.batch_size))
-    scoring_seconds = time.perf_counter() - started
-    weak = ContrastiveModel.from_pretrained(args.contrastive).classify(list(data["image"]), conds).class_scores
-    embeddings = prompt_embeddings(clf, conds)
-    order = np.random.default_rng(args.seed).permutation(conds.n_classes)  # nested subsets: prefixes of one order
+    clf = DiffusionClassifier.from_pretrained(args.model)
+    weak = ContrastiveModel.from_pretrained(args.contrastive)
     T = clf.adapter.num_train_timesteps
-    reference_columns = strided_positions(args.grid, REFERENCE_TIMESTEPS)
+    plan = even_plan(args.grid, T)
+    name = f"{args.model}-{args.dataset}".replace(":", "_").replace("/", "_").replace("{k}", "K")
 
+    def scored(data, conds, tag):
+        started = time.perf_counter()
+        errors = cached(args.cache / f"class-scaling-{name}-{tag}-even{args.grid}-n{len(data)}-seed{args.seed}.npz",
+                        lambda: score_dataset(clf, data, plan, conds, seed=args.seed, batch_size=args.batch_size))
+        return errors, time.perf_counter() - started
+
+    problems = {}  # k -> (errors, conds, data, weak scores, weak seconds per image)
+    scoring_seconds, n_scored = 0.0, 0
+    if per_count:
+        for k in counts:
+            data, conds = open_count(args, clf, k)
+            errors, seconds = scored(data, conds, f"k{k}")
+            started = time.perf_counter()
+            weak_scores = weak.classify(list(data["image"]), conds).class_scores
+            problems[k] = (errors, conds, data, weak_scores, (time.perf_counter() - started) / len(data))
+            scoring_seconds, n_scored = scoring_seconds + seconds, n_scored + errors.errors.size
+    else:
+        _, data, conds = open_experiment(clf, args.dataset, n_images=args.n_images, shuffle_seed=args.seed)
+        errors, scoring_seconds = scored(data, conds, "all")
+        n_scored = errors.errors.size
+        started = time.perf_counter()
+        weak_all = weak.classify(list(data["image"]), conds).class_scores
+        weak_seconds = (time.perf_counter() - started) / len(data)
+        order = np.random.default_rng(args.seed).permutation(conds.n_classes)  # nested: prefixes of one order
+        for k in counts:
+            subset, sub_conds, _, sub_scores, images = class_subset(errors, conds, weak_all, np.sort(order[:k]))
+            problems[k] = (subset, sub_conds, data.select(images.tolist()), sub_scores, weak_seconds)
+
+    largest = counts[-1]
+    selection = choose_combination(args, clf, weak, largest) if per_count else None
+    combo = None if selection is None else (selection["chosen"]["top_k"], selection["chosen"]["then"])
     results = []
-    for k in [int(v) for v in args.classes.split(",")]:
-        classes = np.sort(order[:k])
-        subset, sub_conds, rows, sub_scores = class_subset(errors, conds, weak, classes)
-        built = time.perf_counter()
-        tree = tree_from_embeddings(sub_conds, embeddings[rows], branching=args.branching)
-        tree_seconds = time.perf_counter() - built
-        top = top_k_candidates(sub_scores, min(args.top_k, k))
-        tree_schedule = TreeSchedule(tree, n_timesteps=args.grid, alpha=0.01)
-        reference = subset.predictions(reference_columns) == subset.labels
-        methods = {
-            "(a) Algorithm 1, 25 timesteps": None,
-            "(b) paired pruning": (f"paired:{args.grid},alpha=0.01", None),
-            f"(c) top-{args.top_k} + Algorithm 1, 25": (str(REFERENCE_TIMESTEPS), top),
-            "(d) label tree": (tree_schedule, None),
-            f"(e) top-{args.top_k} + label tree": (tree_schedule, top),
-        }
-        for label, method in methods.items():
-            if method is None:
-                right, evaluations = reference, REFERENCE_TIMESTEPS * len(sub_conds)
-            elif method[0] == str(REFERENCE_TIMESTEPS):  # top-k + (a): the same strided columns, candidates only
-                keep = [np.isin(subset.class_idx, top[i]) for i in range(subset.n_images)]
-                means = subset.errors[..., reference_columns].mean(-1)
-                right = np.array([subset.class_idx[np.where(keep[i], means[i], np.inf).argmin()] == subset.labels[i]
-                                  for i in range(subset.n_images)])
-                evaluations = REFERENCE_TIMESTEPS * float(np.mean([k.sum() for k in keep]))
-            else:
-                out = replay(subset, method[0], method[1], T, details=True)
-                right = np.array(out["predictions"]) == subset.labels
-                evaluations = out["evaluations_per_image"]
-            a, b = int((right & ~reference).sum()), int((~right & reference).sum())
-            d, se, z = verdicts.agresti_min(a, b, len(right))
-            results.append({"classes": k, "method": label, "n_images": int(len(right)),
-                            "accuracy": round(float(right.mean()), 4),
-                            "accuracy_ci": [round(v, 4) for v in clopper_pearson(int(right.sum()), len(right))],
-                            "evaluations_per_image": round(float(evaluations), 1),
-                            "difference_to_a": round(float(right.mean() - reference.mean()), 4),
-                            "difference_ci": [round(d - z * se, 4), round(d + z * se, 4)],
-                            "tree_seconds": round(tree_seconds, 3) if "tree" in label else None})
+    for k in counts:
+        errors, conds, data, weak_scores, weak_seconds = problems[k]
+        schedules, tree_seconds = schedules_for(args, clf, conds, class_groups_of(args.dataset, k) if per_count
+                                                else None)
+        live = LiveRun(clf, data, min(args.n_live, len(data)), conds, args.seed, args.batch_size) \
+            if k == largest and args.n_live else None
+        table, right = compare_methods(errors, args.grid, [REFERENCE_TIMESTEPS],
+                                       methods_for(args, schedules, weak_scores, combo), T, live=live)
+        reference = right[REFERENCE]
+        for row in table.to_dict("records"):
+            method, seconds = row["method"], row["seconds_per_image"]
+            a = int((right[method] & ~reference).sum())
+            b = int((~right[method] & reference).sum())
+            d, se, z = verdicts.agresti_min(a, b, len(reference))
+            results.append({
+                "classes": k, "method": "(a) " + method if method == REFERENCE else method,
+                "n_images": int(len(reference)), "accuracy": round(float(row["accuracy"]), 4),
+                "accuracy_ci": [round(row["ci_low"], 4), round(row["ci_high"], 4)],
+                "evaluations_per_image": round(float(row["evaluations_per_image"]), 1),
+                "share_of_reference": round(float(row["evaluations_per_image"]) / (REFERENCE_TIMESTEPS * len(conds)),
+                                            4),
+                "seconds_per_image": None if seconds is None or np.isnan(seconds) else round(float(seconds), 3),
+                "live_equals_replay": row["live equals replay"],
+                "difference_to_a": round(float(right[method].mean() - reference.mean()), 4),
+                "difference_ci": [round(d - z * se, 4), round(d + z * se, 4)],
+                "tree_seconds": next((v for label, v in tree_seconds.items() if label in method), None),
+                "contrastive_seconds_per_image": round(weak_seconds, 4) if "top-" in method else None})
     slopes = {}
     for label in dict.fromkeys(r["method"] for r in results):
         curve = [r for r in results if r["method"] == label]
-        if all(r["difference_ci"][0] >= -MARGIN for r in curve) and len(curve) > 1:
+        if len(curve) > 1 and all(r["difference_ci"][0] >= -MARGIN for r in curve):
             x = np.log([r["classes"] for r in curve])
             y = np.log([r["evaluations_per_image"] for r in curve])
             slopes[label] = round(float(np.polyfit(x, y, 1)[0]), 3)
-    n_evals = errors.errors.size
     device = f"cpu {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    print(json.dumps({"device": device,
-                      "model": args.model, "dataset": args.dataset, "grid": args.grid,
-                      "scoring_seconds": round(scoring_seconds, 1),
-                      "evals_per_second": round(n_evals / scoring_seconds, 1) if scoring_seconds > 1 else None,
-                      "results": results, "log_log_slopes_within_bound": slopes}, indent=1))
+    print(json.dumps({"device": device, "model": args.model, "dataset": args.dataset, "contrastive": args.contrastive,
+                      "grid": args.grid, "scoring_seconds": round(scoring_seconds, 1),
+                      "evals_per_second": round(n_scored / scoring_seconds, 1) if scoring_seconds > 1 else None,
+                      "combination": selection, "results": results, "log_log_slopes_within_bound": slopes},
+                     indent=1, default=str))
 
 
 if __name__ == "__main__":

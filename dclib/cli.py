@@ -151,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train an embedded default model from its fixed seed (CPU)",
                        description="Reproduce an embedded model: train, keep the best EMA weights, measure test "
-                                   "accuracy and write the model card.")
+                                   "accuracy and write the model card. A text-to-image run (shapes, manyclass) that "
+                                   "was stopped goes on from its folder's resume/ when run again with the same "
+                                   "settings.")
     p.add_argument("name", choices=list(TRAINABLE), help="which embedded model")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     p.add_argument("--out", default=None, help="output folder (default: the packaged dclib/models/NAME)")

@@ -71,3 +71,29 @@ def test_time_to_accuracy_reports_both_sides_on_the_same_images():
         assert side["seconds_per_image"] > 0 and 0 <= side["ci_low"] <= side["accuracy"] <= side["ci_high"] <= 1
     assert row["speedup"] > 0 and 0 <= row["agreement"] <= 1 and 0 <= row["mcnemar"]["p_value"] <= 1
     assert row["not_worse"] == (not (row["mcnemar"]["p_value"] < 0.05 and row["mcnemar"]["effect"] < 0))
+
+
+def test_class_scaling_measures_every_method_at_every_count_and_confirms_replay_live(tiny_models, tmp_path):
+    """The many-class curve on a tiny text-to-image model (bookkeeping only: the nested sets, the reference's cost,
+    (e) chosen on dev images, the live check at the largest count, the slope only where the bound holds)."""
+    report = run_benchmark("class_scaling", "--model", tiny_models["sd"], "--contrastive", "embedded:shapes-clip",
+                           "--classes", "25,50", "--n-images", 4, "--n-live", 2, "--n-dev", 3, "--dev-top-k", "3",
+                           "--cache", tmp_path)
+    rows = {(r["classes"], r["method"].split(" ")[0]): r for r in report["results"]}
+    chosen = report["combination"]["chosen"]
+    assert report["combination"]["classes"] == 50 and len(report["combination"]["tried"]) == 4
+    for k in (25, 50):
+        assert {m for c, m in rows if c == k} == {"(a)", "(b)", "(c)", "(d)", "(e)"}
+        assert rows[k, "(a)"]["evaluations_per_image"] == 25 * k and rows[k, "(a)"]["share_of_reference"] == 1
+        assert all(r["n_images"] == 4 and 0 <= r["accuracy"] <= 1 for (c, _), r in rows.items() if c == k)
+    tree_rows = [r for r in report["results"] if r["method"].startswith("(d)")]
+    assert {r["method"] for r in tree_rows} == {"(d) label tree, natural groups", "(d) label tree, text embeddings"}
+    assert all(r["tree_seconds"] is not None and r["tree_seconds"] >= 0 for r in tree_rows)
+    assert rows[50, "(e)"]["method"] == f"(e) top-{chosen['top_k']} + {chosen['then']}"
+    live = [r for r in report["results"] if r["classes"] == 50]
+    assert all(r["seconds_per_image"] > 0 for r in live)
+    assert all(r["live_equals_replay"] for r in live if not r["method"].startswith("(a)"))
+    assert all(r["seconds_per_image"] is None for r in report["results"] if r["classes"] == 25)
+    for label, slope in report["log_log_slopes_within_bound"].items():
+        assert all(r["difference_ci"][0] >= -0.03 for r in report["results"] if r["method"] == label)
+    assert list(tmp_path.glob("*.npz"))

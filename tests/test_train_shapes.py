@@ -248,3 +248,43 @@ def test_neighbour_classes_change_one_attribute_and_templates_name_theirs():
     assert all(n in manyclass.CLASSES and n != "red striped circle" for n, _ in near)
     assert manyclass.named_attributes("a {colour} {shape}") == ("colour", "shape")
     assert manyclass.named_attributes(manyclass.PROMPT_TEMPLATE) == manyclass.ATTRIBUTES
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_at", ["unet step 3", "vae done"])
+def test_a_stopped_run_goes_on_to_the_same_weights_as_one_never_stopped(tmp_path, monkeypatch, stop_at):
+    """A session that ends mid-training loses nothing: the next call of train_shapes into the same folder goes on
+    from the last saved step (the VAE, or the UNet every eval_every steps) and ends bit for bit where an
+    uninterrupted run ends; a saved run of another recipe is refused."""
+    from safetensors.torch import load_file
+
+    from dclib.train import loop, text_to_image
+
+    recipe = ShapesRecipe(**{**TINY_SD, "checkpoints": (2,)}, name="resume-tiny")
+    whole = train_shapes(tmp_path / "whole", steps=4, progress=False, recipe=recipe)
+    assert whole["resumed_from_step"] == 0 and not (tmp_path / "whole" / "resume").exists()
+
+    if stop_at == "vae done":  # stop right after the VAE stage was saved
+        real = text_to_image.encode_latents
+        monkeypatch.setattr(text_to_image, "encode_latents", lambda *a, **k: (_ for _ in ()).throw(_Stop()))
+    else:  # stop inside the UNet's step 3 (after step 2's save)
+        real = loop.cosine_lr
+        monkeypatch.setattr(loop, "cosine_lr", lambda step, *a: (_ for _ in ()).throw(_Stop()) if step == 2 and a[0] == 4
+                            else real(step, *a))
+    with pytest.raises(_Stop):
+        train_shapes(tmp_path / "stopped", steps=4, progress=False, recipe=recipe)
+    monkeypatch.undo()
+    assert (tmp_path / "stopped" / "resume" / "vae.pt").exists()
+    with pytest.raises(ValueError, match="another recipe or step count"):
+        train_shapes(tmp_path / "stopped", steps=6, progress=False, recipe=recipe)
+    again = train_shapes(tmp_path / "stopped", steps=4, progress=False, recipe=recipe)
+    assert again["resumed_from_step"] == (2 if stop_at == "unet step 3" else 0)
+    assert again["history"] == whole["history"] and again["checkpoints"] == whole["checkpoints"] == ["step-00002"]
+    assert not (tmp_path / "stopped" / "resume").exists()
+    for part in ("unet", "text_encoder", "vae"):
+        a = load_file(next((tmp_path / "whole" / part).glob("*.safetensors")))
+        b = load_file(next((tmp_path / "stopped" / part).glob("*.safetensors")))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part

@@ -2,11 +2,15 @@
 
 A recipe supplies a step function (draw a batch, return the loss) and, optionally, an evaluation of the EMA
 weights; the loop owns what is the same everywhere: the warm-up + cosine learning rate, gradient clipping,
-the EMA, intermediate checkpoints and the history rows ``{"step", "train_loss", **evaluation}``.
+the EMA, intermediate checkpoints and the history rows ``{"step", "train_loss", **evaluation}``. With a
+:class:`ResumeFile` it also keeps, every few steps, what continuing needs, so a run stopped anywhere (a session
+that ends, a killed process) goes on from there and ends with the same weights as one never stopped.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -47,6 +51,46 @@ class StepLoss(NamedTuple):
 class TrainingLog(NamedTuple):
     history: list[dict]  # one row per evaluation
     losses: list[float]  # StepLoss.logged of every step
+    resumed_from: int = 0  # the step a resumed run went on from (0: it started afresh)
+
+
+@dataclass(frozen=True)
+class ResumeFile:
+    """Where :func:`train_loop` keeps what continuing needs every ``every`` steps: the step, the model, optimizer and
+    EMA weights, the losses and history, torch's global generator and the recipe's own random state
+    (``get_state()``, a dict of tensors and plain values, given back to ``set_state``). Written with torch.save to a
+    new file renamed into place, read with ``weights_only=True``, deleted when the run ends."""
+
+    path: Path
+    every: int
+    get_state: Callable[[], dict]
+    set_state: Callable[[dict], None]
+    key: str = ""  # what the run is (recipe, steps): a saved run of anything else is refused, never continued
+
+    def save(self, step: int, model, opt, ema, history, losses) -> None:
+        state = {"key": self.key, "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                 "ema": None if ema is None else ema.model.state_dict(), "history": history, "losses": losses,
+                 "torch_rng": torch.get_rng_state(), "recipe": self.get_state()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+    def load(self, model, opt, ema) -> tuple[int, list, list]:
+        """Restore a saved run into ``model``, ``opt`` and ``ema``: (step, history, losses); (0, [], []) if none."""
+        if not self.path.exists():
+            return 0, [], []
+        state = torch.load(self.path, weights_only=True)
+        if state.get("key") != self.key:
+            raise ValueError(f"{self.path} holds a stopped run of another recipe or step count: delete it to start "
+                             "afresh, or train into another folder")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.model.load_state_dict(state["ema"])
+        torch.set_rng_state(state["torch_rng"])
+        self.set_state(state["recipe"])
+        return int(state["step"]), list(state["history"]), list(state["losses"])
 
 
 def train_loop(model: torch.nn.Module, opt: torch.optim.Optimizer, step_loss: Callable[[int], StepLoss], steps: int,
@@ -55,7 +99,7 @@ def train_loop(model: torch.nn.Module, opt: torch.optim.Optimizer, step_loss: Ca
                evaluate: Callable[[torch.nn.Module, int], dict] | None = None, eval_every: int = 0,
                train_loss_window: int | None = None, describe: Callable[[dict], dict] | None = None,
                checkpoints: Sequence[int] = (), save_checkpoint: Callable[[int], None] | None = None,
-               desc: str = "train", progress: bool = True) -> TrainingLog:
+               resume: ResumeFile | None = None, desc: str = "train", progress: bool = True) -> TrainingLog:
     """Run ``steps`` optimizer steps of ``model``.
 
     ``after_step`` runs right after the optimizer step (e.g. clamping a parameter), before the EMA sees the
@@ -63,11 +107,12 @@ def train_loop(model: torch.nn.Module, opt: torch.optim.Optimizer, step_loss: Ca
     (the live ones without ``ema``) and the history gets ``{"step", "train_loss", **that}``, ``train_loss``
     being the mean logged loss of the last ``train_loss_window`` steps (default ``eval_every``);
     ``describe(row)`` gives the progress-bar fields then. ``save_checkpoint(step)`` runs at each step of
-    ``checkpoints`` before the last (the last one is the recipe's to save).
+    ``checkpoints`` before the last (the last one is the recipe's to save). ``resume`` (:class:`ResumeFile`) goes
+    on from a saved run if there is one and saves every ``resume.every`` steps.
     """
     window = train_loss_window or eval_every
-    history, losses = [], []
-    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    start, history, losses = resume.load(model, opt, ema) if resume is not None else (0, [], [])
+    bar = tqdm(range(start, steps), desc=desc, disable=not progress, initial=start, total=steps)
     for step in bar:
         out = step_loss(step)
         for group in opt.param_groups:
@@ -92,4 +137,8 @@ def train_loop(model: torch.nn.Module, opt: torch.optim.Optimizer, step_loss: Ca
             history.append(row)
             if describe is not None:
                 bar.set_postfix(describe(row))
-    return TrainingLog(history, losses)
+        if resume is not None and done % resume.every == 0 and done < steps:
+            resume.save(done, model, opt, ema, history, losses)
+    if resume is not None:
+        resume.path.unlink(missing_ok=True)
+    return TrainingLog(history, losses, start)

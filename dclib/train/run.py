@@ -132,7 +132,7 @@ def train_embedded(name: str, out: str | None = None, steps: int | None = None, 
             facts = train_shapes_clip(out_path, steps=steps, progress=progress, recipe=CLIP_RECIPES[name])
         if name.startswith("manyclass"):
             facts["test"] = measure_manyclass(str(out_path), "diffusion" if diffusion else "contrastive",
-                                              limit=eval_limit or 100, progress=progress)
+                                              limit=eval_limit or (100 if diffusion else 2000), progress=progress)
         else:
             facts["test"] = measure_shapes(str(out_path), "diffusion" if diffusion else "contrastive",
                                            limit=eval_limit or 200, progress=progress)

@@ -5,6 +5,8 @@ every noise level weighted alike); the shipped weights are the EMA, saved as a `
 """
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -14,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from .common import EMA, bf16_autocast, count_parameters, folder_size_mb, start_training, write_card
-from .loop import StepLoss, train_loop
-from .shapes_models import (build_scheduler, build_text_encoder, build_unet, check_prediction_type, save_pipeline,
-                            use_fast_cpu_attention)
+from .loop import ResumeFile, StepLoss, train_loop
+from .shapes_models import (build_scheduler, build_text_encoder, build_unet, build_vae, check_prediction_type,
+                            save_pipeline, use_fast_cpu_attention)
 from .shapes_recipes import ShapesRecipe
 from .tokenizer import build_word_tokenizer, tokenize
 from .vae import encode_latents, reconstruction_mse, train_vae
@@ -52,6 +54,30 @@ class TimestepLossBalance:
 
 
 
+def trained_vae(recipe: ShapesRecipe, pool, gen: torch.Generator, rng: np.random.Generator, steps: int,
+                progress: bool, saved: Path, key: str):
+    """:func:`train_vae`, or the VAE that a stopped run of the same recipe (``key``) saved at ``saved`` after it,
+    with the random state it left (so the next stage draws what it would have drawn)."""
+    if saved.exists():
+        state = torch.load(saved, weights_only=True)
+        if state["key"] != key:
+            raise ValueError(f"{saved} holds a stopped run of another recipe or step count: delete it to start "
+                             "afresh, or train into another folder")
+        vae = build_vae(recipe)
+        vae.load_state_dict(state["vae"])
+        vae.eval().requires_grad_(False)
+        gen.set_state(state["gen"])
+        rng.bit_generator.state = json.loads(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        return vae, json.loads(state["facts"])
+    vae, facts = train_vae(recipe, pool, gen, steps, progress)
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"key": key, "vae": vae.state_dict(), "gen": gen.get_state(), "rng": json.dumps(rng.bit_generator.state),
+                "torch_rng": torch.get_rng_state(), "facts": json.dumps(facts)}, saved.with_suffix(".tmp"))
+    os.replace(saved.with_suffix(".tmp"), saved)
+    return vae, facts
+
+
 def train_shapes(out: Path, steps: int | None = None, progress: bool = True, recipe: ShapesRecipe | None = None,
                  vae_steps: int | None = None) -> dict:
     """Train ``embedded:shapes`` into ``out`` (a StableDiffusionPipeline folder); returns the facts."""
@@ -65,8 +91,10 @@ def train_shapes(out: Path, steps: int | None = None, progress: bool = True, rec
     pool, val = world.pools(recipe.n_scenes, recipe.n_val)
     render_seconds = time.perf_counter() - started
 
-    # ---- stage 1: VAE, then frozen; latents of the whole pool computed once
-    vae, vae_facts = train_vae(recipe, pool, gen, vae_steps, progress)
+    # ---- stage 1: VAE, then frozen; latents of the whole pool computed once. A stopped run keeps both stages'
+    # progress in out/resume (the same weights as a run never stopped; tests/test_train_shapes.py)
+    key = json.dumps({"recipe": asdict(recipe), "steps": steps, "vae_steps": vae_steps}, sort_keys=True)
+    vae, vae_facts = trained_vae(recipe, pool, gen, rng, vae_steps, progress, out / "resume" / "vae.pt", key)
     t0 = time.perf_counter()
     latents = encode_latents(vae, pool)
     scaling = float(recipe.latent_scale / latents.std())
@@ -142,14 +170,30 @@ def train_shapes(out: Path, steps: int | None = None, progress: bool = True, rec
         save(out / "checkpoints" / f"step-{step:05d}")
         saved.append(f"step-{step:05d}")
 
+    def random_state() -> dict:
+        return {"gen": gen.get_state(), "rng": json.dumps(rng.bit_generator.state),
+                "balance": None if balance is None else balance.running}
+
+    def set_random_state(state: dict) -> None:
+        gen.set_state(state["gen"])
+        rng.bit_generator.state = json.loads(state["rng"])
+        if balance is not None:
+            balance.running = state["balance"]
+
     t_train = time.perf_counter()
-    history = train_loop(
+    log = train_loop(
         model, opt, step_loss, steps, lr=recipe.lr, warmup=recipe.warmup, grad_clip=recipe.grad_clip, ema=ema,
         evaluate=evaluate, eval_every=recipe.eval_every,
         describe=lambda row: {"loss": f"{row['train_loss']:.4f}", "val": f"{row['val_train']:.4f}",
                               "shuffled": f"{row['val_shuffled']:.4f}"},
-        checkpoints=recipe.checkpoints, save_checkpoint=save_checkpoint, desc=f"train {recipe.name} UNet",
-        progress=progress).history
+        checkpoints=recipe.checkpoints, save_checkpoint=save_checkpoint,
+        resume=ResumeFile(out / "resume" / "unet.pt", recipe.eval_every, random_state, set_random_state, key),
+        desc=f"train {recipe.name} UNet", progress=progress)
+    history = log.history
+    saved[:0] = [f"step-{c:05d}" for c in recipe.checkpoints if c <= log.resumed_from and c < steps]
+    (out / "resume" / "vae.pt").unlink(missing_ok=True)
+    if (out / "resume").is_dir() and not any((out / "resume").iterdir()):
+        (out / "resume").rmdir()
     train_seconds = time.perf_counter() - t_train
     save(out)
     final = history[-1] if history else {}
@@ -167,6 +211,7 @@ def train_shapes(out: Path, steps: int | None = None, progress: bool = True, rec
         "render_seconds": round(render_seconds, 1),
         "unet_seconds": round(train_seconds, 1),
         "train_seconds": round(time.perf_counter() - started, 1),
+        "resumed_from_step": log.resumed_from,  # > 0: the seconds above are of this process only
         "final_train_loss": final.get("train_loss"),
         "final_val_loss": final.get("val_train"),
         "final_val_loss_heldout_captions": final.get("val_heldout"),
