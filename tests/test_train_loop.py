@@ -56,7 +56,7 @@ def test_train_loss_window_and_no_evaluation():
     _, log = _toy(3)
     assert log.history == [] and log.losses == [0.0, 1.0, 2.0]
     _, log = _toy(0, evaluate=lambda w, s: {}, eval_every=2)
-    assert log == ([], [])
+    assert log == ([], [], 0)
 
 
 def test_scheduler_add_noise_is_the_forward_formula_bitwise():
