@@ -10,8 +10,9 @@ Class counts: a ``--dataset`` holding ``{k}`` opens one dataset per count (``emb
 sets with the same class indices, each with its own prompt CSV), ``--n-images`` of each in a seeded class-balanced
 order; any other dataset is cut into nested class subsets (prefixes of one seeded class order, a subset keeping the
 images of its classes and only their prompts). Each count is scored once on the ``--grid`` evenly spaced timesteps
-(shared noise keyed by image id; the full error matrix cached under benchmarks/.cache) and every method replayed
-from it (:func:`dclib.pruning.compare_methods`), so all methods see the same images and samples:
+(shared noise keyed by image id; the errors kept in dclib's error cache under benchmarks/.cache/errors, keyed by
+the weights and dclib's source) and every method replayed from it (:func:`dclib.pruning.compare_methods`), so all
+methods see the same images and samples:
 
 * (a) the reference, fixed in advance: Algorithm 1 with 25 evenly spaced timesteps (strided points of the grid);
 * (b) paired pruning, ``paired:GRID,alpha=0.01``;
@@ -20,11 +21,11 @@ from it (:func:`dclib.pruning.compare_methods`), so all methods see the same ima
   built from the prompts' text embeddings (:func:`dclib.label_tree.tree_from_embeddings`), each pruned by
   :class:`dclib.schedules.TreeSchedule` at alpha 0.01;
 * (e) the best combination: of top-k (k in ``--dev-top-k``) followed by (a), paired pruning or a tree, the one with
-  the highest accuracy within ``COST_SHARE`` of (a)'s evaluations, chosen by live runs on ``--n-dev`` images of the
+  the highest accuracy at no more than ``COST_SHARE`` of (a)'s evaluations, chosen by live runs on ``--n-dev`` images of the
   ``--dev`` split (classes of the count, images the measurement does not use), at the largest count.
 
-At the largest count every method also runs live on the first ``--n-live`` images: seconds per image, and the
-check that the replay is what real model calls give (same predictions and evaluation counts). The contrastive
+At the largest count every method also runs live on the first ``--n-live`` images for its seconds per image, and
+(b)-(e) are checked against their replay (same predictions and evaluation counts; (a) is its own replay). The contrastive
 model's seconds per image and each tree's building seconds are reported beside. The paired accuracy difference to
 (a) comes with its Agresti-Min interval; the fitted log-log slope of evaluations against classes is reported only
 for methods whose lower 95% bound of that difference is at least -3 points at every count. Prints one JSON object.
@@ -48,9 +49,10 @@ from dclib import DiffusionClassifier, verdicts  # noqa: E402
 from dclib.contrastive import ContrastiveModel  # noqa: E402
 from dclib.data import load_embedded  # noqa: E402
 from dclib.data.registry import embedded_prompt_file  # noqa: E402
-from dclib.experiments import ErrorSet, cached, open_experiment, score_dataset  # noqa: E402
+from dclib.error_cache import ErrorCache  # noqa: E402
+from dclib.experiments import ErrorSet, open_experiment, score_dataset  # noqa: E402
 from dclib.label_tree import prompt_embeddings, tree_from_embeddings, tree_from_groups  # noqa: E402
-from dclib.plan import even_plan  # noqa: E402
+from dclib.plan import even_plan, even_timesteps, strided_positions  # noqa: E402
 from dclib.prompts import Conditionings, read_prompt_file  # noqa: E402
 from dclib.pruning import LiveRun, Method, classify_live, compare_methods, top_k_candidates  # noqa: E402
 from dclib.runs import stratified_order  # noqa: E402
@@ -118,19 +120,20 @@ def methods_for(args, schedules: dict, weak_scores, combo: tuple | None) -> list
     """(b)-(e) of one class count; ``combo``: (e)'s (top-k, label of what follows), or None."""
     k = weak_scores.shape[1]
     methods = [Method("(b) paired pruning", schedules["paired pruning"]),
-               Method(f"(c) top-{args.top_k} + {REFERENCE}", schedules[REFERENCE],
+               Method(f"(c) top-{min(args.top_k, k)} + {REFERENCE}", schedules[REFERENCE],
                       top_k_candidates(weak_scores, min(args.top_k, k)))]
     methods += [Method(f"(d) {label}", schedule) for label, schedule in schedules.items() if "tree" in label]
     if combo is not None:
-        methods.append(Method(f"(e) top-{combo[0]} + {combo[1]}", schedules[combo[1]],
+        methods.append(Method(f"(e) top-{min(combo[0], k)} + {combo[1]}", schedules[combo[1]],
                               top_k_candidates(weak_scores, min(combo[0], k))))
     return methods
 
 
 def choose_combination(args, clf, weak, k: int) -> dict:
     """(e): of top-k (each of ``--dev-top-k``) then (a), paired pruning or a tree, the combination with the highest
-    live accuracy on ``--n-dev`` dev images of the ``k`` classes among those within ``COST_SHARE`` of (a)'s
-    evaluations per image (fewer evaluations break ties; with none within, the cheapest of the most accurate)."""
+    live accuracy on ``--n-dev`` dev images of the ``k`` classes among those spending at most ``COST_SHARE`` of
+    (a)'s evaluations per image (fewer evaluations break ties; with none that cheap, the cheapest of the most
+    accurate)."""
     dev = load_embedded(args.dev)
     labels = dev["label"]
     dev = dev.select([i for i in stratified_order(labels, seed=args.seed) if labels[i] < k][:args.n_dev])
@@ -172,9 +175,10 @@ def main() -> None:
     args = ap.parse_args()
     args.dev_top_k = [int(v) for v in args.dev_top_k.split(",") if v]
     counts = sorted(int(v) for v in args.classes.split(","))
-    if args.grid % REFERENCE_TIMESTEPS or (args.grid // REFERENCE_TIMESTEPS) % 2 == 0:
-        raise SystemExit(f"--grid must be an odd multiple of {REFERENCE_TIMESTEPS}: (a)'s evenly spaced timesteps "
-                         "must lie on it")
+    grid = even_timesteps(args.grid)
+    if [grid[i] for i in strided_positions(args.grid, REFERENCE_TIMESTEPS)] != even_timesteps(REFERENCE_TIMESTEPS):
+        raise SystemExit(f"--grid {args.grid}: its strided {REFERENCE_TIMESTEPS} points are not the official "
+                         f"{REFERENCE_TIMESTEPS} evenly spaced timesteps (which (a) and (c) run); use 25")
     torch.manual_seed(args.seed)
     per_count = "{k}" in args.dataset
 
@@ -182,28 +186,28 @@ def main() -> None:
     weak = ContrastiveModel.from_pretrained(args.contrastive)
     T = clf.adapter.num_train_timesteps
     plan = even_plan(args.grid, T)
-    name = f"{args.model}-{args.dataset}".replace(":", "_").replace("/", "_").replace("{k}", "K")
 
-    def scored(data, conds, tag):
+    cache = ErrorCache(args.cache / "errors")  # keyed by the model's weights and dclib's source: never stale
+
+    def scored(data, conds):
+        """(errors, seconds, evaluations made now): samples scored before are read back, not counted."""
         started = time.perf_counter()
-        errors = cached(args.cache / f"class-scaling-{name}-{tag}-even{args.grid}-n{len(data)}-seed{args.seed}.npz",
-                        lambda: score_dataset(clf, data, plan, conds, seed=args.seed, batch_size=args.batch_size))
-        return errors, time.perf_counter() - started
+        errors = score_dataset(clf, data, plan, conds, seed=args.seed, batch_size=args.batch_size, cache=cache)
+        return errors, time.perf_counter() - started, errors.errors.size - errors.meta["cached_samples"] * len(conds)
 
     problems = {}  # k -> (errors, conds, data, weak scores, weak seconds per image)
     scoring_seconds, n_scored = 0.0, 0
     if per_count:
         for k in counts:
             data, conds = open_count(args, clf, k)
-            errors, seconds = scored(data, conds, f"k{k}")
+            errors, seconds, made = scored(data, conds)
             started = time.perf_counter()
             weak_scores = weak.classify(list(data["image"]), conds).class_scores
             problems[k] = (errors, conds, data, weak_scores, (time.perf_counter() - started) / len(data))
-            scoring_seconds, n_scored = scoring_seconds + seconds, n_scored + errors.errors.size
+            scoring_seconds, n_scored = scoring_seconds + seconds, n_scored + made
     else:
         _, data, conds = open_experiment(clf, args.dataset, n_images=args.n_images, shuffle_seed=args.seed)
-        errors, scoring_seconds = scored(data, conds, "all")
-        n_scored = errors.errors.size
+        errors, scoring_seconds, n_scored = scored(data, conds)
         started = time.perf_counter()
         weak_all = weak.classify(list(data["image"]), conds).class_scores
         weak_seconds = (time.perf_counter() - started) / len(data)
@@ -253,7 +257,8 @@ def main() -> None:
     device = f"cpu {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     print(json.dumps({"device": device, "model": args.model, "dataset": args.dataset, "contrastive": args.contrastive,
                       "grid": args.grid, "scoring_seconds": round(scoring_seconds, 1),
-                      "evals_per_second": round(n_scored / scoring_seconds, 1) if scoring_seconds > 1 else None,
+                      "evals_per_second": round(n_scored / scoring_seconds, 1) if n_scored and scoring_seconds > 1
+                      else None,  # of the evaluations made in this run (none when every error was read back)
                       "combination": selection, "results": results, "log_log_slopes_within_bound": slopes},
                      indent=1, default=str))
 

@@ -76,9 +76,10 @@ def run_in_order(pages: list[dict], jobs: int, run: Callable[[dict], str | None]
     waiting page can start once nothing runs."""
     results: dict[str, str | None] = {}
     waiting, running = list(pages), {}
+    listed = {p["name"] for p in pages}  # a page read but not run here (another preset's selection) is no wait
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         while waiting or running:
-            for page in [p for p in waiting if all(r in results for r in p.get("reads", []))]:
+            for page in [p for p in waiting if all(r in results or r not in listed for r in p.get("reads", []))]:
                 if len(running) >= max(1, jobs):
                     break
                 waiting.remove(page)

@@ -18,7 +18,7 @@ from .decide import decide
 from .errors import InputError
 from .plan import Plan, strided_positions
 from .prompts import Conditionings
-from .schedules import TreeSchedule, parse_schedule
+from .schedules import EvaluationSchedule, TreeSchedule, parse_schedule
 from .stats import clopper_pearson
 
 
@@ -143,7 +143,7 @@ class Method:
     ``"paired:100"``, ``"100"`` ...) and optionally per-image candidate classes (top-k pre-pruning)."""
 
     label: str
-    schedule: str
+    schedule: "str | EvaluationSchedule"  # a spec, or a schedule object (a TreeSchedule built from a label tree)
     candidates: np.ndarray | None = None
 
 

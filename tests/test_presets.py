@@ -326,3 +326,9 @@ def test_the_books_reads_name_earlier_pages():
     assert any(p["reads"] for p in pages)
     names = [p["name"] for p in pages]
     assert all(names.index(r) < names.index(p["name"]) for p in pages for r in p["reads"])
+
+
+def test_a_read_page_that_is_not_run_is_no_wait():
+    log = []
+    results = build_book.run_in_order([{"name": "c", "reads": ["a"]}], 2, _timed_run({"c": 0.01}, log))
+    assert results == [None] and [e[:2] for e in log] == [("start", "c"), ("end", "c")]

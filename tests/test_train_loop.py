@@ -1,5 +1,6 @@
 """The one training loop of dclib.train (history, checkpoints, EMA, hooks) on a toy model, and the noising the
 recipes take from their diffusers scheduler."""
+import pytest
 import torch
 
 from dclib.train import pixel
@@ -69,3 +70,23 @@ def test_scheduler_add_noise_is_the_forward_formula_bitwise():
         abar = scheduler.alphas_cumprod if abar is None else abar
         a = abar[t].view(-1, 1, 1, 1)
         assert torch.equal(scheduler.add_noise(x0, eps, t), a.sqrt() * x0 + (1 - a).sqrt() * eps)
+
+
+def test_a_run_saved_by_other_code_goes_on_with_a_warning_and_one_of_another_recipe_is_refused(tmp_path, monkeypatch):
+    from dclib.train.loop import ResumeFile
+
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.AdamW(model.parameters())
+    state = {"n": 0}
+    resume = ResumeFile(tmp_path / "resume" / "r.pt", 1, lambda: dict(state), state.update, key="recipe A")
+    resume.save(3, model, opt, None, [{"step": 2}], [0.5])
+    assert resume.load(model, opt, None) == (3, [{"step": 2}], [0.5])  # same code: silent
+    monkeypatch.setattr(ResumeFile, "made_with", staticmethod(lambda: {"dclib": "other", "torch": "x", "threads": 9}))
+    with pytest.warns(UserWarning, match="may differ from an unstopped run"):
+        resume.load(model, opt, None)
+    with pytest.raises(ValueError, match="another recipe or step count"):
+        ResumeFile(tmp_path / "resume" / "r.pt", 1, dict, state.update, key="recipe B").load(model, opt, None)
+    resume.done()  # the file and its emptied folder go
+    assert not (tmp_path / "resume").exists() and resume.load(model, opt, None) == (0, [], [])
+    with pytest.raises(ValueError, match="every N >= 1"):
+        ResumeFile(tmp_path / "r.pt", 0, dict, state.update)

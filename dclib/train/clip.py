@@ -1,5 +1,6 @@
-"""The contrastive baseline: ``train_shapes_clip`` builds ``embedded:shapes-clip``, a transformers ``CLIPModel``
-trained with a symmetric InfoNCE loss (several positives, hard negatives) on the text-to-image model's scenes."""
+"""The contrastive baselines: ``train_shapes_clip`` builds ``embedded:shapes-clip`` and ``embedded:manyclass-clip``
+(``CLIP_RECIPES``), transformers ``CLIPModel``s trained with a symmetric InfoNCE loss (several positives, hard
+negatives) on their text-to-image model's pictures; each world (``ClipRecipe.world``) has its objective."""
 from __future__ import annotations
 
 import time
@@ -103,6 +104,15 @@ def scene_objective(recipe: ClipRecipe, pool, val, tokenizer, model, gen, rng) -
                      ("i2t_top1", "colour_swap_train", "colour_swap_heldout"), n_neg)
 
 
+def attribute_truth(attributes: np.ndarray, labels, caption_labels, named) -> np.ndarray:
+    """[pictures, captions] bool: caption j (of class ``caption_labels[j]``, naming the attributes ``named[j]``) is
+    true of picture i (of class ``labels[i]``) iff the two classes agree on every attribute the caption names.
+    ``attributes[class]`` holds the class's value index per ``manyclass.ATTRIBUTES``."""
+    shown = np.array([[a in names for a in manyclass.ATTRIBUTES] for names in named], bool).reshape(-1, 3)
+    same = attributes[np.asarray(labels)][:, None, :] == attributes[np.asarray(caption_labels)][None, :, :]
+    return (same | ~shown[None]).all(-1)
+
+
 def class_objective(recipe: ClipRecipe, pool, val, tokenizer, model, gen, rng) -> Objective:
     """The many-class world: a caption is true of every picture that has each attribute it names (the full wording
     names colour, pattern and shape: one class; "a red circle" any pattern). Hard negatives: for each picture,
@@ -142,9 +152,7 @@ def class_objective(recipe: ClipRecipe, pool, val, tokenizer, model, gen, rng) -
                 caption_labels.append(k)
                 named.append(names)
         n_neg.append(len(caption_labels) - len(labels))
-        shown = np.array([[a in names for a in manyclass.ATTRIBUTES] for names in named])  # [captions, 3]
-        same = attributes[labels][:, None, :] == attributes[caption_labels][None, :, :]
-        truth = torch.from_numpy((same | ~shown[None]).all(-1))
+        truth = torch.from_numpy(attribute_truth(attributes, labels, caption_labels, named))
         b = len(idx)
         with bf16_autocast(recipe.bf16):
             img, txt = _clip_features(model, pool.pixels(idx), tokenize(tokenizer, texts))
@@ -157,10 +165,17 @@ def class_objective(recipe: ClipRecipe, pool, val, tokenizer, model, gen, rng) -
                      ("top1_train", "top1_heldout"), n_neg)
 
 
+#: each world's contrastive objective (``ClipRecipe.world``)
+OBJECTIVES = {"shapes": scene_objective, "manyclass": class_objective}
+
+
 def train_shapes_clip(out: Path, steps: int | None = None, progress: bool = True,
                       recipe: ClipRecipe | None = None) -> dict:
-    """Train ``embedded:shapes-clip`` into ``out`` (CLIPModel + tokenizer, safetensors); returns the facts."""
+    """Train a contrastive model into ``out`` (CLIPModel + tokenizer, safetensors): ``embedded:shapes-clip`` by
+    default, any of ``CLIP_RECIPES`` by its recipe (the world picks the objective); returns the facts."""
     recipe = recipe or ClipRecipe()
+    if recipe.world not in OBJECTIVES:  # before any data is rendered
+        raise ValueError(f"no contrastive objective for world {recipe.world!r}; valid: {', '.join(OBJECTIVES)}")
     out, steps, gen, rng, started = start_training(out, recipe, steps)
     world = world_of(recipe)
     pool, val = world.pools(recipe.n_scenes, recipe.n_val)
@@ -171,8 +186,7 @@ def train_shapes_clip(out: Path, steps: int | None = None, progress: bool = True
     opt = recipe.adamw(model)
     max_scale = float(np.log(100.0))
 
-    objective = (scene_objective if recipe.world == "shapes" else class_objective)(recipe, pool, val, tokenizer,
-                                                                                  model, gen, rng)
+    objective = OBJECTIVES[recipe.world](recipe, pool, val, tokenizer, model, gen, rng)
 
     def clamp_temperature() -> None:  # CLIP's cap: temperature at most 100
         with torch.no_grad():

@@ -9,6 +9,7 @@ that ends, a killed process) goes on from there and ends with the same weights a
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
@@ -59,7 +60,12 @@ class ResumeFile:
     """Where :func:`train_loop` keeps what continuing needs every ``every`` steps: the step, the model, optimizer and
     EMA weights, the losses and history, torch's global generator and the recipe's own random state
     (``get_state()``, a dict of tensors and plain values, given back to ``set_state``). Written with torch.save to a
-    new file renamed into place, read with ``weights_only=True``, deleted when the run ends."""
+    new file renamed into place, read with ``weights_only=True``; the recipe deletes it once the final weights are
+    saved (:meth:`done`), so a process killed while saving them still goes on from the last save.
+
+    A saved run of another recipe or step count (``key``) is refused. One saved by other dclib code, another torch
+    or another thread count is continued with a warning: its steps may round differently from an unstopped run's
+    (a code change may change more), which the warning says and :attr:`TrainingLog.resumed_from` records."""
 
     path: Path
     every: int
@@ -67,10 +73,20 @@ class ResumeFile:
     set_state: Callable[[dict], None]
     key: str = ""  # what the run is (recipe, steps): a saved run of anything else is refused, never continued
 
+    def __post_init__(self):
+        if self.every < 1:
+            raise ValueError(f"a resumable run saves every N >= 1 steps, got {self.every}")
+
+    @staticmethod
+    def made_with() -> dict:
+        from ..error_cache import source_fingerprint  # dclib's source hash, as the error cache keys errors
+
+        return {"dclib": source_fingerprint()[:16], "torch": str(torch.__version__), "threads": torch.get_num_threads()}
+
     def save(self, step: int, model, opt, ema, history, losses) -> None:
         state = {"key": self.key, "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
                  "ema": None if ema is None else ema.model.state_dict(), "history": history, "losses": losses,
-                 "torch_rng": torch.get_rng_state(), "recipe": self.get_state()}
+                 "torch_rng": torch.get_rng_state(), "recipe": self.get_state(), "made_with": self.made_with()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -84,6 +100,10 @@ class ResumeFile:
         if state.get("key") != self.key:
             raise ValueError(f"{self.path} holds a stopped run of another recipe or step count: delete it to start "
                              "afresh, or train into another folder")
+        if state.get("made_with") != self.made_with():
+            warnings.warn(f"{self.path}: going on from step {state['step']} of a run saved with "
+                          f"{state.get('made_with') or 'unrecorded code'}, now {self.made_with()}: the steps after it "
+                          "may differ from an unstopped run's", stacklevel=2)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if ema is not None:
@@ -91,6 +111,12 @@ class ResumeFile:
         torch.set_rng_state(state["torch_rng"])
         self.set_state(state["recipe"])
         return int(state["step"]), list(state["history"]), list(state["losses"])
+
+    def done(self) -> None:
+        """The run's final weights are saved: nothing left to go on from."""
+        self.path.unlink(missing_ok=True)
+        if self.path.parent.is_dir() and not any(self.path.parent.iterdir()):
+            self.path.parent.rmdir()
 
 
 def train_loop(model: torch.nn.Module, opt: torch.optim.Optimizer, step_loss: Callable[[int], StepLoss], steps: int,
@@ -108,7 +134,8 @@ def train_loop(model: torch.nn.Module, opt: torch.optim.Optimizer, step_loss: Ca
     being the mean logged loss of the last ``train_loss_window`` steps (default ``eval_every``);
     ``describe(row)`` gives the progress-bar fields then. ``save_checkpoint(step)`` runs at each step of
     ``checkpoints`` before the last (the last one is the recipe's to save). ``resume`` (:class:`ResumeFile`) goes
-    on from a saved run if there is one and saves every ``resume.every`` steps.
+    on from a saved run if there is one and saves every ``resume.every`` steps; the caller calls ``resume.done()``
+    once it has saved the final weights.
     """
     window = train_loss_window or eval_every
     start, history, losses = resume.load(model, opt, ema) if resume is not None else (0, [], [])
@@ -139,6 +166,4 @@ def train_loop(model: torch.nn.Module, opt: torch.optim.Optimizer, step_loss: Ca
                 bar.set_postfix(describe(row))
         if resume is not None and done % resume.every == 0 and done < steps:
             resume.save(done, model, opt, ema, history, losses)
-    if resume is not None:
-        resume.path.unlink(missing_ok=True)
     return TrainingLog(history, losses, start)

@@ -112,7 +112,9 @@ class ClipRecipe(TextTower, Optimisation):
     steps: int = 1200              # 0.93-1.04 s/step (1 contended thread)
     batch_size: int = 256
     weight_decay: float = 0.05
-    hard_negatives: int = 3        # per two-object scene: up to this many swapped captions (3 = all; 0 = none)
+    # shapes: per two-object scene, up to this many swapped captions (3 = all; 0 = none); manyclass: per picture,
+    # up to this many captions of classes one named attribute away
+    hard_negatives: int = 3
     bf16: bool = True
 
 

@@ -180,6 +180,7 @@ def train_shapes(out: Path, steps: int | None = None, progress: bool = True, rec
         if balance is not None:
             balance.running = state["balance"]
 
+    resume = ResumeFile(out / "resume" / "unet.pt", recipe.eval_every, random_state, set_random_state, key)
     t_train = time.perf_counter()
     log = train_loop(
         model, opt, step_loss, steps, lr=recipe.lr, warmup=recipe.warmup, grad_clip=recipe.grad_clip, ema=ema,
@@ -187,15 +188,14 @@ def train_shapes(out: Path, steps: int | None = None, progress: bool = True, rec
         describe=lambda row: {"loss": f"{row['train_loss']:.4f}", "val": f"{row['val_train']:.4f}",
                               "shuffled": f"{row['val_shuffled']:.4f}"},
         checkpoints=recipe.checkpoints, save_checkpoint=save_checkpoint,
-        resume=ResumeFile(out / "resume" / "unet.pt", recipe.eval_every, random_state, set_random_state, key),
+        resume=resume,
         desc=f"train {recipe.name} UNet", progress=progress)
     history = log.history
     saved[:0] = [f"step-{c:05d}" for c in recipe.checkpoints if c <= log.resumed_from and c < steps]
-    (out / "resume" / "vae.pt").unlink(missing_ok=True)
-    if (out / "resume").is_dir() and not any((out / "resume").iterdir()):
-        (out / "resume").rmdir()
     train_seconds = time.perf_counter() - t_train
     save(out)
+    (out / "resume" / "vae.pt").unlink(missing_ok=True)  # the final weights are saved: nothing to go on from
+    resume.done()
     final = history[-1] if history else {}
     facts = {
         "model": f"embedded:{recipe.name}",
