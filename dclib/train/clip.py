@@ -33,6 +33,19 @@ def _clip_features(model, pixels, ids):
     return image_embeddings(model, pixels), text_embeddings(model, ids)
 
 
+def contrastive_step(model, recipe: ClipRecipe, pixels: torch.Tensor, ids: torch.Tensor, truth: torch.Tensor
+                     ) -> StepLoss:
+    """The symmetric multi-positive InfoNCE of one batch: ``pixels`` of b pictures, the token ``ids`` of their b own
+    captions followed by any hard negatives, ``truth`` [b, captions] which caption describes which picture."""
+    b = len(pixels)
+    with bf16_autocast(recipe.bf16):
+        img, txt = _clip_features(model, pixels, ids)
+    logits = model.logit_scale.exp() * (img.float() @ txt.float().T)
+    # image -> text over all captions (incl. hard negatives); text -> image over the batch's own captions
+    loss = 0.5 * (multi_positive_nce(logits, truth) + multi_positive_nce(logits[:, :b].T, truth[:, :b].T))
+    return StepLoss(loss, loss.item())
+
+
 class Objective(NamedTuple):
     """What a world gives the contrastive loop: a step's loss, the validation metrics, the progress bar's fields."""
     step_loss: Callable[[int], StepLoss]
@@ -90,13 +103,7 @@ def scene_objective(recipe: ClipRecipe, pool, val, tokenizer, model, gen, rng) -
             texts, cap_scenes, cap_temps = texts + neg_texts, cap_scenes + neg_scenes, cap_temps + neg_temps
             n_neg.append(len(neg_texts))
         truth = torch.from_numpy(caption_truth(scenes, cap_scenes, cap_temps))
-        b = len(idx)
-        with bf16_autocast(recipe.bf16):
-            img, txt = _clip_features(model, pool.pixels(idx), tokenize(tokenizer, texts))
-        logits = model.logit_scale.exp() * (img.float() @ txt.float().T)
-        # image -> text over all captions (incl. hard negatives); text -> image over the batch's own captions
-        loss = 0.5 * (multi_positive_nce(logits, truth) + multi_positive_nce(logits[:, :b].T, truth[:, :b].T))
-        return StepLoss(loss, loss.item())
+        return contrastive_step(model, recipe, pool.pixels(idx), tokenize(tokenizer, texts), truth)
 
     return Objective(step_loss, evaluate,
                      lambda row: {"loss": f"{row['train_loss']:.3f}", "i2t": f"{row['i2t_top1']:.2f}",
@@ -153,12 +160,7 @@ def class_objective(recipe: ClipRecipe, pool, val, tokenizer, model, gen, rng) -
                 named.append(names)
         n_neg.append(len(caption_labels) - len(labels))
         truth = torch.from_numpy(attribute_truth(attributes, labels, caption_labels, named))
-        b = len(idx)
-        with bf16_autocast(recipe.bf16):
-            img, txt = _clip_features(model, pool.pixels(idx), tokenize(tokenizer, texts))
-        logits = model.logit_scale.exp() * (img.float() @ txt.float().T)
-        loss = 0.5 * (multi_positive_nce(logits, truth) + multi_positive_nce(logits[:, :b].T, truth[:, :b].T))
-        return StepLoss(loss, loss.item())
+        return contrastive_step(model, recipe, pool.pixels(idx), tokenize(tokenizer, texts), truth)
 
     return Objective(step_loss, evaluate,
                      lambda row: {"loss": f"{row['train_loss']:.3f}", "top1": f"{row['top1_heldout']:.2f}"},
