@@ -57,7 +57,7 @@ def test_train_loss_window_and_no_evaluation():
     _, log = _toy(3)
     assert log.history == [] and log.losses == [0.0, 1.0, 2.0]
     _, log = _toy(0, evaluate=lambda w, s: {}, eval_every=2)
-    assert log == ([], [], 0)
+    assert log == ([], [], 0, 0.0)
 
 
 def test_scheduler_add_noise_is_the_forward_formula_bitwise():
@@ -79,14 +79,16 @@ def test_a_run_saved_by_other_code_goes_on_with_a_warning_and_one_of_another_rec
     opt = torch.optim.AdamW(model.parameters())
     state = {"n": 0}
     resume = ResumeFile(tmp_path / "resume" / "r.pt", 1, lambda: dict(state), state.update, key="recipe A")
-    resume.save(3, model, opt, None, [{"step": 2}], [0.5])
-    assert resume.load(model, opt, None) == (3, [{"step": 2}], [0.5])  # same code: silent
+    resume.save(3, model, opt, None, [{"step": 2}], [0.5], seconds=12.5)
+    assert resume.load(model, opt, None) == (3, [{"step": 2}], [0.5], 12.5)  # same code: silent
     monkeypatch.setattr(ResumeFile, "made_with", staticmethod(lambda: {"dclib": "other", "torch": "x", "threads": 9}))
     with pytest.warns(UserWarning, match="may differ from an unstopped run"):
         resume.load(model, opt, None)
     with pytest.raises(ValueError, match="another recipe or step count"):
         ResumeFile(tmp_path / "resume" / "r.pt", 1, dict, state.update, key="recipe B").load(model, opt, None)
     resume.done()  # the file and its emptied folder go
-    assert not (tmp_path / "resume").exists() and resume.load(model, opt, None) == (0, [], [])
+    assert not (tmp_path / "resume").exists() and resume.load(model, opt, None) == (0, [], [], 0.0)
+    resume.save(3, model, opt, None, [], [])  # a run that did not record its seconds: unknown, not zero
+    assert resume.load(model, opt, None)[3] is None
     with pytest.raises(ValueError, match="every N >= 1"):
         ResumeFile(tmp_path / "r.pt", 0, dict, state.update)

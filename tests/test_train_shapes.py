@@ -282,6 +282,10 @@ def test_a_stopped_run_goes_on_to_the_same_weights_as_one_never_stopped(tmp_path
         train_shapes(tmp_path / "stopped", steps=6, progress=False, recipe=recipe)
     again = train_shapes(tmp_path / "stopped", steps=4, progress=False, recipe=recipe)
     assert again["resumed_from_step"] == (2 if stop_at == "unet step 3" else 0)
+    # the card's training time counts the stopped process's steps too
+    assert whole["unet_seconds_all_runs"] == whole["unet_seconds"]
+    assert again["unet_seconds_all_runs"] >= again["unet_seconds"] if stop_at == "vae done" else \
+        again["unet_seconds_all_runs"] > again["unet_seconds"]
     assert again["history"] == whole["history"] and again["checkpoints"] == whole["checkpoints"] == ["step-00002"]
     assert not (tmp_path / "stopped" / "resume").exists()
     for part in ("unet", "text_encoder", "vae"):
@@ -294,10 +298,9 @@ def test_a_caption_is_true_of_every_picture_with_each_attribute_it_names():
     from dclib.data import manyclass
     from dclib.train.clip import attribute_truth
 
-    values = {"colour": manyclass.COLOUR_NAMES, "pattern": manyclass.PATTERNS, "shape": manyclass.SHAPES}
     classes = ["red striped circle", "blue striped circle", "red dotted square"]
-    attributes = np.array([[values[a].index(manyclass.class_attributes(n)[a]) for a in manyclass.ATTRIBUTES]
-                           for n in classes])
+    attributes = np.array([manyclass.attribute_indices(n) for n in classes])
+    assert attributes.tolist() == [[0, 1, 0], [6, 1, 0], [0, 2, 3]]  # red=0, blue=6; striped=1, dotted=2; square=3
     captions = [(0, "a {colour} {pattern} {shape}"),   # red striped circle: picture 0 only
                 (0, "a {colour} {shape}"),              # red circle: any pattern -> picture 0
                 (1, "a {pattern} {shape}"),             # striped circle: any colour -> pictures 0 and 1

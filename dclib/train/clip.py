@@ -128,9 +128,7 @@ def class_objective(recipe: ClipRecipe, pool, val, tokenizer, model, gen, rng) -
     (the classifier's task)."""
     classes = list(manyclass.CLASSES)
     index = {name: k for k, name in enumerate(classes)}
-    values = {"colour": manyclass.COLOUR_NAMES, "pattern": manyclass.PATTERNS, "shape": manyclass.SHAPES}
-    attributes = np.array([[values[a].index(manyclass.class_attributes(name)[a]) for a in manyclass.ATTRIBUTES]
-                           for name in classes])  # [classes, 3]
+    attributes = np.array([manyclass.attribute_indices(name) for name in classes])  # [classes, 3]
     neighbours = [[(index[n], changed) for n, changed in manyclass.neighbour_classes(name)] for name in classes]
     val_pixels = val.pixels(np.arange(len(val)))
     val_labels = torch.tensor(np.asarray(val.labels))

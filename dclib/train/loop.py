@@ -9,6 +9,7 @@ that ends, a killed process) goes on from there and ends with the same weights a
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,13 +54,17 @@ class TrainingLog(NamedTuple):
     history: list[dict]  # one row per evaluation
     losses: list[float]  # StepLoss.logged of every step
     resumed_from: int = 0  # the step a resumed run went on from (0: it started afresh)
+    #: seconds the steps before ``resumed_from`` took in the processes that ran them (0.0 for a fresh run; None when
+    #: the saved run did not record them)
+    earlier_seconds: float | None = 0.0
 
 
 @dataclass(frozen=True)
 class ResumeFile:
     """Where :func:`train_loop` keeps what continuing needs every ``every`` steps: the step, the model, optimizer and
     EMA weights, the losses and history, torch's global generator and the recipe's own random state
-    (``get_state()``, a dict of tensors and plain values, given back to ``set_state``). Written with torch.save to a
+    (``get_state()``, a dict of tensors and plain values, given back to ``set_state``), and the seconds the steps so far
+    took (summed over the processes that ran them, so a stopped run's card still gives its training time). Written with torch.save to a
     new file renamed into place, read with ``weights_only=True``; the recipe deletes it once the final weights are
     saved (:meth:`done`), so a process killed while saving them still goes on from the last save.
 
@@ -83,8 +88,8 @@ class ResumeFile:
 
         return {"dclib": source_fingerprint()[:16], "torch": str(torch.__version__), "threads": torch.get_num_threads()}
 
-    def save(self, step: int, model, opt, ema, history, losses) -> None:
-        state = {"key": self.key, "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+    def save(self, step: int, model, opt, ema, history, losses, seconds: float | None = None) -> None:
+        state = {"key": self.key, "step": step, "seconds": seconds, "model": model.state_dict(), "optimizer": opt.state_dict(),
                  "ema": None if ema is None else ema.model.state_dict(), "history": history, "losses": losses,
                  "torch_rng": torch.get_rng_state(), "recipe": self.get_state(), "made_with": self.made_with()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,10 +97,11 @@ class ResumeFile:
         torch.save(state, tmp)
         os.replace(tmp, self.path)
 
-    def load(self, model, opt, ema) -> tuple[int, list, list]:
-        """Restore a saved run into ``model``, ``opt`` and ``ema``: (step, history, losses); (0, [], []) if none."""
+    def load(self, model, opt, ema) -> tuple[int, list, list, float | None]:
+        """Restore a saved run into ``model``, ``opt`` and ``ema``: (step, history, losses, seconds so far; None if
+        the run did not record them); (0, [], [], 0.0) if none."""
         if not self.path.exists():
-            return 0, [], []
+            return 0, [], [], 0.0
         state = torch.load(self.path, weights_only=True)
         if state.get("key") != self.key:
             raise ValueError(f"{self.path} holds a stopped run of another recipe or step count: delete it to start "
@@ -110,7 +116,9 @@ class ResumeFile:
             ema.model.load_state_dict(state["ema"])
         torch.set_rng_state(state["torch_rng"])
         self.set_state(state["recipe"])
-        return int(state["step"]), list(state["history"]), list(state["losses"])
+        seconds = state.get("seconds")
+        return int(state["step"]), list(state["history"]), list(state["losses"]), \
+            None if seconds is None else float(seconds)
 
     def done(self) -> None:
         """The run's final weights are saved: nothing left to go on from."""
@@ -138,7 +146,8 @@ def train_loop(model: torch.nn.Module, opt: torch.optim.Optimizer, step_loss: Ca
     once it has saved the final weights.
     """
     window = train_loss_window or eval_every
-    start, history, losses = resume.load(model, opt, ema) if resume is not None else (0, [], [])
+    start, history, losses, earlier = resume.load(model, opt, ema) if resume is not None else (0, [], [], 0.0)
+    started = time.perf_counter()
     bar = tqdm(range(start, steps), desc=desc, disable=not progress, initial=start, total=steps)
     for step in bar:
         out = step_loss(step)
@@ -165,5 +174,6 @@ def train_loop(model: torch.nn.Module, opt: torch.optim.Optimizer, step_loss: Ca
             if describe is not None:
                 bar.set_postfix(describe(row))
         if resume is not None and done % resume.every == 0 and done < steps:
-            resume.save(done, model, opt, ema, history, losses)
-    return TrainingLog(history, losses, start)
+            resume.save(done, model, opt, ema, history, losses,
+                        None if earlier is None else earlier + time.perf_counter() - started)
+    return TrainingLog(history, losses, start, earlier)

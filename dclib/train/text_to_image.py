@@ -212,6 +212,8 @@ def train_shapes(out: Path, steps: int | None = None, progress: bool = True, rec
         "unet_seconds": round(train_seconds, 1),
         "train_seconds": round(time.perf_counter() - started, 1),
         "resumed_from_step": log.resumed_from,  # > 0: the seconds above are of this process only
+        "unet_seconds_all_runs": None if log.earlier_seconds is None  # every process's steps (None: unrecorded)
+        else round(log.earlier_seconds + train_seconds, 1),
         "final_train_loss": final.get("train_loss"),
         "final_val_loss": final.get("val_train"),
         "final_val_loss_heldout_captions": final.get("val_heldout"),
