@@ -39,9 +39,28 @@ def test_splits_are_disjoint_and_each_image_renders_alone():
     test, dev = embedded_arrays("manyclass-test"), embedded_arrays("manyclass-dev")
     assert len(dev) == 512 and not set(test.ids) & set(dev.ids)
     k = 777
-    again = manyclass.render(CLASSES[k % 256], [manyclass.TEST_SEED, k])
+    again = manyclass.render(CLASSES[k % 256], [manyclass.TEST_SEED, k], manyclass.EVALUATION_NUISANCE)
     assert np.array_equal(again, test.images[k]) and test.labels[k] == k % 256
     assert not np.array_equal(test.images[0], dev.images[0])
+
+
+def test_evaluation_pictures_are_the_training_drawing_made_smaller_fainter_and_noisier():
+    """The nuisance draws from a stream of its own: without it (or with none to apply) a picture is the clean one
+    bit for bit; with it, the same object (place, colour, pattern) is smaller and closer to the background."""
+    name, seed = "red solid square", [manyclass.TEST_SEED, 3]
+    clean = manyclass.render(name, seed)
+    assert np.array_equal(manyclass.render(name, seed, manyclass.Nuisance()), clean)
+    small = manyclass.render(name, seed, manyclass.Nuisance(scale=(0.5, 0.5)))
+    faint = manyclass.render(name, seed, manyclass.Nuisance(contrast=(0.3, 0.3))).astype(float)
+    noisy = manyclass.render(name, seed, manyclass.Nuisance(noise=(10.0, 10.0))).astype(float)
+    background = np.median(clean.reshape(-1, 3), 0)
+    object_pixels = lambda img: (np.abs(img.astype(float) - background).max(-1) > 60).sum()
+    assert 0 < object_pixels(small) < 0.4 * object_pixels(clean)
+    inside = np.abs(clean.astype(float) - background).max(-1) > 60
+    assert np.abs(faint[inside] - background).mean() < 0.45 * np.abs(clean[inside].astype(float) - background).mean()
+    assert 5 < (noisy - clean).std() < 15
+    hard = manyclass.render(name, seed, manyclass.EVALUATION_NUISANCE)
+    assert np.array_equal(hard, manyclass.render(name, seed, manyclass.EVALUATION_NUISANCE))  # per picture, seeded
 
 
 def test_patterns_colours_and_shapes_show_in_the_pixels():
