@@ -61,6 +61,13 @@ def setting_note(model: str, dataset: str):
     return Markdown(text or f"**Setting:** model `{model}` on `{dataset}` (parameters of this run).")
 
 
+def training_history(model: str) -> list[dict]:
+    """The evaluations a dclib training card recorded (``history``: step, train_loss, validation losses); empty for
+    a model without one (a hub id, a folder without a dclib training card)."""
+    card = Path(resolve_model_path(str(model))) / "training.json"
+    return json.loads(card.read_text()).get("history", []) if card.is_file() else []
+
+
 def training_facts(model: str) -> dict:
     """What is known of how a model was trained, for the model-versions page: ``step`` (the training step of a
     checkpoint folder ``.../step-NNNNN``, or the step an embedded model's card says it was kept at), ``seed`` and
