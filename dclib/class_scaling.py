@@ -301,3 +301,16 @@ def targets(report: dict) -> dict:
             "speedup_met": None if speedup is None else bool(speedup >= 10),
             "difference_low": best["difference_ci"][0], "bound_met": bool(best["difference_ci"][0] >= -MARGIN),
             "slope": slope, "slope_met": None if slope is None else bool(slope < 0.5)}
+
+
+def summary(report: dict) -> str:
+    """One sentence for a verdict's "ours": the best combination's share of the reference's evaluations at the
+    largest count and its log-log slope (live seconds are left out: they differ from run to run)."""
+    t = targets(report)
+    if not t:
+        return "No best combination was chosen (no dev split)."
+    slope = (f"log-log slope of its evaluations against classes {t['slope']:.2f}" if t["slope"] is not None else
+             "no slope reported: at some class count its accuracy interval reaches below the margin")
+    return (f"At {t['classes']} classes, {t['method']}: {100 * t['share_of_reference']:.1f}% of the reference's "
+            f"evaluations, accuracy difference at least {100 * t['difference_low']:.1f} points (95% lower bound); "
+            f"{slope}.")

@@ -64,6 +64,11 @@ def test_the_claim_compares_e_with_a_at_the_largest_count_and_the_targets_are_re
     with pytest.raises(InputError, match="dev split"):
         claim_outcomes(without_e)
     assert targets(without_e) == {}
+    sentence = class_scaling.summary(report)
+    assert sentence.startswith("At 200 classes, (e) top-5 + paired pruning: 11.3% of the reference's evaluations")
+    assert "no slope reported" in class_scaling.summary(report_of([True] * 70 + [False] * 30))
+    kept = class_scaling.summary(report_of([True] * 90 + [False] * 10))
+    assert "slope of its evaluations against classes 0.50" in kept
 
 
 def test_a_grid_whose_strided_points_are_not_the_official_25_is_refused():
