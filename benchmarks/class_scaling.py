@@ -8,7 +8,9 @@ counts, for a reference fixed in advance and the pruning schedules dclib offers,
         [--n-live 50] [--dev embedded:manyclass-dev] [--n-dev 100]
 
 The errors are kept in dclib's error cache under benchmarks/.cache/errors (keyed by the weights and dclib's
-source), so a stopped run goes on where it stopped.
+source), so a stopped run goes on where it stopped. Beside the curve: the many-class targets at the largest count
+(``dclib.class_scaling.targets``) and what the best combination would cost on ImageNet-1k if it kept its slope, at
+the paper's own calls per second (``extrapolate``: an extrapolation, marked as one).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from dclib import DiffusionClassifier  # noqa: E402
-from dclib.class_scaling import ScalingSetup, measure  # noqa: E402
+from dclib.class_scaling import ScalingSetup, extrapolate, measure, targets  # noqa: E402
 from dclib.contrastive import ContrastiveModel  # noqa: E402
 from dclib.error_cache import ErrorCache  # noqa: E402
 
@@ -51,6 +53,7 @@ def main() -> None:
     clf = DiffusionClassifier.from_pretrained(args.model)
     weak = ContrastiveModel.from_pretrained(args.contrastive)
     report = measure(clf, weak, setup, cache=ErrorCache(args.cache / "errors"), progress=not args.no_progress)
+    report.update(targets=targets(report), imagenet_extrapolation=extrapolate(report))  # the latter: not measured
     print(json.dumps({"model": args.model, "contrastive": args.contrastive, **report}, indent=1, default=str))
 
 

@@ -314,3 +314,35 @@ def summary(report: dict) -> str:
     return (f"At {t['classes']} classes, {t['method']}: {100 * t['share_of_reference']:.1f}% of the reference's "
             f"evaluations, accuracy difference at least {100 * t['difference_low']:.1f} points (95% lower bound); "
             f"{slope}.")
+
+
+def paper_calls_per_second(dataset: str = "imagenet") -> float:
+    """The paper's own rate of denoiser calls (Stable Diffusion 2.0 at 512 px on an RTX 3090): Table 6's evaluations
+    per image of ``dataset``'s adaptive schedule over Table 7's seconds per image (ImageNet: 100,000 in 1,000 s)."""
+    from .paper import paper_cell, paper_table
+
+    calls = paper_table("table6_adaptive_schedules").set_index("dataset").total_evaluations[dataset]
+    seconds = paper_cell("table7_inference_time", dataset, row="Diffusion Classifier seconds per image (RTX 3090)")
+    return float(calls) / seconds
+
+
+def extrapolate(report: dict, classes: int = 1000, calls_per_second: float | None = None) -> dict:
+    """What the best combination (e) would spend per image at ``classes`` classes if its evaluations kept growing
+    with the log-log slope fitted on the measured counts, E(K) = E(k_max) (K / k_max)^slope, beside the reference's
+    25 K and the paper's own ImageNet schedule (Table 6); seconds at ``calls_per_second`` (default: the paper's
+    rate, :func:`paper_calls_per_second`). An extrapolation from the measured counts, not a measurement; empty when
+    (e) has no slope (a count missed the accuracy bound)."""
+    t = targets(report)
+    if not t or t["slope"] is None:
+        return {}
+    at_k = next(r for r in report["results"] if r["classes"] == t["classes"] and r["method"] == t["method"])
+    rate = paper_calls_per_second() if calls_per_second is None else float(calls_per_second)
+    calls = at_k["evaluations_per_image"] * (classes / t["classes"]) ** t["slope"]
+    from .paper import paper_table
+
+    paper_schedule = float(paper_table("table6_adaptive_schedules").set_index("dataset").total_evaluations["imagenet"])
+    return {"classes": classes, "method": t["method"], "from_classes": t["classes"], "slope": t["slope"],
+            "evaluations_per_image": round(calls), "reference_evaluations_per_image": REFERENCE_TIMESTEPS * classes,
+            "paper_schedule_evaluations_per_image": round(paper_schedule), "calls_per_second": round(rate, 1),
+            "seconds_per_image": round(calls / rate, 1),
+            "paper_schedule_seconds_per_image": round(paper_schedule / rate, 1)}

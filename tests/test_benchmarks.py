@@ -97,3 +97,5 @@ def test_class_scaling_measures_every_method_at_every_count_and_confirms_replay_
     for label, slope in report["log_log_slopes_within_bound"].items():
         assert all(r["difference_ci"][0] >= -0.03 for r in report["results"] if r["method"] == label)
     assert list(tmp_path.rglob("*.npz")) and report["evals_per_second"] > 0  # scored now, kept in the error cache
+    assert report["targets"]["classes"] == 50 and report["targets"]["method"] == rows[50, "(e)"]["method"]
+    assert report["imagenet_extrapolation"] == {} or report["imagenet_extrapolation"]["classes"] == 1000

@@ -88,3 +88,14 @@ def test_the_page_figures_draw_from_a_report_and_a_card_history():
     history = [{"step": s, "val_train": 1 / s, "val_heldout": 1 / s, "val_shuffled": 2 / s, "val_null": 1.5 / s}
                for s in (500, 1000)]
     assert isinstance(training_curve_figure(history, "t"), Figure)
+
+
+def test_the_imagenet_arithmetic_extends_e_along_its_slope_at_the_papers_rate():
+    assert class_scaling.paper_calls_per_second() == pytest.approx(100.0)  # Table 6: 100,000 calls; Table 7: 1,000 s
+    assert class_scaling.paper_calls_per_second("pets") == pytest.approx(1890 / 18)
+    out = class_scaling.extrapolate(report_of([True] * 90 + [False] * 10))
+    # (e) makes 40 sqrt(K) evaluations: 40 sqrt(1000) = 1265 at 1,000 classes, 12.6 s at 100 calls per second
+    assert out["slope"] == pytest.approx(0.5) and out["evaluations_per_image"] == round(40 * np.sqrt(1000))
+    assert out["seconds_per_image"] == pytest.approx(12.6, abs=0.05) and out["paper_schedule_seconds_per_image"] == 1000
+    assert out["reference_evaluations_per_image"] == 25_000
+    assert class_scaling.extrapolate(report_of([True] * 70 + [False] * 30)) == {}  # no slope: nothing to extend
