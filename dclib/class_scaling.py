@@ -45,6 +45,7 @@ from .data.registry import embedded_prompt_file
 from .errors import InputError
 from .experiments import ErrorSet, open_experiment, score_dataset
 from .label_tree import prompt_embeddings, tree_from_embeddings, tree_from_groups
+from .paper import paper_cell, paper_table
 from .plan import even_plan, even_timesteps, strided_positions
 from .prompts import Conditionings, read_prompt_file
 from .pruning import LiveRun, Method, classify_live, compare_methods, top_k_candidates
@@ -271,11 +272,16 @@ def comparison_label(k: int) -> str:
     return f"best combination vs {REFERENCE}, {k} classes"
 
 
+def _at_largest(report: dict) -> tuple[int, dict]:
+    """(the largest class count of a report, {method letter "(a)" ... "(e)": its record at that count})."""
+    k = max(r["classes"] for r in report["results"])
+    return k, {r["method"].split(" ")[0]: r for r in report["results"] if r["classes"] == k}
+
+
 def claim_outcomes(report: dict) -> dict:
     """{comparison label: ((e)'s per-image correctness, (a)'s)} at the largest class count: what the book's
     class-scaling claim tests (``dclib.claims.CLAIMS["class_scaling"]``)."""
-    k = max(r["classes"] for r in report["results"])
-    at_k = {r["method"].split(" ")[0]: r for r in report["results"] if r["classes"] == k}
+    k, at_k = _at_largest(report)
     if "(e)" not in at_k:
         raise InputError("the class-scaling claim tests the best combination (e), which is chosen on a dev split: "
                          "measure a '{k}' dataset with one")
@@ -287,15 +293,15 @@ def targets(report: dict) -> dict:
     evaluations (at most ``COST_SHARE``), its live seconds per image against the reference's (at least 10x fewer),
     the 95% lower bound of its accuracy difference (at least ``-MARGIN``), and its log-log slope of evaluations
     against classes (below 0.5; None where some count misses the accuracy bound)."""
-    k = max(r["classes"] for r in report["results"])
-    at_k = {r["method"].split(" ")[0]: r for r in report["results"] if r["classes"] == k}
+    k, at_k = _at_largest(report)
     best, reference = at_k.get("(e)"), at_k["(a)"]
     if best is None:
         return {}
     speedup = (reference["seconds_per_image"] / best["seconds_per_image"]
                if reference["seconds_per_image"] and best["seconds_per_image"] else None)
     slope = report["log_log_slopes_within_bound"].get(best["method"])
-    return {"classes": k, "method": best["method"], "share_of_reference": best["share_of_reference"],
+    return {"classes": k, "method": best["method"], "evaluations_per_image": best["evaluations_per_image"],
+            "share_of_reference": best["share_of_reference"],
             "share_met": bool(best["share_of_reference"] <= COST_SHARE),
             "seconds_speedup": None if speedup is None else round(float(speedup), 1),
             "speedup_met": None if speedup is None else bool(speedup >= 10),
@@ -316,14 +322,16 @@ def summary(report: dict) -> str:
             f"{slope}.")
 
 
+def paper_evaluations_per_image(dataset: str = "imagenet") -> float:
+    """Table 6: the denoiser evaluations per image of the paper's adaptive schedule for ``dataset``."""
+    return float(paper_table("table6_adaptive_schedules").set_index("dataset").total_evaluations[dataset])
+
+
 def paper_calls_per_second(dataset: str = "imagenet") -> float:
     """The paper's own rate of denoiser calls (Stable Diffusion 2.0 at 512 px on an RTX 3090): Table 6's evaluations
     per image of ``dataset``'s adaptive schedule over Table 7's seconds per image (ImageNet: 100,000 in 1,000 s)."""
-    from .paper import paper_cell, paper_table
-
-    calls = paper_table("table6_adaptive_schedules").set_index("dataset").total_evaluations[dataset]
     seconds = paper_cell("table7_inference_time", dataset, row="Diffusion Classifier seconds per image (RTX 3090)")
-    return float(calls) / seconds
+    return paper_evaluations_per_image(dataset) / seconds
 
 
 def extrapolate(report: dict, classes: int = 1000, calls_per_second: float | None = None) -> dict:
@@ -335,12 +343,9 @@ def extrapolate(report: dict, classes: int = 1000, calls_per_second: float | Non
     t = targets(report)
     if not t or t["slope"] is None:
         return {}
-    at_k = next(r for r in report["results"] if r["classes"] == t["classes"] and r["method"] == t["method"])
     rate = paper_calls_per_second() if calls_per_second is None else float(calls_per_second)
-    calls = at_k["evaluations_per_image"] * (classes / t["classes"]) ** t["slope"]
-    from .paper import paper_table
-
-    paper_schedule = float(paper_table("table6_adaptive_schedules").set_index("dataset").total_evaluations["imagenet"])
+    calls = t["evaluations_per_image"] * (classes / t["classes"]) ** t["slope"]
+    paper_schedule = paper_evaluations_per_image("imagenet")
     return {"classes": classes, "method": t["method"], "from_classes": t["classes"], "slope": t["slope"],
             "evaluations_per_image": round(calls), "reference_evaluations_per_image": REFERENCE_TIMESTEPS * classes,
             "paper_schedule_evaluations_per_image": round(paper_schedule), "calls_per_second": round(rate, 1),

@@ -61,20 +61,24 @@ def setting_note(model: str, dataset: str):
     return Markdown(text or f"**Setting:** model `{model}` on `{dataset}` (parameters of this run).")
 
 
+def _training_card(model: str) -> tuple[Path, dict]:
+    """(the model's folder, the facts of its dclib training card; empty for a hub id or a folder without one)."""
+    path = Path(resolve_model_path(str(model)))
+    card = path / "training.json"
+    return path, json.loads(card.read_text()) if card.is_file() else {}
+
+
 def training_history(model: str) -> list[dict]:
     """The evaluations a dclib training card recorded (``history``: step, train_loss, validation losses); empty for
     a model without one (a hub id, a folder without a dclib training card)."""
-    card = Path(resolve_model_path(str(model))) / "training.json"
-    return json.loads(card.read_text()).get("history", []) if card.is_file() else []
+    return _training_card(model)[1].get("history", [])
 
 
 def training_facts(model: str) -> dict:
     """What is known of how a model was trained, for the model-versions page: ``step`` (the training step of a
     checkpoint folder ``.../step-NNNNN``, or the step an embedded model's card says it was kept at), ``seed`` and
     ``n_scenes`` of its recipe. None where unknown (a hub id, a folder without a dclib training card)."""
-    path = Path(resolve_model_path(str(model)))
-    card = path / "training.json"
-    facts = json.loads(card.read_text()) if card.is_file() else {}
+    path, facts = _training_card(model)
     step = facts.get("best_step", facts.get("steps_run"))
     if step is None and path.name.startswith("step-") and path.name[5:].isdigit():
         step = int(path.name[5:])

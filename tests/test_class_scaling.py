@@ -9,15 +9,13 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from dclib import class_scaling
+from dclib import class_scaling, verdicts
 from dclib.class_scaling import REFERENCE, ScalingSetup, claim_outcomes, slopes_within_bound, targets
 from dclib.errors import InputError
 
 
 def record(k, method, evaluations, correct, reference_correct, seconds=None):
     correct, reference_correct = np.array(correct, bool), np.array(reference_correct, bool)
-    from dclib import verdicts
-
     a, b = int((correct & ~reference_correct).sum()), int((~correct & reference_correct).sum())
     d, se, z = verdicts.agresti_min(a, b, len(correct))
     return {"classes": k, "method": method, "n_images": len(correct), "accuracy": correct.mean(),

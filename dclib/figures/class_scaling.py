@@ -41,9 +41,9 @@ def cost_and_accuracy_figure(report: dict, title: str, margin: float):
     finish(left, "classes", "denoiser evaluations per image", "Cost")
     offsets = np.linspace(-0.06, 0.06, len(methods))  # side by side at each count, on the log axis
     for offset, method in zip(offsets, methods):
-        sub = rows[rows.method == method].sort_values("classes")
-        if method.startswith("(a)"):
+        if method.startswith("(a)"):  # the reference: zero by definition
             continue
+        sub = rows[rows.method == method].sort_values("classes")
         right.errorbar(sub.classes * np.exp(offset), sub["difference to (a), points"],
                        yerr=[sub["difference to (a), points"] - sub["diff low"],
                              sub["diff high"] - sub["difference to (a), points"]],
@@ -70,6 +70,5 @@ def training_curve_figure(history: list[dict], title: str):
     for column, label in labels.items():
         if column in frame:
             ax.plot(frame.step, frame[column], "o-", ms=3, label=label)
-    ax.legend(fontsize=8)
     finish(ax, "training step", "validation loss (fixed t, eps)", title)
     return fig

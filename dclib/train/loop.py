@@ -63,10 +63,11 @@ class TrainingLog(NamedTuple):
 class ResumeFile:
     """Where :func:`train_loop` keeps what continuing needs every ``every`` steps: the step, the model, optimizer and
     EMA weights, the losses and history, torch's global generator and the recipe's own random state
-    (``get_state()``, a dict of tensors and plain values, given back to ``set_state``), and the seconds the steps so far
-    took (summed over the processes that ran them, so a stopped run's card still gives its training time). Written with torch.save to a
-    new file renamed into place, read with ``weights_only=True``; the recipe deletes it once the final weights are
-    saved (:meth:`done`), so a process killed while saving them still goes on from the last save.
+    (``get_state()``, a dict of tensors and plain values, given back to ``set_state``), and the seconds the steps so
+    far took (summed over the processes that ran them, so a stopped run's card still gives its training time).
+    Written with torch.save to a new file renamed into place, read with ``weights_only=True``; the recipe deletes it
+    once the final weights are saved (:meth:`done`), so a process killed while saving them still goes on from the
+    last save.
 
     A saved run of another recipe or step count (``key``) is refused. One saved by other dclib code, another torch
     or another thread count is continued with a warning: its steps may round differently from an unstopped run's
@@ -89,9 +90,10 @@ class ResumeFile:
         return {"dclib": source_fingerprint()[:16], "torch": str(torch.__version__), "threads": torch.get_num_threads()}
 
     def save(self, step: int, model, opt, ema, history, losses, seconds: float | None = None) -> None:
-        state = {"key": self.key, "step": step, "seconds": seconds, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                 "ema": None if ema is None else ema.model.state_dict(), "history": history, "losses": losses,
-                 "torch_rng": torch.get_rng_state(), "recipe": self.get_state(), "made_with": self.made_with()}
+        state = {"key": self.key, "step": step, "seconds": seconds, "model": model.state_dict(),
+                 "optimizer": opt.state_dict(), "ema": None if ema is None else ema.model.state_dict(),
+                 "history": history, "losses": losses, "torch_rng": torch.get_rng_state(), "recipe": self.get_state(),
+                 "made_with": self.made_with()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         torch.save(state, tmp)
