@@ -28,15 +28,15 @@ def cost_and_accuracy_figure(report: dict, title: str, margin: float):
     rows = results_frame(report)
     methods = list(dict.fromkeys(rows.method))
     palette = dict(zip(methods, sns.color_palette("tab10", len(methods))))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.6))
     sns.lineplot(rows, x="classes", y="evaluations_per_image", hue="method", hue_order=methods, palette=palette,
                  marker="o", ax=left)
+    handles, labels = left.get_legend_handles_labels()  # the methods: one legend under both panels
     reference = rows[rows.method.str.startswith("(a)")].sort_values("classes")
+    counts = np.array(sorted(rows.classes.unique()), float)
     if len(reference):
         k0, e0 = reference.classes.iloc[0], reference.evaluations_per_image.iloc[0]
-        ks = np.array(sorted(rows.classes.unique()), float)
-        left.plot(ks, e0 * ks / k0, ":", color="grey", label="slope 1 (cost in proportion to classes)")
-    left.set_xscale("log")
+        left.plot(counts, e0 * counts / k0, ":", color="grey", label="slope 1 (cost in proportion to classes)")
     left.set_yscale("log")
     finish(left, "classes", "denoiser evaluations per image", "Cost")
     offsets = np.linspace(-0.06, 0.06, len(methods))  # side by side at each count, on the log axis
@@ -50,10 +50,19 @@ def cost_and_accuracy_figure(report: dict, title: str, margin: float):
                        fmt="o-", capsize=3, color=palette[method], label=method)
     right.axhline(0, color="black", lw=0.8)
     right.axhline(-100 * margin, color="red", ls="--", lw=1, label=f"margin (-{100 * margin:g} points)")
-    right.set_xscale("log")
     finish(right, "classes", "accuracy minus the reference's (points, 95% interval)", "Accuracy kept")
+    for ax in (left, right):  # the class counts themselves on a log axis, not powers of ten
+        ax.set_xscale("log")
+        ax.set_xticks(counts, [f"{k:g}" for k in counts])
+        ax.minorticks_off()
+        own = [(h, lab) for h, lab in zip(*ax.get_legend_handles_labels()) if lab not in labels]  # slope 1, margin
+        if own:
+            ax.legend(*zip(*own), fontsize=9, loc="upper left" if ax is left else "lower left")
+        else:
+            ax.get_legend().remove()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=10, frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
     return fig
 
 
