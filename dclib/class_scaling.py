@@ -334,19 +334,35 @@ def paper_calls_per_second(dataset: str = "imagenet") -> float:
     return paper_evaluations_per_image(dataset) / seconds
 
 
-def extrapolate(report: dict, classes: int = 1000, calls_per_second: float | None = None) -> dict:
-    """What the best combination (e) would spend per image at ``classes`` classes if its evaluations kept growing
-    with the log-log slope fitted on the measured counts, E(K) = E(k_max) (K / k_max)^slope, beside the reference's
-    25 K and the paper's own ImageNet schedule (Table 6); seconds at ``calls_per_second`` (default: the paper's
-    rate, :func:`paper_calls_per_second`). An extrapolation from the measured counts, not a measurement; empty when
-    (e) has no slope (a count missed the accuracy bound)."""
-    t = targets(report)
-    if not t or t["slope"] is None:
-        return {}
+def extrapolate(report: dict, classes: int = 1000, calls_per_second: float | None = None,
+                method: str | None = None) -> dict:
+    """What a method would spend per image at ``classes`` classes if its evaluations kept growing with the log-log
+    slope fitted on the measured counts, E(K) = E(k_max) (K / k_max)^slope, beside the reference's 25 K and the
+    paper's own ImageNet schedule (Table 6); seconds at ``calls_per_second`` (default: the paper's rate,
+    :func:`paper_calls_per_second`). An extrapolation from the measured counts, not a measurement.
+
+    ``method`` None: the best combination (e), and only with the slope the targets report (empty when a count
+    missed the accuracy bound). A method's letter (``"(b)"``) or label: that method's curve whatever its accuracy,
+    with ``accuracy_kept`` saying whether it met the bound at every count (a cost without the accuracy is no
+    recommendation)."""
+    if method is None:
+        t = targets(report)
+        if not t or t["slope"] is None:
+            return {}
+        label, k, calls_at_k, slope, kept = t["method"], t["classes"], t["evaluations_per_image"], t["slope"], True
+    else:
+        curve = sorted((r for r in report["results"] if r["method"] == method or r["method"].split(" ")[0] == method),
+                       key=lambda r: r["classes"])
+        if len({r["method"] for r in curve}) != 1 or len(curve) < 2:
+            raise InputError(f"extrapolate: {method!r} names no single method measured at two or more class counts")
+        label, k, calls_at_k = curve[-1]["method"], curve[-1]["classes"], curve[-1]["evaluations_per_image"]
+        slope = round(float(np.polyfit(np.log([r["classes"] for r in curve]),
+                                       np.log([r["evaluations_per_image"] for r in curve]), 1)[0]), 3)
+        kept = label in report["log_log_slopes_within_bound"]
     rate = paper_calls_per_second() if calls_per_second is None else float(calls_per_second)
-    calls = t["evaluations_per_image"] * (classes / t["classes"]) ** t["slope"]
+    calls = calls_at_k * (classes / k) ** slope
     paper_schedule = paper_evaluations_per_image("imagenet")
-    return {"classes": classes, "method": t["method"], "from_classes": t["classes"], "slope": t["slope"],
+    return {"classes": classes, "method": label, "from_classes": k, "slope": slope, "accuracy_kept": kept,
             "evaluations_per_image": round(calls), "reference_evaluations_per_image": REFERENCE_TIMESTEPS * classes,
             "paper_schedule_evaluations_per_image": round(paper_schedule), "calls_per_second": round(rate, 1),
             "seconds_per_image": round(calls / rate, 1),

@@ -96,4 +96,11 @@ def test_the_imagenet_arithmetic_extends_e_along_its_slope_at_the_papers_rate():
     assert out["slope"] == pytest.approx(0.5) and out["evaluations_per_image"] == round(40 * np.sqrt(1000))
     assert out["seconds_per_image"] == pytest.approx(12.6, abs=0.05) and out["paper_schedule_seconds_per_image"] == 1000
     assert out["reference_evaluations_per_image"] == 25_000
-    assert class_scaling.extrapolate(report_of([True] * 70 + [False] * 30)) == {}  # no slope: nothing to extend
+    missed = report_of([True] * 70 + [False] * 30)
+    assert class_scaling.extrapolate(missed) == {}  # no slope: nothing to extend
+    # named, a method's cost curve is carried along whatever its accuracy, and says whether the accuracy held
+    cost_only = class_scaling.extrapolate(missed, method="(e)")
+    assert cost_only["slope"] == pytest.approx(0.5) and cost_only["accuracy_kept"] is False
+    assert cost_only["evaluations_per_image"] == out["evaluations_per_image"] and out["accuracy_kept"] is True
+    with pytest.raises(InputError, match="names no single method"):
+        class_scaling.extrapolate(missed, method="(z)")
