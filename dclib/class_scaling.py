@@ -178,6 +178,13 @@ def choose_combination(setup: ScalingSetup, clf, weak, k: int) -> dict:
             "tried": tried, "chosen": best, "within_budget": bool(within)}
 
 
+def log_log_slope(curve: list[dict]) -> float:
+    """The least-squares slope of log(evaluations per image) against log(classes) over one method's records."""
+    x = np.log([r["classes"] for r in curve])
+    y = np.log([r["evaluations_per_image"] for r in curve])
+    return round(float(np.polyfit(x, y, 1)[0]), 3)
+
+
 def slopes_within_bound(results: list[dict], margin: float = MARGIN) -> dict:
     """{method: fitted log-log slope of evaluations per image against classes}, only for methods whose lower 95%
     bound of the difference to (a) is at least ``-margin`` at every count (a cheap method that loses accuracy has
@@ -186,9 +193,7 @@ def slopes_within_bound(results: list[dict], margin: float = MARGIN) -> dict:
     for label in dict.fromkeys(r["method"] for r in results):
         curve = [r for r in results if r["method"] == label]
         if len(curve) > 1 and all(r["difference_ci"][0] >= -margin for r in curve):
-            x = np.log([r["classes"] for r in curve])
-            y = np.log([r["evaluations_per_image"] for r in curve])
-            slopes[label] = round(float(np.polyfit(x, y, 1)[0]), 3)
+            slopes[label] = log_log_slope(curve)
     return slopes
 
 
@@ -356,8 +361,7 @@ def extrapolate(report: dict, classes: int = 1000, calls_per_second: float | Non
         if len({r["method"] for r in curve}) != 1 or len(curve) < 2:
             raise InputError(f"extrapolate: {method!r} names no single method measured at two or more class counts")
         label, k, calls_at_k = curve[-1]["method"], curve[-1]["classes"], curve[-1]["evaluations_per_image"]
-        slope = round(float(np.polyfit(np.log([r["classes"] for r in curve]),
-                                       np.log([r["evaluations_per_image"] for r in curve]), 1)[0]), 3)
+        slope = log_log_slope(curve)
         kept = label in report["log_log_slopes_within_bound"]
     rate = paper_calls_per_second() if calls_per_second is None else float(calls_per_second)
     calls = calls_at_k * (classes / k) ** slope
