@@ -226,17 +226,40 @@ def test_manyclass_clip_learns_from_attribute_truth_and_hard_neighbours(tmp_path
     monkeypatch.setattr(clip, "multi_positive_nce", lambda logits, truth: captured.append(truth) or original(logits, truth))
     out = tmp_path / "mc-clip"
     recipe = ClipRecipe(**{**TINY_CLIP, "n_scenes": 256, "n_val": 256}, name="manyclass-clip-tiny", world="manyclass",
-                        hard_negatives=2)
+                        hard_negatives=2, hard_pictures=True)
     facts = train_shapes_clip(out, steps=2, progress=False, recipe=recipe)
     assert facts["train_images"] == 256 and set(facts["final_val"]) == {"top1_train", "top1_heldout"}
     assert 0 < facts["mean_hard_negatives_per_batch"] <= 2 * 16
     assert "embedded:manyclass-train" in (out / "README.md").read_text()
+    assert "Hard pictures = True" in (out / "README.md").read_text()
     truth = captured[0]  # image -> caption: 16 pictures x (16 captions + their negatives)
     assert truth.shape[0] == 16 and truth.shape[1] > 16 and truth[:, :16].diagonal().all()
     assert not truth[:, 16:].diagonal().any()  # a picture's own hard negative changes an attribute its caption names
     model = ContrastiveModel.from_pretrained(str(out))
     rows = [(manyclass.caption(n, manyclass.PROMPT_TEMPLATE), n, k) for k, n in enumerate(manyclass.CLASSES[:5])]
     assert model.classify([np.zeros((32, 32, 3), np.uint8)], rows).class_scores.shape == (1, 5)
+
+
+def test_hard_pictures_are_the_training_drawings_made_harder_and_only_the_manyclass_world_has_them(tmp_path):
+    """The many-class partner's hard-picture recipe: the same drawings and labels as the clean training pictures,
+    each shrunk, faded or noised by its own draws (so not the clean picture, and reproducible), never a test or dev
+    picture; the shapes world has no evaluation nuisance, so asking for it there is an error, before any rendering."""
+    from dclib.data import manyclass
+    from dclib.train.worlds import manyclass_pools
+
+    clean, _ = manyclass_pools(256, 256)
+    hard, hard_val = manyclass_pools(256, 256, hard_pictures=True)
+    assert np.array_equal(hard.labels, clean.labels)
+    assert all(not np.array_equal(h, c) for h, c in zip(hard.images[:20], clean.images[:20]))
+    again, _ = manyclass_pools(256, 256, hard_pictures=True)
+    assert np.array_equal(again.images, hard.images)
+    # fainter objects: the pictures' spread around their background shrinks on average
+    assert np.mean([h.std() for h in hard.images]) < np.mean([c.std() for c in clean.images])
+    shown = {p.tobytes() for p in manyclass.dev_split().images} | {p.tobytes() for p in manyclass.test_split().images}
+    assert not any(p.tobytes() in shown for p in np.concatenate([hard.images, hard_val.images]))
+    recipe = ClipRecipe(**TINY_CLIP, name="shapes-clip-hard", hard_pictures=True)
+    with pytest.raises(ValueError, match="hard_pictures"):
+        train_shapes_clip(tmp_path / "x", steps=1, progress=False, recipe=recipe)
 
 
 def test_neighbour_classes_change_one_attribute_and_templates_name_theirs():

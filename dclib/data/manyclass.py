@@ -204,15 +204,17 @@ def dev_split() -> ImageSplit:
 
 
 @lru_cache(maxsize=None)
-def train_split(per_class: int = TRAIN_PER_CLASS, seed: int = TRAIN_SEED) -> ImageSplit:
-    """``embedded:manyclass-train``: 51,200 images (200 per class) the text-to-image model trains on."""
-    return _split("manyclass-train", seed, per_class)
+def train_split(per_class: int = TRAIN_PER_CLASS, seed: int = TRAIN_SEED, nuisance: Nuisance | None = None
+                ) -> ImageSplit:
+    """``embedded:manyclass-train``: 51,200 images (200 per class) the text-to-image model trains on; with
+    ``nuisance``, the same drawings made harder (the contrastive partner's hard-picture recipe)."""
+    return _split("manyclass-train", seed, per_class, nuisance)
 
 
 @lru_cache(maxsize=None)
-def val_split(per_class: int = 1) -> ImageSplit:
-    """Pictures the text-to-image recipe measures its validation losses on (seed of no other split)."""
-    return _split("manyclass-val", VAL_SEED, per_class)
+def val_split(per_class: int = 1, nuisance: Nuisance | None = None) -> ImageSplit:
+    """Pictures the recipes measure their validation losses or top-1 on (seed of no other split)."""
+    return _split("manyclass-val", VAL_SEED, per_class, nuisance)
 
 
 def caption(name: str, template: str) -> str:

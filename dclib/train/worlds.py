@@ -36,13 +36,17 @@ class ClassPool:
         return pixels_of(self.images, idx)
 
 
-def manyclass_pools(n_train: int, n_val: int) -> tuple[ClassPool, ClassPool]:
-    """``n_train`` training pictures (embedded:manyclass-train, as many per class) and ``n_val`` validation ones."""
+def manyclass_pools(n_train: int, n_val: int, hard_pictures: bool = False) -> tuple[ClassPool, ClassPool]:
+    """``n_train`` training pictures (embedded:manyclass-train, as many per class) and ``n_val`` validation ones;
+    ``hard_pictures``: both made harder as the evaluation pictures are (``manyclass.EVALUATION_NUISANCE``, drawn
+    from each picture's own stream: the same ranges, never the test or dev pictures)."""
     k = len(manyclass.CLASSES)
     if n_train % k or n_val % k:
         raise ValueError(f"the many-class world has {k} classes: n_scenes and n_val must be multiples of {k}, "
                          f"got {n_train} and {n_val}")
-    return ClassPool(manyclass.train_split(n_train // k)), ClassPool(manyclass.val_split(n_val // k))
+    nuisance = manyclass.EVALUATION_NUISANCE if hard_pictures else None
+    return (ClassPool(manyclass.train_split(n_train // k, nuisance=nuisance)),
+            ClassPool(manyclass.val_split(n_val // k, nuisance=nuisance)))
 
 
 def manyclass_longest_tokens(tokenizer) -> int:
