@@ -25,7 +25,9 @@ images of its classes and only their prompts). Each count is scored once on ``gr
 
 At the largest count every method also runs live on the first ``n_live`` images for its seconds per image, and
 (b)-(e) are checked against their replay (same predictions and evaluation counts; (a) is its own replay). The
-contrastive model's seconds per image and each tree's building seconds are reported beside. The paired accuracy
+contrastive model's seconds per image and each tree's building seconds are reported beside, and so is the partner
+classifying alone (``partner_alone``: its top 1 against (a) and (e)), since a combination that beats (a) may owe it
+all to its partner. The paired accuracy
 difference to (a) comes with its Agresti-Min interval; the fitted log-log slope of evaluations against classes is
 reported only for methods whose lower 95% bound of that difference is at least ``-MARGIN`` at every count.
 """
@@ -51,6 +53,7 @@ from .prompts import Conditionings, read_prompt_file
 from .pruning import LiveRun, Method, classify_live, compare_methods, top_k_candidates
 from .runs import stratified_order
 from .schedules import TreeSchedule
+from .stats import clopper_pearson
 
 REFERENCE_TIMESTEPS = 25
 REFERENCE = f"Algorithm 1, {REFERENCE_TIMESTEPS} timesteps"
@@ -236,7 +239,7 @@ def measure(clf, weak, setup: ScalingSetup = ScalingSetup(), cache=None, progres
     largest = counts[-1]
     selection = choose_combination(setup, clf, weak, largest) if setup.per_count else None
     combo = None if selection is None else (selection["chosen"]["top_k"], selection["chosen"]["then"])
-    results = []
+    results, partner = [], []
     for k in counts:
         errors, conds, data, weak_scores, weak_seconds = problems[k]
         schedules, tree_seconds = schedules_for(setup, clf, conds, class_groups_of(setup.dataset, k)
@@ -248,9 +251,7 @@ def measure(clf, weak, setup: ScalingSetup = ScalingSetup(), cache=None, progres
         reference = right[REFERENCE]
         for row in table.to_dict("records"):
             method, seconds = row["method"], row["seconds_per_image"]
-            a = int((right[method] & ~reference).sum())
-            b = int((~right[method] & reference).sum())
-            d, se, z = verdicts.agresti_min(a, b, len(reference))
+            difference, difference_ci = _paired(right[method], reference)
             results.append({
                 "classes": k, "method": "(a) " + method if method == REFERENCE else method,
                 "n_images": int(len(reference)), "accuracy": round(float(row["accuracy"]), 4),
@@ -261,16 +262,61 @@ def measure(clf, weak, setup: ScalingSetup = ScalingSetup(), cache=None, progres
                 "seconds_per_image": None if seconds is None or np.isnan(seconds) else round(float(seconds), 3),
                 "live_equals_replay": row["live equals replay"],
                 "correct": right[method].astype(int).tolist(),
-                "only_method_right": a, "only_reference_right": b,
-                "difference_to_a": round(float(right[method].mean() - reference.mean()), 4),
-                "difference_ci": [round(d - z * se, 4), round(d + z * se, 4)],
+                "only_method_right": int((right[method] & ~reference).sum()),
+                "only_reference_right": int((~right[method] & reference).sum()),
+                "difference_to_a": difference, "difference_ci": difference_ci,
                 "tree_seconds": next((v for label, v in tree_seconds.items() if label in method), None),
                 "contrastive_seconds_per_image": round(weak_seconds, 4) if "top-" in method else None})
+        partner.append(partner_alone(k, weak_scores.argmax(1) == errors.labels, reference,
+                                     right.get(label_of_e(results, k)), weak_seconds))
     device = f"cpu {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     return {"device": device, "setup": asdict(setup), "scoring_seconds": round(scoring_seconds, 1),
             "evals_per_second": round(n_scored / scoring_seconds, 1) if n_scored and scoring_seconds > 1
             else None,  # of the evaluations made in this run (none when every error was read back)
-            "combination": selection, "results": results, "log_log_slopes_within_bound": slopes_within_bound(results)}
+            "combination": selection, "results": results, "partner_alone": partner,
+            "log_log_slopes_within_bound": slopes_within_bound(results)}
+
+
+def label_of_e(results: list[dict], k: int) -> str | None:
+    """The label (e) was measured under at ``k`` classes (as :func:`pruning.compare_methods` names it), if any."""
+    return next((r["method"] for r in results if r["classes"] == k and r["method"].startswith("(e)")), None)
+
+
+def _paired(first: np.ndarray, second: np.ndarray) -> tuple[float, list[float]]:
+    """first - second in accuracy, with its Agresti-Min 95% interval."""
+    d, se, z = verdicts.agresti_min(int((first & ~second).sum()), int((~first & second).sum()), len(first))
+    return round(float(first.mean() - second.mean()), 4), [round(d - z * se, 4), round(d + z * se, 4)]
+
+
+def partner_alone(k: int, right: np.ndarray, reference: np.ndarray, best: np.ndarray | None,
+                  seconds: float) -> dict:
+    """The contrastive partner classifying by itself (its top 1, no denoiser call) at ``k`` classes, against (a)
+    and against (e): what a combination is worth beside the model that pre-prunes for it. A partner more accurate
+    than (a) makes (e) look good against (a) for its own sake."""
+    low, high = clopper_pearson(int(right.sum()), len(right))
+    to_a, to_a_ci = _paired(right, reference)
+    record = {"classes": k, "n_images": int(len(right)), "accuracy": round(float(right.mean()), 4),
+              "accuracy_ci": [round(low, 4), round(high, 4)], "difference_to_a": to_a, "difference_ci": to_a_ci,
+              "seconds_per_image": round(seconds, 4)}
+    if best is not None:
+        record["e_minus_partner"], record["e_minus_partner_ci"] = _paired(best, right)
+    return record
+
+
+def partner_summary(report: dict) -> str:
+    """One sentence on the contrastive partner alone at the largest count, beside (a) and (e)."""
+    p = max(report.get("partner_alone", []), key=lambda r: r["classes"], default=None)
+    if p is None:
+        return "The partner alone was not measured."
+    pts = lambda v: f"{100 * v:+.1f}"
+    text = (f"At {p['classes']} classes the contrastive partner alone (its top 1, no denoiser call) gets "
+            f"{100 * p['accuracy']:.1f}% [{100 * p['accuracy_ci'][0]:.1f}, {100 * p['accuracy_ci'][1]:.1f}], "
+            f"{pts(p['difference_to_a'])} points against (a) [{pts(p['difference_ci'][0])}, "
+            f"{pts(p['difference_ci'][1])}]")
+    if "e_minus_partner" in p:
+        lo, hi = p["e_minus_partner_ci"]
+        text += f"; (e) minus the partner: {pts(p['e_minus_partner'])} points [{pts(lo)}, {pts(hi)}]"
+    return text + "."
 
 
 def comparison_label(k: int) -> str:

@@ -98,4 +98,7 @@ def test_class_scaling_measures_every_method_at_every_count_and_confirms_replay_
         assert all(r["difference_ci"][0] >= -0.03 for r in report["results"] if r["method"] == label)
     assert list(tmp_path.rglob("*.npz")) and report["evals_per_second"] > 0  # scored now, kept in the error cache
     assert report["targets"]["classes"] == 50 and report["targets"]["method"] == rows[50, "(e)"]["method"]
+    partner = {r["classes"]: r for r in report["partner_alone"]}  # the partner alone at every count, beside (a), (e)
+    assert set(partner) == {25, 50} and all(0 <= r["accuracy"] <= 1 and r["n_images"] == 4 for r in partner.values())
+    assert all("e_minus_partner" in r for r in partner.values())
     assert report["imagenet_extrapolation"] == {} or report["imagenet_extrapolation"]["classes"] == 1000

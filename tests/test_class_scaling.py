@@ -104,3 +104,24 @@ def test_the_imagenet_arithmetic_extends_e_along_its_slope_at_the_papers_rate():
     assert cost_only["evaluations_per_image"] == out["evaluations_per_image"] and out["accuracy_kept"] is True
     with pytest.raises(InputError, match="names no single method"):
         class_scaling.extrapolate(missed, method="(z)")
+
+
+def test_the_partner_alone_is_set_beside_a_and_e_by_hand():
+    """Four pictures: partner right on 0 and 1, (a) on 0 and 2, (e) on 0, 1 and 2. The partner: 50% (Clopper-Pearson
+    interval), 0 points against (a) (one discordant pair each way), (e) 25 points above it (one pair, (e)'s way)."""
+    partner, a, e = (np.array(v, bool) for v in ([1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 1, 0]))
+    row = class_scaling.partner_alone(200, partner, a, e, seconds=0.0012)
+    assert row["accuracy"] == 0.5 and row["difference_to_a"] == 0.0 and row["e_minus_partner"] == 0.25
+    assert row["accuracy_ci"] == pytest.approx(class_scaling.clopper_pearson(2, 4), abs=1e-4)
+    d, se, z = verdicts.agresti_min(1, 0, 4)
+    assert row["e_minus_partner_ci"] == pytest.approx([d - z * se, d + z * se], abs=1e-4)
+    assert row["difference_ci"][0] < 0 < row["difference_ci"][1]
+    assert "e_minus_partner" not in class_scaling.partner_alone(200, partner, a, None, seconds=0.0)
+    sentence = class_scaling.partner_summary({"partner_alone": [row, {**row, "classes": 25, "accuracy": 0.9}]})
+    assert sentence.startswith("At 200 classes the contrastive partner alone (its top 1, no denoiser call) gets 50.0%")
+    assert "+0.0 points against (a)" in sentence and "(e) minus the partner: +25.0 points" in sentence
+    assert class_scaling.partner_summary({}) == "The partner alone was not measured."
+    from dclib.figures.class_scaling import cost_and_accuracy_figure
+
+    report = {**report_of([True] * 88 + [False] * 12), "partner_alone": [row]}
+    assert isinstance(cost_and_accuracy_figure(report, "t", class_scaling.MARGIN), Figure)

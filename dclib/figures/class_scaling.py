@@ -21,7 +21,8 @@ def results_frame(report: dict) -> pd.DataFrame:
 def cost_and_accuracy_figure(report: dict, title: str, margin: float):
     """Left: denoiser evaluations per image against classes (log-log), one line per method, beside a line of slope 1
     through the reference's first point (cost in proportion to the classes, as the paper's schedules grow). Right:
-    each method's accuracy difference to the reference with its 95% interval, against classes, and the margin."""
+    each method's accuracy difference to the reference with its 95% interval, against classes, the margin, and the
+    contrastive partner classifying alone (grey: no denoiser call)."""
     import matplotlib.pyplot as plt  # picks a backend on import: only drawing needs it
     import seaborn as sns
 
@@ -48,6 +49,14 @@ def cost_and_accuracy_figure(report: dict, title: str, margin: float):
                        yerr=[sub["difference to (a), points"] - sub["diff low"],
                              sub["diff high"] - sub["difference to (a), points"]],
                        fmt="o-", capsize=3, color=palette[method], label=method)
+    partner = pd.DataFrame(report.get("partner_alone", []))
+    if len(partner):  # the partner alone: what pre-pruning could owe to it (no denoiser call, so not on the left)
+        partner = partner.sort_values("classes")
+        diff, low, high = (100 * partner.difference_to_a, 100 * partner.difference_ci.str[0],
+                           100 * partner.difference_ci.str[1])
+        right.errorbar(partner.classes, diff, yerr=[diff - low, high - diff], fmt="s--", capsize=3, color="grey",
+                       alpha=0.8, label="contrastive partner alone")
+        handles, labels = right.get_legend_handles_labels()[0][-1:] + handles, ["contrastive partner alone"] + labels
     right.axhline(0, color="black", lw=0.8)
     right.axhline(-100 * margin, color="red", ls="--", lw=1, label=f"margin (-{100 * margin:g} points)")
     finish(right, "classes", "accuracy minus the reference's (points, 95% interval)", "Accuracy kept")
