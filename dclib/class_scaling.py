@@ -251,7 +251,7 @@ def measure(clf, weak, setup: ScalingSetup = ScalingSetup(), cache=None, progres
         reference = right[REFERENCE]
         for row in table.to_dict("records"):
             method, seconds = row["method"], row["seconds_per_image"]
-            difference, difference_ci = _paired(right[method], reference)
+            difference, difference_ci = _paired_difference(right[method], reference)
             results.append({
                 "classes": k, "method": "(a) " + method if method == REFERENCE else method,
                 "n_images": int(len(reference)), "accuracy": round(float(row["accuracy"]), 4),
@@ -267,8 +267,8 @@ def measure(clf, weak, setup: ScalingSetup = ScalingSetup(), cache=None, progres
                 "difference_to_a": difference, "difference_ci": difference_ci,
                 "tree_seconds": next((v for label, v in tree_seconds.items() if label in method), None),
                 "contrastive_seconds_per_image": round(weak_seconds, 4) if "top-" in method else None})
-        partner.append(partner_alone(k, weak_scores.argmax(1) == errors.labels, reference,
-                                     right.get(label_of_e(results, k)), weak_seconds))
+        best = next((v for method, v in right.items() if method.startswith("(e)")), None)
+        partner.append(partner_alone(k, weak_scores.argmax(1) == errors.labels, reference, best, weak_seconds))
     device = f"cpu {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     return {"device": device, "setup": asdict(setup), "scoring_seconds": round(scoring_seconds, 1),
             "evals_per_second": round(n_scored / scoring_seconds, 1) if n_scored and scoring_seconds > 1
@@ -277,12 +277,7 @@ def measure(clf, weak, setup: ScalingSetup = ScalingSetup(), cache=None, progres
             "log_log_slopes_within_bound": slopes_within_bound(results)}
 
 
-def label_of_e(results: list[dict], k: int) -> str | None:
-    """The label (e) was measured under at ``k`` classes (as :func:`pruning.compare_methods` names it), if any."""
-    return next((r["method"] for r in results if r["classes"] == k and r["method"].startswith("(e)")), None)
-
-
-def _paired(first: np.ndarray, second: np.ndarray) -> tuple[float, list[float]]:
+def _paired_difference(first: np.ndarray, second: np.ndarray) -> tuple[float, list[float]]:
     """first - second in accuracy, with its Agresti-Min 95% interval."""
     d, se, z = verdicts.agresti_min(int((first & ~second).sum()), int((~first & second).sum()), len(first))
     return round(float(first.mean() - second.mean()), 4), [round(d - z * se, 4), round(d + z * se, 4)]
@@ -294,12 +289,12 @@ def partner_alone(k: int, right: np.ndarray, reference: np.ndarray, best: np.nda
     and against (e): what a combination is worth beside the model that pre-prunes for it. A partner more accurate
     than (a) makes (e) look good against (a) for its own sake."""
     low, high = clopper_pearson(int(right.sum()), len(right))
-    to_a, to_a_ci = _paired(right, reference)
+    to_a, to_a_ci = _paired_difference(right, reference)
     record = {"classes": k, "n_images": int(len(right)), "accuracy": round(float(right.mean()), 4),
               "accuracy_ci": [round(low, 4), round(high, 4)], "difference_to_a": to_a, "difference_ci": to_a_ci,
               "seconds_per_image": round(seconds, 4)}
     if best is not None:
-        record["e_minus_partner"], record["e_minus_partner_ci"] = _paired(best, right)
+        record["e_minus_partner"], record["e_minus_partner_ci"] = _paired_difference(best, right)
     return record
 
 

@@ -176,11 +176,9 @@ def train_shapes_clip(out: Path, steps: int | None = None, progress: bool = True
     recipe = recipe or ClipRecipe()
     if recipe.world not in OBJECTIVES:  # before any data is rendered
         raise ValueError(f"no contrastive objective for world {recipe.world!r}; valid: {', '.join(OBJECTIVES)}")
-    if recipe.hard_pictures and recipe.world != "manyclass":
-        raise ValueError(f"hard_pictures: only the many-class world has evaluation nuisance, not {recipe.world!r}")
     out, steps, gen, rng, started = start_training(out, recipe, steps)
     world = world_of(recipe)
-    pool, val = world.pools(recipe.n_scenes, recipe.n_val, **({"hard_pictures": True} if recipe.hard_pictures else {}))
+    pool, val = world.pools(recipe.n_scenes, recipe.n_val, hard_pictures=recipe.hard_pictures)
     tokenizer = build_word_tokenizer(world.words(), model_max_length=recipe.max_length)
     model = build_clip(recipe, tokenizer).train()
     use_fast_cpu_attention(model)

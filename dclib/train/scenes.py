@@ -19,8 +19,11 @@ VAL_SEED = 11
 TEMPLATE_SLOT = re.compile(r"\{(\w+)\}")  # a caption template's slots, "{colour1}"
 
 
-def scene_pools(n_train: int, n_val: int) -> tuple["ScenePool", "ScenePool"]:
-    """The training scenes (seed TRAIN_SEED) and the validation scenes (seed VAL_SEED) of a shapes recipe."""
+def scene_pools(n_train: int, n_val: int, hard_pictures: bool = False) -> tuple["ScenePool", "ScenePool"]:
+    """The training scenes (seed TRAIN_SEED) and the validation scenes (seed VAL_SEED) of a shapes recipe. The
+    shapes world's evaluation scenes are drawn as its training scenes are, so it has no hard pictures to ask for."""
+    if hard_pictures:
+        raise ValueError("hard_pictures: only the many-class world has evaluation nuisance, not 'shapes'")
     return ScenePool(n_train, TRAIN_SEED), ScenePool(n_val, VAL_SEED)
 
 

@@ -56,7 +56,7 @@ def manyclass_longest_tokens(tokenizer) -> int:
 
 @dataclass(frozen=True)
 class World:
-    pools: Callable[[int, int], tuple]    # (n_train, n_val) -> (training pool, validation pool)
+    pools: Callable[..., tuple]           # (n_train, n_val, hard_pictures=False) -> (training pool, validation pool)
     words: Callable[[], list[str]]        # every word a TRAIN or HELD-OUT caption can hold
     longest_tokens: Callable[..., int]    # tokenizer -> the longest caption's token count
     data: str                             # the card's sentence on the training data ({n_scenes} filled in)
